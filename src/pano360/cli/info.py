@@ -1,0 +1,99 @@
+"""``pano360 info``: versions, the device a run would use, cached models; or an image's 360 metadata."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from .main import HelpFormatter
+
+    parser = subparsers.add_parser(
+        "info",
+        help="show versions, device and cached models, or an image's 360 metadata",
+        description="Without IMAGE: library versions, the device and dtype a run would use, and the "
+        "Stable Diffusion models in the Hugging Face cache.\nWith IMAGE: its size, projection and GPano "
+        "360 metadata.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("image", nargs="?", default=None, metavar="IMAGE", help="a PNG or JPEG panorama")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    report = image_report(args.image) if args.image else system_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            if isinstance(value, dict):
+                print(f"{key}:")
+                for sub_key, sub_value in value.items():
+                    print(f"  {sub_key}: {sub_value}")
+            elif isinstance(value, list):
+                print(f"{key}:" + ("" if value else " (none)"))
+                for item in value:
+                    print(f"  {item}")
+            else:
+                print(f"{key}: {value}")
+    return 0
+
+
+def image_report(path: str) -> dict:
+    from PIL import Image, UnidentifiedImageError
+
+    from ..errors import InvalidInputError
+    from ..io.images import read_panorama_metadata
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path} does not exist; check the path") from None
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"{path} is not an image Pillow can read; give a PNG or JPEG file") from None
+    metadata = read_panorama_metadata(path)
+    if metadata.get("ProjectionType"):
+        projection = metadata["ProjectionType"]
+    elif width == 2 * height:
+        projection = "equirectangular (by 2:1 aspect; no GPano metadata)"
+    else:
+        projection = "unknown (no GPano metadata)"
+    return {"image": path, "size": f"{width}x{height}", "projection": projection, "gpano": metadata}
+
+
+def system_report() -> dict:
+    from ..backbones.device import resolve_device, resolve_dtype
+    from ..io.sidecar import library_versions
+
+    device = resolve_device("auto")
+    report = {
+        "versions": library_versions(),
+        "device": str(device),
+        "dtype": str(resolve_dtype("auto", device)).replace("torch.", ""),
+    }
+    if device.type == "cuda":
+        import torch
+
+        properties = torch.cuda.get_device_properties(device)
+        report["gpu"] = f"{properties.name}, {properties.total_memory / 2**30:.1f} GiB"
+    report["cached_models"] = cached_models()
+    return report
+
+
+def cached_models() -> list[str]:
+    """Model repositories in the Hugging Face cache that look like diffusion pipelines or ControlNets."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cache = scan_cache_dir()
+    except Exception:  # no cache folder yet, or an unreadable one
+        return []
+    names = []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type == "model":
+            names.append(f"{repo.repo_id} ({repo.size_on_disk / 2**30:.2f} GiB)")
+    return names

@@ -1,0 +1,55 @@
+"""``pano360`` entry point: builds the sub-command parsers and turns user errors into one-line messages.
+
+Each sub-command lives in its own module ``pano360.cli.<name>`` exposing
+``register(subparsers) -> argparse.ArgumentParser`` that sets ``func=run`` on its parser, where
+``run(args) -> int`` returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import Pano360Error
+
+SUBCOMMANDS = ["info"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default and keeps hand-made line breaks in descriptions."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pano360",
+        description="Seamless 360° panoramas from text with Stable Diffusion-family models.",
+        epilog="Run 'pano360 COMMAND --help' for the options of a command.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pano360 {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"pano360.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except Pano360Error as error:
+        print(f"pano360 {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pano360 {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
