@@ -1,0 +1,363 @@
+"""Loading SD 1.x / 2.x / SDXL backbones and ControlNets from the Hub, a folder or a single file.
+
+Sources, tried in this order:
+
+* ``tiny``, ``tiny-sd2``, ``tiny-sdxl``: built-in random models (offline; see :mod:`.tiny`);
+* an existing file (``.safetensors``, ``.ckpt``, ``.pt``, ``.bin``): an original-layout single-file
+  checkpoint (A1111/ComfyUI style). Pickles are only ever read with ``weights_only=True``;
+* an existing folder in diffusers layout (``model_index.json``);
+* otherwise a Hugging Face Hub repo id (``owner/name``), downloaded into the HF cache on first use.
+
+Remote code is never enabled. Failures raise :class:`~pano360.errors.ModelLoadError` with a message
+that names the model and says how to provide it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import InvalidInputError, ModelLoadError
+from .families import FamilyInfo, family_of_checkpoint_keys, family_of_pipeline
+from .tiny import TINY_MODEL_NAMES
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
+# Depth ControlNets used when a depth image is given without --controlnet.
+DEFAULT_DEPTH_CONTROLNETS = {
+    "sd1": "lllyasviel/control_v11f1p_sd15_depth",
+    "sd2": "thibaud/controlnet-sd21-depth-diffusers",
+    "sdxl": "diffusers/controlnet-depth-sdxl-1.0-mid",
+}
+
+
+@dataclass
+class ModelSource:
+    """Where a model came from, recorded in every sidecar so that a run can be reproduced."""
+
+    name: str  # what the user passed
+    kind: str  # "tiny" | "single_file" | "folder" | "hub"
+    path: str | None = None  # resolved local path
+    revision: str | None = None  # Hub commit hash when known
+    sha256: str | None = None  # single files only
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Backbone:
+    """A loaded pipeline's components plus what the loop needs to know about them."""
+
+    pipe: object  # diffusers StableDiffusionPipeline or StableDiffusionXLPipeline
+    info: FamilyInfo
+    source: ModelSource
+    controlnet: object | None = None
+    controlnet_source: ModelSource | None = None
+    loras: list[dict] = field(default_factory=list)
+    embeddings: list[dict] = field(default_factory=list)
+
+
+def classify_model_argument(model: str) -> str:
+    """``"tiny"``, ``"single_file"``, ``"folder"`` or ``"hub"``; raises if a path does not exist.
+
+    Cheap (no model is read), so the CLI can check its arguments before loading anything.
+    """
+    if model in TINY_MODEL_NAMES:
+        return "tiny"
+    path = Path(os.path.expanduser(model))
+    if path.is_file():
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise InvalidInputError(
+                f"model file {model!r} is not a checkpoint; give a .safetensors or .ckpt file, "
+                "a diffusers folder or a Hub id"
+            )
+        return "single_file"
+    if path.is_dir():
+        if not (path / "model_index.json").is_file() and not (path / "config.json").is_file():
+            raise InvalidInputError(
+                f"folder {model!r} is not a diffusers model (no model_index.json); "
+                "give a diffusers folder, a .safetensors/.ckpt file or a Hub id"
+            )
+        return "folder"
+    looks_like_path = (
+        model.startswith((".", "/", "~")) or path.suffix.lower() in SINGLE_FILE_SUFFIXES or model.count("/") > 1
+        or "\\" in model
+    )
+    if looks_like_path or not HUB_ID.match(model):
+        raise InvalidInputError(
+            f"model {model!r} not found: no such file or folder, and it is not a Hub id like "
+            f"'{DEFAULT_MODEL}'; check the path (or use --model tiny for the built-in test model)"
+        )
+    return "hub"
+
+
+def _hub_error(model: str, error: Exception, what: str = "model") -> ModelLoadError:
+    """Turn a huggingface_hub / OS error into a message that says what to do."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if isinstance(error, GatedRepoError):
+        text = (
+            f"{what} {model!r} is gated: accept its licence on https://huggingface.co/{model} and log in "
+            "with 'hf auth login' (or set HF_TOKEN)"
+        )
+    elif isinstance(error, RepositoryNotFoundError):
+        text = (
+            f"{what} {model!r} was not found on the Hugging Face Hub (or is private): check the id, log in "
+            "with 'hf auth login' for private repos, or give a local folder or .safetensors file"
+        )
+    elif isinstance(error, LocalEntryNotFoundError) or "offline" in str(error).lower():
+        text = (
+            f"{what} {model!r} is not in the local cache ({constants.HF_HUB_CACHE}) and the Hub cannot be "
+            "reached: download it once with internet access, point HF_HOME/--cache-dir at a cache that "
+            "has it, or give a local folder or .safetensors file"
+        )
+    else:
+        text = f"could not load {what} {model!r}: {error}"
+    return ModelLoadError(text.replace("\n", " "))
+
+
+def _hub_commit(repo_id: str, cache_dir: str | None) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=cache_dir)
+    if isinstance(cached, str) and "/snapshots/" in cached:
+        return cached.split("/snapshots/")[1].split("/")[0]
+    return None
+
+
+def _pipeline_class(family_or_class_name: str):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if "xl" in family_or_class_name.lower() else StableDiffusionPipeline
+
+
+def _check_supported_class(class_name: str, model: str) -> None:
+    unsupported = ("StableDiffusion3", "Upscale", "Cascade", "Inpaint", "Refiner")
+    if not class_name.startswith("StableDiffusion") or any(tag in class_name for tag in unsupported):
+        raise ModelLoadError(
+            f"model {model!r} is a {class_name}; pano360 runs SD 1.x, SD 2.x and SDXL text-to-image "
+            "checkpoints: choose one of those"
+        )
+
+
+def read_checkpoint_keys(path: str | os.PathLike) -> list[str]:
+    """Key names of a single-file checkpoint without loading its tensors (pickles: weights_only)."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return list(state.keys())
+
+
+def load_backbone(
+    model: str,
+    *,
+    torch_dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    config: str | None = None,
+    variant: str | None = None,
+    cache_dir: str | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    prediction_type: str | None = None,
+    hash_single_files: bool = True,
+) -> Backbone:
+    """Load a SD 1.x/2.x/SDXL pipeline; see the module docstring for the accepted ``model`` forms.
+
+    ``config`` (single files only): a diffusers folder or Hub id whose component configs to use,
+    needed offline because a single file carries no configs. ``prediction_type`` overrides the
+    scheduler's (e.g. ``"v_prediction"`` for SD 2.x 768-v single files).
+    """
+    kind = classify_model_argument(model)
+    source = ModelSource(name=model, kind=kind)
+    if kind == "tiny":
+        from .tiny import tiny_pipeline
+
+        pipe = tiny_pipeline(TINY_MODEL_NAMES[model])
+        if torch_dtype != torch.float32:
+            pipe.to(dtype=torch_dtype)
+    elif kind == "single_file":
+        pipe = _load_single_file(model, torch_dtype, config, cache_dir, local_files_only, token)
+        source.path = str(Path(model).expanduser().resolve())
+        if hash_single_files:
+            from ..io.sidecar import file_sha256
+
+            source.sha256 = file_sha256(source.path)
+    elif kind == "folder":
+        pipe = _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only=True, token=token)
+        source.path = str(Path(model).expanduser().resolve())
+    else:
+        pipe = _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, token)
+        source.revision = _hub_commit(model, cache_dir)
+
+    if pipe.unet.config.in_channels != 4 or getattr(pipe, "text_encoder", None) is None:
+        raise ModelLoadError(
+            f"model {model!r} is not a text-to-image SD model (an inpainting, depth-to-image or refiner "
+            "checkpoint?); use a base SD 1.x/2.x/SDXL checkpoint"
+        )
+    if prediction_type is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction_type)
+    pipe.to(device=device)
+    pipe.set_progress_bar_config(disable=True)
+    return Backbone(pipe=pipe, info=family_info(pipe), source=source)
+
+
+def family_info(pipe) -> FamilyInfo:
+    from .wrap import total_downsampling
+
+    vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    return FamilyInfo(
+        family=family_of_pipeline(pipe),
+        prediction_type=pipe.scheduler.config.get("prediction_type", "epsilon"),
+        native_size=int(pipe.unet.config.sample_size) * vae_scale,
+        vae_scale_factor=vae_scale,
+        unet_downsampling=total_downsampling(pipe.unet),
+    )
+
+
+def _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, token):
+    from huggingface_hub import hf_hub_download
+
+    if Path(model).expanduser().is_dir():
+        index_path = Path(model).expanduser() / "model_index.json"
+    else:
+        try:
+            index_path = hf_hub_download(
+                model, "model_index.json", cache_dir=cache_dir, local_files_only=local_files_only, token=token
+            )
+        except Exception as error:  # hub errors, offline, network
+            raise _hub_error(model, error) from error
+    class_name = json.loads(Path(index_path).read_text()).get("_class_name", "StableDiffusionPipeline")
+    _check_supported_class(class_name, model)
+    pipeline_class = _pipeline_class(class_name)
+    extra = {} if "XL" in pipeline_class.__name__ else {"safety_checker": None, "feature_extractor": None,
+                                                          "requires_safety_checker": False}
+    try:
+        return pipeline_class.from_pretrained(
+            os.path.expanduser(model),
+            torch_dtype=torch_dtype,
+            variant=variant,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            use_safetensors=None,
+            **extra,
+        )
+    except ValueError as error:
+        if variant and "variant" in str(error):
+            raise ModelLoadError(
+                f"model {model!r} has no {variant!r} variant of its weights; drop --variant"
+            ) from error
+        raise ModelLoadError(f"could not load model {model!r}: {error}") from error
+    except OSError as error:
+        raise _hub_error(model, error) from error
+
+
+def _load_single_file(model, torch_dtype, config, cache_dir, local_files_only, token):
+    path = Path(model).expanduser()
+    try:
+        keys = read_checkpoint_keys(path)
+    except Exception as error:
+        raise ModelLoadError(
+            f"could not read checkpoint {model!r} ({error.__class__.__name__}): it is not a valid "
+            ".safetensors file or a weights-only torch checkpoint; pickles with code are refused"
+        ) from error
+    family = family_of_checkpoint_keys(keys)
+    if family is None:
+        raise ModelLoadError(
+            f"{model!r} is not a Stable Diffusion checkpoint (no UNet keys in the original layout); "
+            "give an SD 1.x/2.x/SDXL .safetensors/.ckpt, or a diffusers folder"
+        )
+    pipeline_class = _pipeline_class(family)
+    extra = {} if family == "sdxl" else {"safety_checker": None, "feature_extractor": None,
+                                         "requires_safety_checker": False}
+    try:
+        return pipeline_class.from_single_file(
+            str(path),
+            torch_dtype=torch_dtype,
+            config=config,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            **extra,
+        )
+    except Exception as error:
+        hint = (
+            "; offline, pass --config with a diffusers folder (or cached Hub id) of the same family "
+            "to take the component configs from"
+            if config is None
+            else ""
+        )
+        raise ModelLoadError(f"could not load single-file checkpoint {model!r}: {error}{hint}".replace("\n", " ")) from error
+
+
+# --- ControlNet -------------------------------------------------------------------------------
+
+def classify_controlnet_argument(controlnet: str) -> str:
+    """Like :func:`classify_model_argument` for ControlNets (``tiny`` builds one for the backbone)."""
+    if controlnet == "tiny":
+        return "tiny"
+    path = Path(os.path.expanduser(controlnet))
+    if path.is_file():
+        return "single_file"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InvalidInputError(f"ControlNet folder {controlnet!r} has no config.json; give a diffusers ControlNet")
+        return "folder"
+    if controlnet.startswith((".", "/", "~")) or path.suffix or not HUB_ID.match(controlnet):
+        raise InvalidInputError(
+            f"ControlNet {controlnet!r} not found: no such file or folder and not a Hub id like "
+            "'diffusers/controlnet-depth-sdxl-1.0-mid'; check the path"
+        )
+    return "hub"
+
+
+def load_controlnet(backbone: Backbone, controlnet: str, *, cache_dir=None, local_files_only=False, token=None):
+    """Load a ControlNet onto ``backbone`` (same dtype and device) and check that it fits the family."""
+    from diffusers import ControlNetModel
+
+    kind = classify_controlnet_argument(controlnet)
+    unet = backbone.pipe.unet
+    source = ModelSource(name=controlnet, kind=kind)
+    try:
+        if kind == "tiny":
+            from .tiny import tiny_controlnet
+
+            model = tiny_controlnet(unet)
+        elif kind == "single_file":
+            model = ControlNetModel.from_single_file(os.path.expanduser(controlnet), torch_dtype=unet.dtype)
+            source.path = str(Path(controlnet).expanduser().resolve())
+        else:
+            model = ControlNetModel.from_pretrained(
+                os.path.expanduser(controlnet), torch_dtype=unet.dtype, cache_dir=cache_dir,
+                local_files_only=local_files_only or kind == "folder", token=token,
+            )
+    except OSError as error:
+        raise _hub_error(controlnet, error, what="ControlNet") from error
+    expected = unet.config.cross_attention_dim
+    if model.config.cross_attention_dim != expected or (
+        (model.config.get("addition_embed_type") == "text_time") != backbone.info.is_sdxl
+    ):
+        raise ModelLoadError(
+            f"ControlNet {controlnet!r} (cross-attention width {model.config.cross_attention_dim}) does not fit "
+            f"the {backbone.info.family} model (width {expected}); use a ControlNet trained for "
+            f"{backbone.info.family}, e.g. diffusers/controlnet-depth-sdxl-1.0-mid for SDXL"
+        )
+    if model.dtype != unet.dtype:
+        model = model.to(dtype=unet.dtype)
+    backbone.controlnet = model.to(device=unet.device).eval()
+    backbone.controlnet_source = source
+    return backbone.controlnet

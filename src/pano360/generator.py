@@ -1,0 +1,413 @@
+"""``PanoramaGenerator``: owns the loaded components, encodes prompts and runs the one denoising loop."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import secrets
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .backbones import adapters
+from .backbones.device import resolve_device, resolve_dtype
+from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
+from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
+from .backbones.wrap import wraparound
+from .denoiser import Denoiser, TextConditioning
+from .errors import InvalidInputError
+from .io.sidecar import library_versions
+from .methods import GenerationContext, get_method
+from .output import PanoramaOutput
+from .validation import check_generation_args
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+class PanoramaGenerator:
+    """Text → 360° panorama with any method, on SD 1.x/2.x/SDXL backbones.
+
+    Build it with :meth:`from_pretrained`, then call it::
+
+        gen = PanoramaGenerator.from_pretrained("stabilityai/stable-diffusion-2-base")
+        out = gen("a misty forest", method="circular", height=512, width=1024, seed=1)
+        out.images[0].save("forest.png")   # or out.save("forest.png") for XMP + sidecar
+    """
+
+    def __init__(self, backbone: Backbone, scheduler: str = DEFAULT_SCHEDULER):
+        self.backbone = backbone
+        self.scheduler_name = check_scheduler_name(scheduler)
+        self.base_scheduler_config = backbone.pipe.scheduler.config
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = DEFAULT_MODEL,
+        *,
+        torch_dtype: torch.dtype | str | None = "auto",
+        device: torch.device | str | None = "auto",
+        scheduler: str = DEFAULT_SCHEDULER,
+        controlnet: str | None = None,
+        loras: Sequence[str | tuple[str, float]] | None = None,
+        embeddings: Sequence[str | tuple[str, str]] | None = None,
+        config: str | None = None,
+        variant: str | None = None,
+        cache_dir: str | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        prediction_type: str | None = None,
+    ) -> "PanoramaGenerator":
+        """Load a backbone (Hub id, diffusers folder, single ``.safetensors``/``.ckpt`` file, or ``tiny``).
+
+        Args:
+            model: what to load; ``"tiny"``, ``"tiny-sd2"``, ``"tiny-sdxl"`` are built-in random models.
+            torch_dtype: ``"auto"`` (fp16 on GPU, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"`` or a dtype.
+            device: ``"auto"`` (cuda, then mps, then cpu) or a device.
+            scheduler: default scheduler name (``ddim``, ``euler``, ``euler_a``, ``dpmpp_2m``, …).
+            controlnet: a ControlNet (Hub id, folder, file, or ``"tiny"``) for depth conditioning.
+            loras: LoRA files or Hub repos, each optionally as ``(source, scale)`` (scale 1 by default).
+            embeddings: textual-inversion files, each optionally as ``(path, token)``.
+            config: for single files offline, a diffusers folder/Hub id to take component configs from.
+            prediction_type: override the scheduler's (``"epsilon"`` or ``"v_prediction"``).
+        """
+        check_scheduler_name(scheduler)
+        device = resolve_device(device)
+        dtype = resolve_dtype(torch_dtype, device)
+        lora_list = [(entry, 1.0) if isinstance(entry, (str, os.PathLike)) else tuple(entry) for entry in loras or []]
+        embedding_list = [(entry, None) if isinstance(entry, (str, os.PathLike)) else tuple(entry)
+                          for entry in embeddings or []]
+        for source, _ in lora_list:
+            adapters.check_adapter_path(str(source))
+        for source, _ in embedding_list:
+            adapters.check_adapter_path(str(source), what="embedding")
+        backbone = load_backbone(
+            model, torch_dtype=dtype, device=device, config=config, variant=variant, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token, prediction_type=prediction_type,
+        )
+        generator = cls(backbone, scheduler=scheduler)
+        if controlnet:
+            load_controlnet(backbone, controlnet, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        if lora_list:
+            adapters.load_loras(backbone, [(str(s), float(w)) for s, w in lora_list], cache_dir=cache_dir,
+                                local_files_only=local_files_only, token=token)
+        for source, embedding_token in embedding_list:
+            adapters.load_embedding(backbone, str(source), token=embedding_token)
+        return generator
+
+    # --- components ------------------------------------------------------------------------
+    @property
+    def pipe(self):
+        return self.backbone.pipe
+
+    @property
+    def unet(self):
+        return self.backbone.pipe.unet
+
+    @property
+    def vae(self):
+        return self.backbone.pipe.vae
+
+    @property
+    def controlnet(self):
+        return self.backbone.controlnet
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def family(self) -> str:
+        return self.backbone.info.family
+
+    def load_lora(self, source: str, scale: float = 1.0, weight_name: str | None = None) -> None:
+        """Add a LoRA (file or Hub repo) with ``scale``; earlier LoRAs stay active."""
+        adapters.load_loras(self.backbone, [(source, scale)], weight_names=[weight_name])
+        adapters.set_lora_scales(self.backbone, [entry["scale"] for entry in self.backbone.loras])
+
+    def set_lora_scales(self, *scales: float) -> None:
+        """New scales for the loaded LoRAs, in load order (0 disables one exactly)."""
+        adapters.set_lora_scales(self.backbone, list(scales))
+
+    def load_embedding(self, path: str, token: str | None = None) -> list[str]:
+        """Load a textual-inversion embedding; returns the tokens to use in prompts."""
+        return adapters.load_embedding(self.backbone, path, token=token)
+
+    def load_controlnet(self, controlnet: str) -> None:
+        load_controlnet(self.backbone, controlnet)
+
+    # --- prompts ---------------------------------------------------------------------------
+    def encode_prompt(self, prompt: list[str], negative_prompt: list[str] | None, guidance: bool) -> TextConditioning:
+        """Encode B prompts (and negative prompts when ``guidance``) with the backbone's text encoder(s)."""
+        pipe = self.pipe
+        with torch.no_grad():
+            if self.backbone.info.is_sdxl:
+                embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+                    prompt=prompt, device=self.device, num_images_per_prompt=1,
+                    do_classifier_free_guidance=guidance, negative_prompt=negative_prompt,
+                )
+                return TextConditioning(embeds, negative if guidance else None, pooled,
+                                        negative_pooled if guidance else None)
+            embeds, negative = pipe.encode_prompt(
+                prompt, self.device, 1, guidance, negative_prompt=negative_prompt
+            )
+            return TextConditioning(embeds, negative if guidance else None)
+
+    # --- generation ------------------------------------------------------------------------
+    def __call__(
+        self,
+        prompt: str | list[str],
+        method: str = "circular",
+        *,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        seed: int | Sequence[int] | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        scheduler: str | None = None,
+        eta: float = 0.0,
+        control_image: Any = None,
+        controlnet_conditioning_scale: float = 1.0,
+        output_type: str = "pil",
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        progress: bool = True,
+        **method_options,
+    ) -> PanoramaOutput:
+        """Generate panoramas.
+
+        Args:
+            prompt: one prompt or a list (one panorama per prompt, times ``num_images_per_prompt``).
+            method: ``"circular"`` (see :func:`pano360.available_methods`); ``**method_options`` go to it.
+            height, width: pixels, multiples of 8, height ≤ width. Default: the model's native height
+                (512 for SD 1/2, 1024 for SDXL) and twice that width (a full 2:1 sphere).
+            num_inference_steps, guidance_scale, negative_prompt, eta: as in diffusers.
+            seed: base seed; image i uses ``seed + i`` (or a list of seeds). Random if neither ``seed``
+                nor ``generator`` is given; the seeds used are in ``output.parameters["seeds"]``.
+            generator: a ``torch.Generator`` or one per image (diffusers style), instead of ``seed``.
+            latents: initial noise [B, 4, H/8, W/8] (unit variance; scaled by the scheduler here).
+            control_image: depth image for the ControlNet (PIL image, path, array or [B|1, 3, H, W]
+                tensor in [0, 1]); resized to the panorama size.
+            output_type: ``"pil"``, ``"np"`` ([B, H, W, 3] in [0, 1]), ``"pt"`` or ``"latent"``.
+            callback_on_step_end: ``fn(generator, step, timestep, {"latents": ...}) -> dict``; a returned
+                ``"latents"`` entry replaces the latents.
+        """
+        started = time.perf_counter()
+        info = self.backbone.info
+        height = height or info.native_size
+        width = width or 2 * height
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise InvalidInputError("give at least one prompt")
+        check_generation_args(height=height, width=width, num_inference_steps=num_inference_steps,
+                              guidance_scale=guidance_scale, num_images_per_prompt=num_images_per_prompt)
+        if output_type not in OUTPUT_TYPES:
+            raise InvalidInputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        scheduler_name = check_scheduler_name(scheduler or self.scheduler_name)
+        method_obj = get_method(method, **method_options)
+        method_obj.check_size(height, width)
+        method_obj.check_for_model(height, width, info, num_inference_steps)
+        if control_image is not None and self.controlnet is None:
+            raise InvalidInputError("a control image was given but no ControlNet is loaded; pass controlnet=... "
+                                    "to from_pretrained (CLI: --controlnet)")
+        if self.controlnet is not None and control_image is None:
+            raise InvalidInputError("a ControlNet is loaded: give a control_image (CLI: --depth IMAGE)")
+
+        batch = len(prompts) * num_images_per_prompt
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negatives = _expand_negative(negative_prompt, len(prompts) // num_images_per_prompt, num_images_per_prompt)
+        generators, seeds = _make_generators(seed, generator, batch)
+        latent_shape = (4, height // info.vae_scale_factor, width // info.vae_scale_factor)
+        noise = _initial_noise(latents, generators, batch, latent_shape, self.device, self.dtype)
+        control = _prepare_control_image(control_image, batch, height, width, self.device, self.dtype)
+
+        sched = make_scheduler(scheduler_name, self.base_scheduler_config)
+        sched.set_timesteps(num_inference_steps, device=self.device)
+        text = self.encode_prompt(prompts, negatives, guidance=guidance_scale != 1.0)
+        denoiser = Denoiser(self.unet, text, guidance_scale, controlnet=self.controlnet,
+                            controlnet_scale=controlnet_conditioning_scale)
+        ctx = GenerationContext(height=height, width=width, info=info, pipe=self.pipe, denoiser=denoiser,
+                                scheduler=sched, batch_size=batch, control_image=control,
+                                generator=generators if batch > 1 else generators[0])
+        step_kwargs = _scheduler_step_kwargs(sched, eta, ctx.generator)
+
+        timesteps = sched.timesteps
+        iterator = timesteps
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(timesteps, desc=f"{method_obj.name} {width}x{height}", unit="step")
+        with wraparound(*method_obj.modules_to_wrap(ctx)):
+            state = method_obj.init_latents(ctx, noise * sched.init_noise_sigma)
+            for i, t in enumerate(iterator):
+                state = method_obj.before_step(ctx, state, t, i)
+                with torch.no_grad():
+                    model_input = sched.scale_model_input(state, t)
+                    output = method_obj.predict(ctx, model_input, t, i)
+                    state = sched.step(output, t, state, **step_kwargs).prev_sample
+                if callback_on_step_end is not None:
+                    tensors = {"latents": state} if "latents" in callback_on_step_end_tensor_inputs else {}
+                    returned = callback_on_step_end(self, i, t, tensors) or {}
+                    state = returned.get("latents", state)
+            images = None
+            if output_type != "latent":
+                with torch.no_grad():
+                    images = method_obj.decode(ctx, state)
+        final_latents = state.detach().float().cpu()
+        parameters = self._parameters(
+            prompts, negatives, method_obj, height, width, num_inference_steps, guidance_scale, scheduler_name,
+            eta, seeds, control_image, controlnet_conditioning_scale, latents is not None,
+        )
+        parameters["elapsed_seconds"] = round(time.perf_counter() - started, 3)
+        return PanoramaOutput(images=_postprocess(images, output_type), latents=final_latents, parameters=parameters)
+
+    def _parameters(self, prompts, negatives, method_obj, height, width, steps, guidance, scheduler_name, eta,
+                    seeds, control_image, control_scale, custom_latents) -> dict:
+        backbone = self.backbone
+        record = {
+            "prompt": prompts[0] if len(set(prompts)) == 1 else prompts,
+            "negative_prompt": (negatives[0] if negatives and len(set(negatives)) == 1 else negatives),
+            "method": method_obj.name,
+            "method_options": method_obj.options(),
+            "height": height,
+            "width": width,
+            "num_inference_steps": steps,
+            "guidance_scale": guidance,
+            "scheduler": scheduler_name,
+            "eta": eta,
+            "seeds": seeds,
+            "custom_latents": custom_latents,
+            "model": backbone.source.as_dict(),
+            "family": backbone.info.family,
+            "prediction_type": backbone.info.prediction_type,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "loras": [dict(entry) for entry in backbone.loras],
+            "embeddings": [dict(entry) for entry in backbone.embeddings],
+            "versions": library_versions() | {"pano360": __version__},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if backbone.controlnet is not None:
+            record["controlnet"] = backbone.controlnet_source.as_dict()
+            record["controlnet_conditioning_scale"] = control_scale
+            if isinstance(control_image, (str, os.PathLike)):
+                record["control_image"] = os.fspath(control_image)
+        return record
+
+
+# --- helpers (module level: pure functions of their inputs) -----------------------------------
+
+def _expand_negative(negative_prompt, num_prompts: int, per_prompt: int) -> list[str] | None:
+    if negative_prompt is None:
+        return None
+    negatives = [negative_prompt] * num_prompts if isinstance(negative_prompt, str) else list(negative_prompt)
+    if len(negatives) != num_prompts:
+        raise InvalidInputError(f"{len(negatives)} negative prompts for {num_prompts} prompts; give one per prompt")
+    return [n for n in negatives for _ in range(per_prompt)]
+
+
+def _make_generators(seed, generator, batch: int) -> tuple[list[torch.Generator], list[int]]:
+    """One generator per image and the seeds they start from."""
+    if generator is not None:
+        generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+        if len(generators) == 1 and batch > 1:
+            raise InvalidInputError(f"give {batch} generators (one per image) or use seed= instead")
+        if len(generators) != batch:
+            raise InvalidInputError(f"{len(generators)} generators for {batch} images; give one per image")
+        return generators, [g.initial_seed() for g in generators]
+    if seed is None:
+        base = secrets.randbelow(2**31)
+        seeds = [base + i for i in range(batch)]
+    elif isinstance(seed, int):
+        seeds = [seed + i for i in range(batch)]
+    else:
+        seeds = [int(s) for s in seed]
+        if len(seeds) != batch:
+            raise InvalidInputError(f"{len(seeds)} seeds for {batch} images; give one per image")
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds], seeds
+
+
+def _initial_noise(latents, generators, batch, shape, device, dtype) -> torch.Tensor:
+    """Unit Gaussian noise [B, 4, h, w]; drawn on the generator's device (CPU by default, so a seed gives
+    the same panorama on every machine)."""
+    if latents is not None:
+        latents = torch.as_tensor(latents)
+        if latents.ndim == 3:
+            latents = latents[None]
+        if tuple(latents.shape[1:]) != shape or latents.shape[0] not in (1, batch):
+            raise InvalidInputError(
+                f"latents have shape {tuple(latents.shape)}, expected ({batch}, {', '.join(map(str, shape))}) "
+                "for this size (height/8 × width/8 latent units)"
+            )
+        return latents.expand(batch, *shape).to(device=device, dtype=dtype)
+    noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in generators]
+    return torch.stack(noise).to(device=device, dtype=dtype)
+
+
+def _prepare_control_image(image, batch: int, height: int, width: int, device, dtype) -> torch.Tensor | None:
+    """Control image → [B, 3, H, W] in [0, 1], resized (bicubic) to the panorama size in pixels."""
+    if image is None:
+        return None
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        from .validation import check_existing_file
+
+        with Image.open(check_existing_file(image, "control image")) as opened:
+            image = opened.convert("RGB")
+    if isinstance(image, Image.Image):
+        if image.size != (width, height):
+            image = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+        image = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    elif isinstance(image, np.ndarray):
+        array = image.astype(np.float32)
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.max() > 1.0:
+            array = array / 255.0
+        image = torch.from_numpy(array).permute(2, 0, 1)
+    image = torch.as_tensor(image, dtype=torch.float32)
+    if image.ndim == 3:
+        image = image[None]
+    if image.shape[1] == 1:
+        image = image.expand(-1, 3, -1, -1)
+    if image.shape[-2:] != (height, width):
+        image = torch.nn.functional.interpolate(image, size=(height, width), mode="bicubic", align_corners=False)
+    if image.shape[0] not in (1, batch):
+        raise InvalidInputError(f"{image.shape[0]} control images for {batch} panoramas; give 1 or {batch}")
+    return image.clamp(0, 1).expand(batch, -1, -1, -1).to(device=device, dtype=dtype)
+
+
+def _scheduler_step_kwargs(scheduler, eta: float, generator) -> dict:
+    accepted = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {}
+    if "eta" in accepted:
+        kwargs["eta"] = eta
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def _postprocess(images: torch.Tensor | None, output_type: str):
+    if images is None:
+        return None
+    images = (images.float() / 2 + 0.5).clamp(0, 1)
+    if output_type == "pt":
+        return images.cpu()
+    array = images.permute(0, 2, 3, 1).cpu().numpy()
+    if output_type == "np":
+        return array
+    from PIL import Image
+
+    return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
