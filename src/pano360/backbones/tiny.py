@@ -193,6 +193,11 @@ def tiny_controlnet(unet, seed: int = 0):
         for conv in zero_convs:
             conv.weight.normal_(0.0, 0.2)
             conv.bias.normal_(0.0, 0.05)
+        # He-initialise the control image encoder so the image's content (not only biases) gets through.
+        for conv in controlnet.controlnet_cond_embedding.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+                conv.weight.normal_(0.0, (2.0 / fan_in) ** 0.5)
     return controlnet.eval()
 
 
