@@ -1,0 +1,140 @@
+"""Sampling an equirectangular image at arbitrary directions, wrapping across the seam and the poles.
+
+One :func:`torch.nn.functional.grid_sample` call does the interpolation, on a copy of the image
+padded so that every tap of the interpolation kernel reads the right neighbour on the sphere:
+
+* across the seam, column −1 is column W−1 and column W is column 0;
+* across a pole (full spheres only), the row beyond row 0 is row 0 again, half a turn away (W/2
+  columns further on), so going over the pole along a meridian is continuous;
+* inside the *polar cap* (within half a pixel of a pole, where no pixel centre lies), bilinear and
+  bicubic sampling interpolate linearly in latitude between the first row and the pole value, the
+  mean of the first row. So the pole has one value whatever the longitude (a view looking straight
+  up has the same centre pixel at every yaw) and sampling is continuous everywhere on the sphere.
+  Nearest sampling instead picks the pixel on the nearer side, as py360convert does.
+
+py360convert (1.0.x) pads the same way but has no polar cap: its sample exactly at a pole is the
+mean of the two pixels on either side (at lon and lon + 180°), so it depends on the longitude.
+That half-pixel cap is the only place where our bilinear sampling differs from its.
+Cylindrical bands (W > 2H) have no pole: their edge rows are repeated and directions above or
+below the band sample as 0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .coords import is_full_sphere, latitude_extent, lonlat_to_pixel, unit_to_lonlat
+
+Mode = Literal["nearest", "bilinear", "bicubic"]
+MODES = ("nearest", "bilinear", "bicubic")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown interpolation mode {mode!r}; use one of {', '.join(MODES)}")
+    return mode
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Sampling runs in float32 (float64 stays float64): half-precision grids are too coarse."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def pad_equirect(equirect: Tensor, pad: int) -> Tensor:
+    """Pad [..., H, W] by ``pad`` pixels on every side with the sphere's true neighbours.
+
+    Horizontally the image wraps. Vertically, for a full sphere the rows beyond a pole are the rows
+    next to it, mirrored and turned half way round; for a band the edge rows are repeated.
+    """
+    height, width = equirect.shape[-2:]
+    if pad > height:
+        raise ValueError(f"image height {height} is too small to pad by {pad}")
+    top, bottom = equirect[..., :pad, :], equirect[..., height - pad :, :]
+    if is_full_sphere(height, width):
+        top = torch.roll(top.flip(-2), width // 2, dims=-1)
+        bottom = torch.roll(bottom.flip(-2), width // 2, dims=-1)
+    else:
+        top = equirect[..., :1, :].expand(*equirect.shape[:-2], pad, width)
+        bottom = equirect[..., -1:, :].expand(*equirect.shape[:-2], pad, width)
+    padded = torch.cat([top, equirect, bottom], dim=-2)
+    return torch.cat([padded[..., width - pad :], padded, padded[..., :pad]], dim=-1)
+
+
+def sample_equirect_pixels(
+    equirect: Tensor, x: Tensor, y: Tensor, mode: Mode = "bilinear", per_batch: bool = False
+) -> Tensor:
+    """Sample [B, C, H, W] at pixel coordinates ``x``, ``y`` (any shape S, shared by the batch; or
+    [B, *S], one set per panorama, with ``per_batch=True``).
+
+    ``x`` is taken modulo W (any longitude works); ``y`` must lie in [−0.5, H − 0.5] (the sphere),
+    anything else reads the padding. Returns [B, C, *S] in ``equirect``'s dtype; the computation
+    runs in float32 (float64 for float64 input) and is differentiable w.r.t. ``equirect`` (and the
+    coordinates, except in nearest mode).
+    """
+    check_mode(mode)
+    if equirect.ndim != 4:
+        raise ValueError(f"equirect must be [B, C, H, W], got shape {tuple(equirect.shape)}")
+    batch, channels, height, width = equirect.shape
+    compute = work_dtype(equirect.dtype)
+    pad = 2 if mode == "bicubic" else 1
+    padded = pad_equirect(equirect.to(compute), pad)
+    y = y.to(compute)
+    if mode != "nearest" and is_full_sphere(height, width):
+        padded, y = _polar_caps(padded, y, pad, height)
+    shape = x.shape[1:] if per_batch else x.shape
+    if per_batch and x.shape[0] != batch:
+        raise ValueError(f"per-batch coordinates for {x.shape[0]} panoramas, batch has {batch}")
+    x = torch.remainder(x.to(compute) + 0.5, width) - 0.5  # into [-0.5, W - 0.5)
+    # Normalised coordinates for align_corners=False: -1 and +1 are the outer edges of the padded image.
+    gx = (2.0 * (x + pad) + 1.0) / (width + 2 * pad) - 1.0
+    gy = (2.0 * (y + pad) + 1.0) / (height + 2 * pad) - 1.0
+    if per_batch:
+        grid = torch.stack([gx, gy], dim=-1).reshape(batch, 1, -1, 2)
+    else:
+        grid = torch.stack([gx, gy], dim=-1).reshape(1, 1, -1, 2).expand(batch, 1, -1, 2)
+    out = F.grid_sample(padded, grid, mode=mode, padding_mode="border", align_corners=False)
+    return out.reshape(batch, channels, *shape).to(equirect.dtype)
+
+
+def _polar_caps(padded: Tensor, y: Tensor, pad: int, height: int) -> tuple[Tensor, Tensor]:
+    """Put the pole values (first / last row means) in the padding rows next to the image and
+    stretch the half-pixel caps [−0.5, 0) and (H − 1, H − 0.5] onto the pixel between them.
+
+    For bicubic (pad = 2) the outer padding row gets the mirrored first row: in the stretched
+    coordinates it sits at y = −1, its place on the sphere.
+    """
+    top_row, bottom_row = padded[..., pad, :], padded[..., pad + height - 1, :]
+    rows = list(padded.unbind(-2))
+    if pad == 2:
+        rows[0], rows[-1] = rows[1], rows[-2]  # the mirrored first / last rows
+    inner = slice(pad, top_row.shape[-1] - pad)  # the row without its wrapped columns
+    rows[pad - 1] = top_row[..., inner].mean(-1, keepdim=True).expand_as(top_row)
+    rows[pad + height] = bottom_row[..., inner].mean(-1, keepdim=True).expand_as(bottom_row)
+    padded = torch.stack(rows, dim=-2)
+    last = height - 1.0
+    y = torch.where(y < 0, 2.0 * y, torch.where(y > last, last + 2.0 * (y - last), y))
+    return padded, y
+
+
+def sample_equirect(
+    equirect: Tensor, directions: Tensor, mode: Mode = "bilinear", per_batch: bool = False
+) -> Tensor:
+    """Sample [B, C, H, W] along vectors ``directions`` [*S, 3] → [B, C, *S] (or [B, *S, 3] with
+    ``per_batch=True``, one set of directions per panorama).
+
+    For a cylindrical band (W > 2H), directions outside its latitude range give 0.
+    """
+    height, width = equirect.shape[-2:]
+    compute = work_dtype(equirect.dtype)
+    lon, lat = unit_to_lonlat(directions.to(compute))
+    x, y = lonlat_to_pixel(lon, lat, height, width)
+    out = sample_equirect_pixels(equirect, x, y, mode, per_batch=per_batch)
+    if not is_full_sphere(height, width):
+        half = latitude_extent(height, width) / 2
+        inside = (lat.abs() <= half).to(out.dtype)
+        out = out * (inside.unsqueeze(1) if per_batch else inside)
+    return out
