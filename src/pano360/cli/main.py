@@ -15,11 +15,19 @@ import sys
 from .. import __version__
 from ..errors import Pano360Error
 
-SUBCOMMANDS = ["generate", "info"]
+SUBCOMMANDS = ["generate", "info", "convert", "view"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default and keeps hand-made line breaks in descriptions."""
+    """Shows every option's default and keeps hand-made line breaks in descriptions.
+
+    Model ids such as ``stabilityai/stable-diffusion-2-base`` are never broken at their hyphens.
+    """
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
