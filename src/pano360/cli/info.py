@@ -62,7 +62,24 @@ def image_report(path: str) -> dict:
         projection = "equirectangular (by 2:1 aspect; no GPano metadata)"
     else:
         projection = "unknown (no GPano metadata)"
-    return {"image": path, "size": f"{width}x{height}", "projection": projection, "gpano": metadata}
+    return {"image": path, "size": f"{width}x{height}", "projection": projection,
+            "coverage": coverage_text(width, height, metadata), "gpano": metadata}
+
+
+def coverage_text(width: int, height: int, metadata: dict) -> str:
+    """What part of the sphere an image covers, from its GPano cropped area (or its size)."""
+    from ..errors import InvalidInputError
+    from ..viewer import panorama_extent
+
+    try:
+        extent = panorama_extent(width, height, metadata)
+    except InvalidInputError:
+        return "not a 360° panorama (taller than 2:1)"
+    text = f"{extent.haov:g}° x {extent.vaov:g}°"
+    if extent.is_full_sphere:
+        return text + " (full sphere)"
+    low, high = extent.v_offset - extent.vaov / 2, extent.v_offset + extent.vaov / 2
+    return text + f" (cylindrical band, vertical FoV {extent.vaov:g}°, pitch {low:g}° to {high:g}°)"
 
 
 def system_report() -> dict:
