@@ -14,6 +14,8 @@ from .base import GenerationContext, PanoramaMethod, unknown_option_error
 
 _REGISTRY = {
     "circular": ("pano360.methods.circular", "CircularMethod"),
+    "multidiffusion": ("pano360.methods.multidiffusion", "MultiDiffusionMethod"),
+    "syncdiffusion": ("pano360.methods.syncdiffusion", "SyncDiffusionMethod"),
 }
 
 

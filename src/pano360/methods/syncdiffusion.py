@@ -1,0 +1,249 @@
+"""``syncdiffusion``: MultiDiffusion whose windows are pulled towards an anchor window's look.
+
+SyncDiffusion (Lee et al., NeurIPS 2023) adds one gradient step per window before the MultiDiffusion
+update, at steps ``i`` with ``(i + 1) % sync_freq == 0 and i < sync_threshold``:
+
+1. the anchor window ``a`` (the middle one by default) is predicted without gradient; its predicted
+   clean latent x̂0 is decoded and clamped to [-1, 1]: the target image;
+2. for every other window ``v``: ``x̂0(x_v)`` from the guided prediction (ε or v), decoded, clamped,
+   and ``L_v = LPIPS(decode(x̂0(x_v)), target)``; the gradient ``∂L_v/∂x_v`` flows through the UNet
+   (with guidance), the x̂0 formula, the VAE decoder, the clamp and LPIPS;
+3. ``x_v ← x_v − sync_weight · sync_decay_rate**i · ∂L_v/∂x_v`` (raw gradient, not normalised);
+4. every window (updated or not) is predicted again without gradient and the scheduler steps on the
+   average of the updated windows and of their predictions, which for DDIM equals the reference's
+   step-each-window-then-average.
+
+Unlike the reference, which differentiates one window at a time, the gradients of many windows are
+computed in one batched pass (``sync_batch_size`` windows per pass; the losses are independent per
+window, so the gradient of their sum is each window's own gradient). The anchor goes through the
+no-gradient path only (the reference also differentiates it and discards the result).
+
+Fast mode: ``sync_decoder="taesd"`` (``"taesdxl"`` for SDXL, or any diffusers ``AutoencoderTiny``
+id/folder/module) computes the loss through a tiny decoder. This is an approximation: the tiny decoder's
+images and their gradients differ from the real VAE's, so results differ from the paper's algorithm.
+
+Cost of a sync step with N windows: N + 1 window predictions without gradient, N − 1 with gradient
+(forward + backward through UNet, VAE decoder and LPIPS), 1 + (N − 1) decodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import InvalidInputError
+from .base import GenerationContext
+from .multidiffusion import MultiDiffusionMethod
+
+TINY_DECODERS = {"taesd": "madebyollin/taesd", "taesdxl": "madebyollin/taesdxl"}
+_LPIPS_CACHE: dict = {}
+_DECODER_CACHE: dict = {}
+
+
+def predicted_original(scheduler, model_input: torch.Tensor, output: torch.Tensor, t) -> torch.Tensor:
+    """x̂0 from the scaled model input x_t [N, C, h, w] and the guided prediction (ε, v or x0).
+
+    Uses ᾱ_t = ``scheduler.alphas_cumprod[t]``: ε: (x − √(1−ᾱ)ε)/√ᾱ; v: √ᾱ x − √(1−ᾱ) v. The scaled
+    model input is the variance-preserving x_t for DDIM/DDPM-style and for σ-scaled (Euler-type)
+    schedulers alike, so this holds for both.
+    """
+    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    alpha = scheduler.alphas_cumprod.to(model_input.device)[int(t)].to(model_input.dtype)
+    sqrt_alpha, sqrt_one_minus = alpha.sqrt(), (1 - alpha).sqrt()
+    if prediction_type == "epsilon":
+        return (model_input - sqrt_one_minus * output) / sqrt_alpha
+    if prediction_type == "v_prediction":
+        return sqrt_alpha * model_input - sqrt_one_minus * output
+    if prediction_type == "sample":
+        return output
+    raise ValueError(f"unsupported prediction type {prediction_type!r}")
+
+
+def default_perceptual_loss(device, dtype):
+    """LPIPS VGG (as in SyncDiffusion), loaded once per device and dtype."""
+    key = (str(device), dtype)
+    if key not in _LPIPS_CACHE:
+        from ..nets.lpips import LPIPS
+
+        _LPIPS_CACHE[key] = LPIPS(net="vgg").to(device=device, dtype=dtype)
+    return _LPIPS_CACHE[key]
+
+
+def _is_whole(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass
+class SyncDiffusionMethod(MultiDiffusionMethod):
+    """Options (besides MultiDiffusion's ``window``, ``loop_closure``, ``decode_wrap``, ``view_batch_size``):
+
+    * ``stride`` (default 16, SyncDiffusion's): window stride in latent units.
+    * ``sync_weight`` (default 20) and ``sync_decay_rate`` (default 0.95): step size ``w · decay**i``.
+    * ``sync_freq`` (default 1): synchronise every ``sync_freq``-th step (at i = freq−1, 2·freq−1, …).
+    * ``sync_threshold`` (default None = every step): synchronise only while ``i < sync_threshold``;
+      the SyncDiffusion script uses 10 (most of the effect, a fraction of the cost).
+    * ``anchor`` (default None = the middle window, ``len(windows) // 2``): index into the row-major
+      window grid.
+    * ``sync_batch_size`` (default 4): windows per gradient pass (memory vs. speed; results do not change).
+    * ``gradient_checkpointing`` (default False): recompute UNet/VAE activations in the backward pass
+      (less memory, about one more forward pass of time).
+    * ``sync_decoder`` (default None = the pipeline's VAE): ``"taesd"``/``"taesdxl"``, an
+      ``AutoencoderTiny`` id/folder, or a decoder module: the fast, approximate mode.
+    * ``perceptual_loss`` (default None = LPIPS VGG): any module ``f(x, y) -> [B]`` on images in [-1, 1].
+    """
+
+    name: ClassVar[str] = "syncdiffusion"
+    stride: Any = 16
+    sync_weight: float = 20.0
+    sync_decay_rate: float = 0.95
+    sync_freq: int = 1
+    sync_threshold: int | None = None
+    anchor: int | None = None
+    sync_batch_size: int = 4
+    gradient_checkpointing: bool = False
+    sync_decoder: Any = None
+    perceptual_loss: Any = None
+
+    # --- checks ------------------------------------------------------------------------------
+    def check_options(self, num_inference_steps: int | None = None) -> None:
+        super().check_options(num_inference_steps)
+        for name in ("sync_weight", "sync_decay_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}")
+        if self.sync_decay_rate == 0:
+            raise InvalidInputError("sync_decay_rate must be > 0 (1 = no decay; SyncDiffusion uses 0.95)")
+        if not _is_whole(self.sync_freq, 1):
+            raise InvalidInputError(f"sync_freq must be a whole number >= 1, got {self.sync_freq!r}")
+        if not _is_whole(self.sync_batch_size, 1):
+            raise InvalidInputError(f"sync_batch_size must be a whole number >= 1, got {self.sync_batch_size!r}")
+        if self.anchor is not None and not _is_whole(self.anchor, 0):
+            raise InvalidInputError(f"anchor must be a window index >= 0 (or None for the middle), got {self.anchor!r}")
+        if self.sync_threshold is not None:
+            if not _is_whole(self.sync_threshold, 0):
+                raise InvalidInputError(f"sync_threshold must be a whole number >= 0, got {self.sync_threshold!r}")
+            if num_inference_steps is not None and self.sync_threshold > num_inference_steps:
+                raise InvalidInputError(
+                    f"sync_threshold ({self.sync_threshold}) is beyond the number of steps ({num_inference_steps}); "
+                    f"use a sync_threshold <= {num_inference_steps} (or leave it unset to synchronise every step)"
+                )
+        if isinstance(self.sync_decoder, str) and self.sync_decoder not in ("vae",) and not self.sync_decoder:
+            raise InvalidInputError("sync_decoder must be None, 'vae', 'taesd', 'taesdxl', a model id or a module")
+
+    def check_for_model(self, height: int, width: int, info, num_inference_steps: int) -> None:
+        super().check_for_model(height, width, info, num_inference_steps)
+        if self.anchor is not None:
+            factor = info.vae_scale_factor
+            count = len(self.make_grid(height // factor, width // factor, info.native_size // factor, factor))
+            if self.anchor >= count:
+                raise InvalidInputError(f"anchor {self.anchor} is not a window index: this grid has {count} "
+                                        f"windows (0..{count - 1})")
+
+    # --- schedule ------------------------------------------------------------------------------
+    def sync_step_weight(self, i: int, num_inference_steps: int | None = None) -> float:
+        """The gradient step size at step ``i`` (0 where no synchronisation happens)."""
+        threshold = self.sync_threshold if self.sync_threshold is not None else num_inference_steps
+        if (i + 1) % self.sync_freq or (threshold is not None and i >= threshold):
+            return 0.0
+        return float(self.sync_weight) * float(self.sync_decay_rate) ** i
+
+    def anchor_index(self, ctx: GenerationContext) -> int:
+        return self.anchor if self.anchor is not None else len(self.grid(ctx)) // 2
+
+    # --- components ------------------------------------------------------------------------------
+    def perceptual(self, ctx: GenerationContext):
+        if self.perceptual_loss is not None:
+            return self.perceptual_loss
+        vae = ctx.pipe.vae
+        return default_perceptual_loss(vae.device, vae.dtype)
+
+    def decoder(self, ctx: GenerationContext):
+        choice = self.sync_decoder
+        if choice is None or choice == "vae":
+            return ctx.pipe.vae
+        if isinstance(choice, str):
+            source = TINY_DECODERS.get(choice, choice)
+            vae = ctx.pipe.vae
+            key = (source, str(vae.device), vae.dtype)
+            if key not in _DECODER_CACHE:
+                from diffusers import AutoencoderTiny
+
+                from ..errors import ModelLoadError
+
+                try:
+                    _DECODER_CACHE[key] = AutoencoderTiny.from_pretrained(source, torch_dtype=vae.dtype).to(vae.device)
+                except Exception as error:  # noqa: BLE001 - reported as a load error with the fix
+                    raise ModelLoadError(f"could not load the tiny sync decoder {source!r} ({error}); "
+                                         "download it once with network access, or use sync_decoder=None") from error
+                _DECODER_CACHE[key].requires_grad_(False).eval()
+            return _DECODER_CACHE[key]
+        return choice
+
+    def decode_prediction(self, ctx: GenerationContext, windows: torch.Tensor, t, pairs,
+                          batch_size: int) -> torch.Tensor:
+        """Window latents [M, C, wh, ww] → decoded x̂0 images [M, 3, 8wh, 8ww] clamped to [-1, 1]."""
+        model_input = ctx.scheduler.scale_model_input(windows, t)
+        output = self.predict_windows(ctx, model_input, t, pairs=pairs, batch_size=batch_size)
+        clean = predicted_original(ctx.scheduler, model_input, output, t)
+        decoder = self.decoder(ctx)
+        scale = decoder.config.get("scaling_factor", 1.0)
+        shift = decoder.config.get("shift_factor", None) or 0.0
+        images = decoder.decode((clean / scale + shift).to(decoder.dtype), return_dict=False)[0]
+        return images.clamp(-1, 1)
+
+    # --- the loop hooks ----------------------------------------------------------------------------
+    def sync_gradients(self, ctx: GenerationContext, windows: torch.Tensor, t) -> torch.Tensor:
+        """∂LPIPS(window, anchor)/∂window for every window: [B, N, C, wh, ww] → same shape (0 at the anchor)."""
+        b, n = windows.shape[:2]
+        anchor = self.anchor_index(ctx)
+        with torch.no_grad():
+            target = self.decode_prediction(ctx, windows[:, anchor], t, [(k, anchor) for k in range(b)], b)
+        perceptual = self.perceptual(ctx)
+        pairs = [(k, v) for k in range(b) for v in range(n) if v != anchor]
+        gradients = torch.zeros_like(windows)
+        modules = [ctx.pipe.unet, self.decoder(ctx)]
+        if ctx.denoiser.controlnet is not None:
+            modules.append(ctx.denoiser.controlnet)
+        checkpointing = [m for m in modules if self.gradient_checkpointing and
+                         getattr(m, "_supports_gradient_checkpointing", False) and not m.is_gradient_checkpointing]
+        for module in checkpointing:
+            module.enable_gradient_checkpointing()
+        try:
+            for start in range(0, len(pairs), self.sync_batch_size):
+                chunk = pairs[start:start + self.sync_batch_size]
+                images_index = torch.tensor([k for k, _ in chunk], device=windows.device)
+                leaf = torch.stack([windows[k, v] for k, v in chunk]).detach().requires_grad_(True)
+                with torch.enable_grad():
+                    decoded = self.decode_prediction(ctx, leaf, t, chunk, len(chunk))
+                    loss = perceptual(decoded, target[images_index].to(decoded.dtype)).sum()
+                    (gradient,) = torch.autograd.grad(loss, leaf)
+                for m, (k, v) in enumerate(chunk):
+                    gradients[k, v] = gradient[m]
+        finally:
+            for module in checkpointing:
+                module.disable_gradient_checkpointing()
+        return gradients
+
+    def before_step(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
+        ctx.extras.pop("sync_windows", None)
+        weight = self.sync_step_weight(i, len(ctx.scheduler.timesteps))
+        if weight == 0.0:
+            return latents
+        grid = self.grid(ctx)
+        windows = grid.crop(latents.detach())
+        updated = windows - weight * self.sync_gradients(ctx, windows, t).to(windows.dtype)
+        ctx.extras["sync_windows"] = updated
+        # The scheduler steps on the mean of the updated windows and (in predict) of their predictions.
+        return grid.average(updated)
+
+    def predict(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
+        updated = ctx.extras.pop("sync_windows", None)
+        if updated is None:
+            return super().predict(ctx, latents, t, i)
+        grid = self.grid(ctx)
+        b, n = updated.shape[:2]
+        model_input = ctx.scheduler.scale_model_input(updated.flatten(0, 1), t)
+        outputs = self.predict_windows(ctx, model_input, t)
+        return grid.average(outputs.view(b, n, *outputs.shape[1:]))
