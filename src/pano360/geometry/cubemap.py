@@ -190,20 +190,26 @@ def _stack_faces(faces: Sequence[Tensor]) -> Tensor:
     return torch.stack(list(faces), dim=1)
 
 
+@functools.lru_cache(maxsize=8)
 def _face_lookup(device) -> tuple[Tensor, Tensor, Tensor]:
-    """Per face: forward axes [6, 3] and, for world→face coordinates, component index / sign [6, 3]."""
+    """Per face, for world→face coordinates: component index / sign [6, 3]; and the face of each
+    dominant axis [3 axes, 2 signs (−, +)]."""
     rotations = _face_rotations(device)
     world_to_face = rotations.transpose(1, 2)  # rows: right, up, forward in world coordinates
     index = world_to_face.abs().argmax(-1)  # [6, 3]: which world component each face axis reads
     sign = torch.gather(world_to_face, -1, index[..., None])[..., 0]  # ±1
-    return rotations[:, :, 2], index, sign
+    face_of_axis = torch.empty(3, 2, dtype=torch.long, device=device)
+    face_of_axis[index[:, 2], (sign[:, 2] > 0).long()] = torch.arange(6, device=device)
+    return index, sign, face_of_axis
 
 
 def locate_on_cube(directions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Directions [*S, 3] → (face index [*S] in F R B L U D, a, b) where (a, b, 1) is the direction in
     that face's camera frame scaled to the face plane: a, b ∈ [−1, 1], a to the right, b up."""
-    forward, index, sign = _face_lookup(directions.device)
-    face = (directions @ forward.to(directions.dtype).T).argmax(-1)
+    index, sign, face_of_axis = _face_lookup(directions.device)
+    axis = directions.abs().argmax(-1)  # the dominant component picks the face
+    positive = torch.gather(directions, -1, axis[..., None])[..., 0] > 0
+    face = face_of_axis[axis, positive.long()]
     local = torch.gather(directions, -1, index[face]) * sign[face].to(directions.dtype)
     return face, local[..., 0] / local[..., 2], local[..., 1] / local[..., 2]
 
