@@ -47,8 +47,9 @@ def _wrapped_conv_forward(self: nn.Conv2d, input: torch.Tensor, weight: torch.Te
     left, right, top, bottom = _padding_pairs(self)
     if left or right:
         input = F.pad(input, (left, right, 0, 0), mode="circular")
-    if top or bottom:
-        input = F.pad(input, (0, 0, top, bottom), mode="constant", value=0.0)
+    if top == bottom:  # the usual case: the convolution itself zero-pads rows (no extra copy)
+        return F.conv2d(input, weight, bias, self.stride, (top, 0), self.dilation, self.groups)
+    input = F.pad(input, (0, 0, top, bottom), mode="constant", value=0.0)
     return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
