@@ -36,8 +36,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", help="what the panorama shows")
     what = parser.add_argument_group("what to generate")
-    what.add_argument("--method", default="circular", choices=["circular"],
-                      help="panorama method: circular = wraparound padding of every convolution")
+    what.add_argument("--method", default=None, choices=["circular", "multidiffusion", "syncdiffusion"],
+                      help="panorama method (default: circular, or the --preset's): circular = wraparound padding "
+                      "of every convolution; multidiffusion = overlapping native-size windows averaged each step; "
+                      "syncdiffusion = multidiffusion + LPIPS gradient pulling windows towards an anchor window")
+    what.add_argument("--preset", default=None, choices=sorted(_presets()),
+                      help="reference settings (size, method, knobs; explicit options win): syncdiffusion-paper = "
+                      "512x2048, stride 16, weight 20, decay 0.95, sync all 50 steps; syncdiffusion-script = 512x3072, "
+                      "threshold 10; multidiffusion-paper = 512x4096, stride 8 (all without loop closure, as the "
+                      "references; add --loop-closure on for a 360 seam)")
     what.add_argument("--height", type=int, default=None,
                       help="height in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1/2, "
                       "1024 for SDXL)")
@@ -55,6 +62,34 @@ def register(subparsers) -> argparse.ArgumentParser:
     sampling.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
     sampling.add_argument("--no-wrap-vae", action="store_true",
                           help="circular: do not wrap the VAE (for comparisons; leaves a pixel seam)")
+    windows = parser.add_argument_group("multidiffusion / syncdiffusion (sizes in latent units = pixels / 8)")
+    windows.add_argument("--window", type=int, default=None,
+                         help="window size (default: the model's native size, 64 for SD 1/2, 128 for SDXL)")
+    windows.add_argument("--stride", type=int, default=None,
+                         help="window stride; must divide width/8 (with loop closure) or width/8 - window "
+                         "(default: 8 multidiffusion, 16 syncdiffusion)")
+    windows.add_argument("--loop-closure", choices=["on", "off"], default=None,
+                         help="windows wrap across the left/right seam at every offset, wrapped VAE decode "
+                         "(default: on)")
+    windows.add_argument("--view-batch-size", type=int, default=None,
+                         help="windows per UNet call (memory vs speed, same result; default 8)")
+    windows.add_argument("--sync-weight", type=float, default=None, help="syncdiffusion: gradient step weight w "
+                         "(default 20)")
+    windows.add_argument("--sync-decay-rate", type=float, default=None,
+                         help="syncdiffusion: step i uses w * decay^i (default 0.95)")
+    windows.add_argument("--sync-freq", type=int, default=None, help="syncdiffusion: sync every n-th step (default 1)")
+    windows.add_argument("--sync-threshold", type=int, default=None,
+                         help="syncdiffusion: sync only at steps i < threshold (default: every step; the "
+                         "reference script uses 10)")
+    windows.add_argument("--anchor", type=int, default=None,
+                         help="syncdiffusion: anchor window index, row-major (default: the middle window)")
+    windows.add_argument("--sync-batch-size", type=int, default=None,
+                         help="syncdiffusion: windows per gradient pass (memory vs speed, same result; default 4)")
+    windows.add_argument("--gradient-checkpointing", action="store_true",
+                         help="syncdiffusion: recompute activations in the backward pass (less memory, slower)")
+    windows.add_argument("--sync-decoder", default=None,
+                         help="syncdiffusion fast mode (approximate): taesd, taesdxl or an AutoencoderTiny id/folder "
+                         "to compute the sync loss through instead of the VAE")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=DEFAULT_MODEL,
                        help="Hub id, diffusers folder, .safetensors/.ckpt file, or tiny / tiny-sd2 / tiny-sdxl "
@@ -94,6 +129,64 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _presets() -> dict:
+    from ..methods.syncdiffusion import PRESETS
+
+    return PRESETS
+
+
+_WINDOW_OPTIONS = {  # CLI attribute -> method option
+    "window": "window", "stride": "stride", "view_batch_size": "view_batch_size", "sync_weight": "sync_weight",
+    "sync_decay_rate": "sync_decay_rate", "sync_freq": "sync_freq", "sync_threshold": "sync_threshold",
+    "anchor": "anchor", "sync_batch_size": "sync_batch_size", "sync_decoder": "sync_decoder",
+}
+_SYNC_ONLY = {"sync_weight", "sync_decay_rate", "sync_freq", "sync_threshold", "anchor", "sync_batch_size",
+              "sync_decoder", "gradient_checkpointing"}
+
+
+def apply_preset(args: argparse.Namespace) -> None:
+    """Fill what the user did not give from ``--preset`` (explicit arguments win)."""
+    if getattr(args, "preset", None) is None:
+        args.method = args.method or "circular"
+        return
+    preset = _presets()[args.preset]
+    args.method = args.method or preset["method"]
+    args.height = args.height or preset["height"]
+    args.width = args.width or preset["width"]
+    args.preset_options = dict(preset["options"])
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """Method options from the CLI arguments (and the preset)."""
+    from ..errors import InvalidInputError
+
+    options = dict(getattr(args, "preset_options", {}) or {})
+    if args.method == "circular":
+        given = [f"--{k.replace('_', '-')}" for k in [*_WINDOW_OPTIONS, "loop_closure"]
+                 if getattr(args, k, None) is not None] + (["--gradient-checkpointing"]
+                                                           if getattr(args, "gradient_checkpointing", False) else [])
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} apply to --method multidiffusion/syncdiffusion, "
+                                    "not circular")
+        return {"wrap_vae": False} if args.no_wrap_vae else {}
+    for attribute, option in _WINDOW_OPTIONS.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            options[option] = value
+    if getattr(args, "gradient_checkpointing", False):
+        options["gradient_checkpointing"] = True
+    if getattr(args, "loop_closure", None) is not None:
+        options["loop_closure"] = args.loop_closure == "on"
+    if args.no_wrap_vae:
+        options["decode_wrap"] = "none"
+    if args.method == "multidiffusion":
+        sync = sorted(k for k in options if k in _SYNC_ONLY)
+        if sync:
+            raise InvalidInputError(f"{', '.join('--' + k.replace('_', '-') for k in sync)} apply to --method "
+                                    "syncdiffusion only")
+    return options
+
+
 def _slug(text: str, limit: int = 40) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:limit].rstrip("-") or "panorama"
@@ -121,10 +214,17 @@ def check_arguments(args: argparse.Namespace) -> None:
     from ..io.sidecar import sidecar_path
     from ..validation import check_existing_file, check_generation_args, check_nonnegative
 
+    from ..methods import get_method
+
+    apply_preset(args)
     height = args.height or (1024 if "xl" in args.model.lower() else 512)
     width = args.width or 2 * height
     check_generation_args(height=height, width=width, num_inference_steps=args.steps,
                           guidance_scale=args.guidance, num_images_per_prompt=args.num_images)
+    method = get_method(args.method, **method_options(args))
+    method.check_size(height, width)
+    if hasattr(method, "check_options"):
+        method.check_options(args.steps)
     check_scheduler_name(args.scheduler)
     check_nonnegative(args.eta, "--eta")
     check_nonnegative(args.controlnet_scale, "--controlnet-scale")
@@ -182,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     for entry in generator.backbone.embeddings:
         _status(args, f"embedding {entry['source']}: write {''.join(entry['tokens'])} in the prompt")
 
-    options = {"wrap_vae": False} if args.no_wrap_vae else {}
+    options = method_options(args)
     result = generator(
         args.prompt, method=args.method, height=args.height, width=args.width, num_inference_steps=args.steps,
         guidance_scale=args.guidance, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images,

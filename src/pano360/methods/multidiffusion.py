@@ -95,8 +95,12 @@ class MultiDiffusionMethod(PanoramaMethod):
 
     def check_size(self, height: int, width: int) -> None:
         self.check_options()
-        if self.window is not None:  # the default window depends on the model: checked in check_for_model
+        if self.window is not None:
             self.make_grid(height // 8, width // 8, native=None)
+        elif self.loop_closure:  # the default window depends on the model, but wrap strides only on the width
+            from .windows import check_axis
+
+            check_axis(width // 8, width // 8, _pair(self.stride, "stride")[1], True, "horizontal")
 
     def check_for_model(self, height: int, width: int, info, num_inference_steps: int) -> None:
         self.check_options(num_inference_steps)

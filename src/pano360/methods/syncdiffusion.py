@@ -247,3 +247,24 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
         model_input = ctx.scheduler.scale_model_input(updated.flatten(0, 1), t)
         outputs = self.predict_windows(ctx, model_input, t)
         return grid.average(outputs.view(b, n, *outputs.shape[1:]))
+
+
+# Settings of the reference code, by entry point (shared/reference digest §2.4, MultiDiffusion §1.1).
+# "generation" keys go to the generator, the rest are method options. The references have no loop
+# closure in these runs; pass loop_closure=True (CLI: --loop-closure on) for a 360° seam.
+PRESETS = {
+    "syncdiffusion-paper": {  # sample_syncdiffusion() defaults: sync at every one of the 50 steps
+        "method": "syncdiffusion", "height": 512, "width": 2048, "num_inference_steps": 50, "guidance_scale": 7.5,
+        "options": {"stride": 16, "sync_weight": 20.0, "sync_decay_rate": 0.95, "sync_freq": 1,
+                    "sync_threshold": 50, "loop_closure": False},
+    },
+    "syncdiffusion-script": {  # sample_syncdiffusion.sh: 512x3072, sync only in the first 10 steps
+        "method": "syncdiffusion", "height": 512, "width": 3072, "num_inference_steps": 50, "guidance_scale": 7.5,
+        "options": {"stride": 16, "sync_weight": 20.0, "sync_decay_rate": 0.95, "sync_freq": 1,
+                    "sync_threshold": 10, "loop_closure": False},
+    },
+    "multidiffusion-paper": {  # MultiDiffusion panorama.py: 512x4096, stride 8
+        "method": "multidiffusion", "height": 512, "width": 4096, "num_inference_steps": 50, "guidance_scale": 7.5,
+        "options": {"stride": 8, "loop_closure": False},
+    },
+}

@@ -1,0 +1,64 @@
+"""The CLI's multidiffusion/syncdiffusion knobs and presets: options reach the method, bad values fail
+before any model is loaded."""
+
+import json
+
+import pytest
+
+from pano360.cli.main import main
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    from pano360.generator import PanoramaGenerator
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(PanoramaGenerator, "from_pretrained", classmethod(forbidden))
+
+
+@pytest.mark.parametrize("extra, fix", [
+    (["--method", "multidiffusion", "--stride", "0"], ">= 1"),
+    (["--method", "multidiffusion", "--stride", "12"], "does not divide"),
+    (["--method", "multidiffusion", "--window", "128"], "larger than the panorama"),
+    (["--method", "syncdiffusion", "--sync-weight", "-1"], "sync_weight"),
+    (["--method", "syncdiffusion", "--sync-threshold", "60"], "beyond the number of steps"),
+    (["--method", "multidiffusion", "--sync-weight", "5"], "syncdiffusion only"),
+    (["--stride", "8"], "not circular"),
+    (["--preset", "syncdiffusion-script", "--steps", "5"], "beyond the number of steps"),
+])
+def test_bad_window_options_fail_before_loading(no_model_loading, capsys, tmp_path, monkeypatch, extra, fix):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a room", "--model", "tiny", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fix in err, err
+
+
+def test_preset_and_knobs_reach_the_sidecar(tmp_path):
+    out = tmp_path / "pano.png"
+    args = ["generate", "a room", "--model", "tiny", "--method", "syncdiffusion", "--steps", "1", "--height", "64",
+            "--width", "256", "--stride", "8", "--sync-weight", "0", "--sync-threshold", "1", "--loop-closure", "on",
+            "--view-batch-size", "2", "--seed", "1", "-o", str(out), "--quiet"]
+    assert main(args) == 0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["method"] == "syncdiffusion"
+    options = sidecar["method_options"]
+    assert options["stride"] == 8 and options["sync_threshold"] == 1 and options["loop_closure"] is True
+    assert options["view_batch_size"] == 2 and options["sync_weight"] == 0
+
+
+def test_preset_fills_size_and_options():
+    import argparse
+
+    from pano360.cli.generate import apply_preset, method_options
+
+    args = argparse.Namespace(preset="syncdiffusion-script", method=None, height=None, width=None, window=None,
+                              stride=None, view_batch_size=None, sync_weight=None, sync_decay_rate=None,
+                              sync_freq=None, sync_threshold=None, anchor=None, sync_batch_size=None,
+                              sync_decoder=None, gradient_checkpointing=False, loop_closure="on", no_wrap_vae=False)
+    apply_preset(args)
+    assert (args.method, args.height, args.width) == ("syncdiffusion", 512, 3072)
+    options = method_options(args)
+    assert options["sync_threshold"] == 10 and options["stride"] == 16 and options["sync_weight"] == 20.0
+    assert options["loop_closure"] is True  # explicit arguments win over the preset
