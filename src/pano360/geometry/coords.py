@@ -15,13 +15,15 @@ Conventions (``shared/DESIGN.md``, "Spherical conventions"):
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import Tensor
 
-AngleLike = Union[float, int, Sequence[float], Tensor]
+AngleLike = Union[float, int, Sequence[float], Tensor]  # noqa: UP007 (a runtime alias, Python 3.10)
 
 
 def latitude_extent(height: int, width: int) -> float:
@@ -93,6 +95,13 @@ def equirect_directions(
     trig = torch.float64 if dtype == torch.float64 else torch.float32
     lon, lat = equirect_lonlat(height, width, device=device, dtype=trig)
     return lonlat_to_unit(lon, lat).to(dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_equirect_directions(height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """:func:`equirect_directions`, cached per size/device/dtype for the conversions' hot path.
+    The returned tensor is shared: never modify it in place."""
+    return equirect_directions(height, width, device=device, dtype=dtype)
 
 
 def as_angle_tensor(value: AngleLike, *, device=None, dtype: torch.dtype = torch.float64) -> Tensor:

@@ -29,13 +29,14 @@ Deviations from py360convert (1.0.x), which the equivalence tests account for:
 from __future__ import annotations
 
 import functools
-from typing import Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .coords import equirect_directions, rotation_matrix
+from .coords import cached_equirect_directions, rotation_matrix
 from .rigs import CUBE_FACE_NAMES, cube_faces
 from .sampling import Mode, check_mode, sample_equirect, work_dtype
 
@@ -73,9 +74,7 @@ def cube_face_directions(
     ``align_corners=False`` (default) puts pixel i's centre at tan-coordinate 2(i + 0.5)/s − 1;
     ``True`` puts the outer pixel centres on the cube edges (py360convert's ``xyzcube`` grid).
     """
-    if int(face_size) != face_size or face_size <= 0:
-        raise ValueError(f"face_size must be a positive integer, got {face_size!r}")
-    face_size = int(face_size)
+    face_size = _check_face_size(face_size)
     if align_corners:
         t = torch.linspace(-1.0, 1.0, face_size, dtype=torch.float64, device=device)
         if face_size == 1:
@@ -87,6 +86,17 @@ def cube_face_directions(
     rays = rays / rays.norm(dim=-1, keepdim=True)
     world = torch.einsum("fij,hwj->fhwi", _face_rotations(device), rays)
     return world.to(dtype)
+
+
+def _check_face_size(face_size) -> int:
+    if isinstance(face_size, bool) or int(face_size) != face_size or face_size <= 0:
+        raise ValueError(f"face_size must be a positive integer, got {face_size!r}")
+    return int(face_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_face_directions(face_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return cube_face_directions(face_size, device=device, dtype=dtype)
 
 
 def equirect_to_cubemap(
@@ -102,7 +112,7 @@ def equirect_to_cubemap(
     """
     check_mode(mode)
     _check_layout(layout)
-    directions = cube_face_directions(face_size, device=equirect.device, dtype=work_dtype(equirect.dtype))
+    directions = _cached_face_directions(_check_face_size(face_size), equirect.device, work_dtype(equirect.dtype))
     faces = sample_equirect(equirect, directions, mode).permute(0, 2, 1, 3, 4)  # [B, 6, C, s, s]
     return faces_to_layout(faces, layout)
 
@@ -269,7 +279,7 @@ def cubemap_to_equirect(cubemap, out_hw=None, layout: Layout | None = None, mode
     if out_hw is None:
         out_hw = (2 * size, 4 * size)
     height, width = (int(v) for v in out_hw)
-    directions = equirect_directions(height, width, device=faces.device, dtype=work_dtype(faces.dtype))
+    directions = cached_equirect_directions(height, width, faces.device, work_dtype(faces.dtype))
     return sample_cubemap(faces, directions, mode)
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .coords import AngleLike, as_angle_tensor, equirect_directions, rotation_matrix
+from .coords import AngleLike, as_angle_tensor, cached_equirect_directions, rotation_matrix
 from .sampling import Mode, check_mode, sample_equirect, work_dtype
 
 
@@ -59,7 +59,7 @@ def camera_rays(fov_deg: Tensor, out_hw: tuple[int, int], *, dtype=torch.float64
     """Camera-space rays [V, h, w, 3] (x right, y up, z = 1) through the pixel centres of each view."""
     height, width = out_hw
     device = fov_deg.device
-    tan_x = torch.tan(torch.deg2rad(fov_deg.to(dtype)) / 2)
+    tan_x = torch.tan(torch.deg2rad(fov_deg.to(torch.float64)) / 2).to(dtype)
     tan_y = tan_x * (height / width)
     u = (2.0 * (torch.arange(width, device=device, dtype=dtype) + 0.5) / width - 1.0)
     v = (1.0 - 2.0 * (torch.arange(height, device=device, dtype=dtype) + 0.5) / height)
@@ -71,16 +71,18 @@ def camera_rays(fov_deg: Tensor, out_hw: tuple[int, int], *, dtype=torch.float64
 
 def view_directions(
     yaw_deg: AngleLike, pitch_deg: AngleLike, fov_deg: AngleLike, out_hw, roll_deg: AngleLike = 0.0,
-    *, device=None, dtype: torch.dtype = torch.float32,
+    *, device=None, dtype: torch.dtype = torch.float32, normalize: bool = True,
 ) -> Tensor:
-    """World-space unit rays [V, h, w, 3] through the pixel centres of V perspective views."""
+    """World-space rays [V, h, w, 3] through the pixel centres of V perspective views (unit length
+    unless ``normalize=False``). Angles and rotations are computed in float64, the per-pixel rays in
+    ``dtype``."""
     out_hw = _out_size(out_hw)
     yaw, pitch, fov, roll = view_angles(yaw_deg, pitch_deg, fov_deg, roll_deg, device=device)
-    rays = camera_rays(fov, out_hw)
-    rays = rays / rays.norm(dim=-1, keepdim=True)
-    rotation = rotation_matrix(yaw, pitch, roll)  # [V, 3, 3]
-    world = torch.einsum("vij,vhwj->vhwi", rotation, rays)
-    return world.to(dtype)
+    rays = camera_rays(fov, out_hw, dtype=dtype)
+    if normalize:
+        rays = rays / rays.norm(dim=-1, keepdim=True)
+    rotation = rotation_matrix(yaw, pitch, roll).to(dtype)  # [V, 3, 3]
+    return torch.einsum("vij,vhwj->vhwi", rotation, rays)
 
 
 def equirect_to_perspective(
@@ -104,7 +106,7 @@ def equirect_to_perspective(
     check_mode(mode)
     directions = view_directions(
         yaw_deg, pitch_deg, fov_deg, out_hw, roll_deg, device=equirect.device,
-        dtype=work_dtype(equirect.dtype),
+        dtype=work_dtype(equirect.dtype), normalize=False,  # only the direction matters
     )
     views = sample_equirect(equirect, directions, mode)  # [B, C, V, h, w]
     return views.permute(0, 2, 1, 3, 4)
@@ -146,7 +148,7 @@ def perspective_to_equirect(
         raise ValueError(f"{yaw.numel()} camera poses given for {n_views} views")
     compute = work_dtype(views.dtype)
 
-    world = equirect_directions(out_h, out_w, device=views.device, dtype=compute)  # [H, W, 3]
+    world = cached_equirect_directions(out_h, out_w, views.device, compute)  # [H, W, 3]
     rotation = rotation_matrix(yaw, pitch, roll).to(compute)  # [V, 3, 3]; camera = R^T · world
     cam = torch.einsum("vji,hwj->vhwi", rotation, world)  # [V, H, W, 3]
     z = cam[..., 2]

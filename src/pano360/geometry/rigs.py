@@ -31,7 +31,7 @@ class ViewRig:
     def from_angles(
         cls, yaw_deg: AngleLike, pitch_deg: AngleLike = 0.0, fov_deg: AngleLike = 90.0,
         roll_deg: AngleLike = 0.0, names=None,
-    ) -> "ViewRig":
+    ) -> ViewRig:
         """Broadcast numbers / 1-D sequences into a rig."""
         yaw, pitch, roll, fov = torch.broadcast_tensors(
             *(as_angle_tensor(v) for v in (yaw_deg, pitch_deg, roll_deg, fov_deg))
@@ -49,7 +49,7 @@ class ViewRig:
         return {"yaw_deg": self.yaw_deg, "pitch_deg": self.pitch_deg, "roll_deg": self.roll_deg,
                 "fov_deg": self.fov_deg}
 
-    def __getitem__(self, index) -> "ViewRig":
+    def __getitem__(self, index) -> ViewRig:
         index = torch.as_tensor(index).reshape(-1)
         names = tuple(self.names[int(i)] for i in index) if self.names is not None else None
         return ViewRig(self.yaw_deg[index], self.pitch_deg[index], self.roll_deg[index],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .coords import AngleLike, equirect_directions, rotation_matrix
+from .coords import AngleLike, cached_equirect_directions, rotation_matrix
 from .sampling import Mode, check_mode, sample_equirect, work_dtype
 
 
@@ -27,7 +27,7 @@ def rotate_equirect(
     rotation = rotation_matrix(yaw_deg, pitch_deg, roll_deg, device=equirect.device)  # [N, 3, 3]
     if rotation.shape[0] not in (1, batch):
         raise ValueError(f"{rotation.shape[0]} rotations for a batch of {batch}")
-    directions = equirect_directions(height, width, device=equirect.device, dtype=torch.float64)
+    directions = cached_equirect_directions(height, width, equirect.device, torch.float64)
     # out(d) = in(R^T d); inverse: out(d) = in(R d)
     pattern = "nij,hwj->nhwi" if inverse else "nji,hwj->nhwi"
     source = torch.einsum(pattern, rotation, directions).to(work_dtype(equirect.dtype))
@@ -46,4 +46,4 @@ def roll_yaw(equirect: Tensor, columns: int) -> Tensor:
 
 def yaw_to_columns(yaw_deg: float, width: int) -> int:
     """Columns matching a yaw angle, rounded to the nearest whole column."""
-    return int(round(float(yaw_deg) / 360.0 * width))
+    return round(float(yaw_deg) / 360.0 * width)

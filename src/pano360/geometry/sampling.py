@@ -44,24 +44,39 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def pad_equirect(equirect: Tensor, pad: int) -> Tensor:
+def pad_equirect(equirect: Tensor, pad: int, polar_caps: bool = False) -> Tensor:
     """Pad [..., H, W] by ``pad`` pixels on every side with the sphere's true neighbours.
 
     Horizontally the image wraps. Vertically, for a full sphere the rows beyond a pole are the rows
-    next to it, mirrored and turned half way round; for a band the edge rows are repeated.
+    next to it, mirrored and turned half way round; for a band the edge rows are repeated. With
+    ``polar_caps`` (full sphere only) the padding row next to each pole holds the pole value (the mean
+    of the first / last row) instead, and for ``pad = 2`` the outer row holds the mirrored first /
+    last row; :func:`sample_equirect_pixels` stretches its coordinates to match.
+    One allocation and one full copy of the image.
     """
     height, width = equirect.shape[-2:]
     if pad > height:
         raise ValueError(f"image height {height} is too small to pad by {pad}")
-    top, bottom = equirect[..., :pad, :], equirect[..., height - pad :, :]
+    out = equirect.new_empty(*equirect.shape[:-2], height + 2 * pad, width + 2 * pad)
+    inner = slice(pad, pad + width)
+    out[..., pad : pad + height, inner] = equirect
     if is_full_sphere(height, width):
-        top = torch.roll(top.flip(-2), width // 2, dims=-1)
-        bottom = torch.roll(bottom.flip(-2), width // 2, dims=-1)
+        half = width // 2
+        if polar_caps:
+            out[..., pad - 1, inner] = equirect[..., 0, :].mean(-1, keepdim=True)
+            out[..., pad + height, inner] = equirect[..., -1, :].mean(-1, keepdim=True)
+            if pad == 2:
+                out[..., 0, inner] = torch.roll(equirect[..., 0, :], half, dims=-1)
+                out[..., -1, inner] = torch.roll(equirect[..., -1, :], half, dims=-1)
+        else:
+            out[..., :pad, inner] = torch.roll(equirect[..., :pad, :].flip(-2), half, dims=-1)
+            out[..., pad + height :, inner] = torch.roll(equirect[..., height - pad :, :].flip(-2), half, dims=-1)
     else:
-        top = equirect[..., :1, :].expand(*equirect.shape[:-2], pad, width)
-        bottom = equirect[..., -1:, :].expand(*equirect.shape[:-2], pad, width)
-    padded = torch.cat([top, equirect, bottom], dim=-2)
-    return torch.cat([padded[..., width - pad :], padded, padded[..., :pad]], dim=-1)
+        out[..., :pad, inner] = equirect[..., :1, :]
+        out[..., pad + height :, inner] = equirect[..., -1:, :]
+    out[..., :, :pad] = out[..., :, width : width + pad]
+    out[..., :, pad + width :] = out[..., :, pad : 2 * pad]
+    return out
 
 
 def sample_equirect_pixels(
@@ -81,10 +96,12 @@ def sample_equirect_pixels(
     batch, channels, height, width = equirect.shape
     compute = work_dtype(equirect.dtype)
     pad = 2 if mode == "bicubic" else 1
-    padded = pad_equirect(equirect.to(compute), pad)
+    caps = mode != "nearest" and is_full_sphere(height, width)
+    padded = pad_equirect(equirect.to(compute), pad, polar_caps=caps)
     y = y.to(compute)
-    if mode != "nearest" and is_full_sphere(height, width):
-        padded, y = _polar_caps(padded, y, pad, height)
+    if caps:  # stretch the half-pixel caps [-0.5, 0) and (H-1, H-0.5] onto the pixel next to the pole
+        last = height - 1.0
+        y = torch.where(y < 0, 2.0 * y, torch.where(y > last, last + 2.0 * (y - last), y))
     shape = x.shape[1:] if per_batch else x.shape
     if per_batch and x.shape[0] != batch:
         raise ValueError(f"per-batch coordinates for {x.shape[0]} panoramas, batch has {batch}")
@@ -98,26 +115,6 @@ def sample_equirect_pixels(
         grid = torch.stack([gx, gy], dim=-1).reshape(1, 1, -1, 2).expand(batch, 1, -1, 2)
     out = F.grid_sample(padded, grid, mode=mode, padding_mode="border", align_corners=False)
     return out.reshape(batch, channels, *shape).to(equirect.dtype)
-
-
-def _polar_caps(padded: Tensor, y: Tensor, pad: int, height: int) -> tuple[Tensor, Tensor]:
-    """Put the pole values (first / last row means) in the padding rows next to the image and
-    stretch the half-pixel caps [−0.5, 0) and (H − 1, H − 0.5] onto the pixel between them.
-
-    For bicubic (pad = 2) the outer padding row gets the mirrored first row: in the stretched
-    coordinates it sits at y = −1, its place on the sphere.
-    """
-    top_row, bottom_row = padded[..., pad, :], padded[..., pad + height - 1, :]
-    rows = list(padded.unbind(-2))
-    if pad == 2:
-        rows[0], rows[-1] = rows[1], rows[-2]  # the mirrored first / last rows
-    inner = slice(pad, top_row.shape[-1] - pad)  # the row without its wrapped columns
-    rows[pad - 1] = top_row[..., inner].mean(-1, keepdim=True).expand_as(top_row)
-    rows[pad + height] = bottom_row[..., inner].mean(-1, keepdim=True).expand_as(bottom_row)
-    padded = torch.stack(rows, dim=-2)
-    last = height - 1.0
-    y = torch.where(y < 0, 2.0 * y, torch.where(y > last, last + 2.0 * (y - last), y))
-    return padded, y
 
 
 def sample_equirect(

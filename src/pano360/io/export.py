@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -306,7 +306,7 @@ def check_taggable(path: str | os.PathLike, output: str | os.PathLike | None = N
     check_panorama_size(image.width, image.height, path)
     with open(path, "rb") as handle:
         head = handle.read(8)
-    if not (head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8")):
+    if not head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8")):
         raise InvalidInputError(f"{path} is not a PNG or JPEG file; only those can carry GPano XMP")
     if output is not None and Path(output).suffix.lower() != path.suffix.lower():
         raise InvalidInputError(f"the tagged copy must keep the {path.suffix} extension; got {Path(output).name}")

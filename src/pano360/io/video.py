@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ def mp4_available() -> bool:
         import imageio_ffmpeg
 
         return Path(imageio_ffmpeg.get_ffmpeg_exe()).exists()
-    except Exception:  # not installed, or no binary for this platform
+    except (ImportError, RuntimeError, OSError):  # not installed, or no binary for this platform
         return False
 
 

@@ -95,7 +95,7 @@ def viewer_config(
         raise InvalidInputError(f"hfov must be between 0 and 180 degrees (exclusive), got {hfov:g}")
     try:
         gpano = read_panorama_metadata(path)
-    except Exception:  # unreadable XMP is not fatal for viewing
+    except (ValueError, SyntaxError, OSError, InvalidInputError):  # unreadable XMP: view without it
         gpano = {}
     extent = panorama_extent(width, height, gpano)
     config = {
@@ -200,7 +200,7 @@ def write_viewer_html(
 class _PageHandler(BaseHTTPRequestHandler):
     page: bytes = b""
 
-    def do_GET(self):  # noqa: N802 (http.server naming)
+    def do_GET(self):
         if self.path.split("?")[0] not in ("/", "/index.html"):
             self.send_error(404)
             return
@@ -242,8 +242,8 @@ def open_viewer(
     if open_browser:
         try:
             webbrowser.open(url)
-        except Exception:  # no browser here: the URL is printed
-            pass
+        except webbrowser.Error:
+            print("No browser found: open the address above yourself.", flush=True)
     if not block:
         return server
     try:
