@@ -1,0 +1,122 @@
+"""LPIPS (Zhang et al. 2018), version 0.1, with VGG16 or AlexNet trunks: the ``lpips`` package's network.
+
+Architecture, as in ``lpips.LPIPS(net=..., version="0.1")`` (lpips 0.1.4, used by SyncDiffusion):
+
+1. inputs ``x, y`` in [-1, 1], scaled per channel: ``(x - shift) / scale`` with
+   shift = (-0.030, -0.088, -0.188), scale = (0.458, 0.448, 0.450);
+2. trunk features at five ReLU outputs: VGG16 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+   (``features`` indices 3, 8, 15, 22, 29); AlexNet relu1..relu5 (indices 1, 4, 7, 9, 11);
+3. each feature map unit-normalised over channels: ``f / (sqrt(sum_c f^2) + 1e-10)``;
+4. squared difference, a learned 1x1 conv head without bias (``lin{k}.model.1.weight``, after a dropout
+   that is inactive in eval mode), mean over the spatial positions, sum over the five layers.
+
+Weights: the trunk from torchvision's ImageNet file, the heads from lpips' ``weights/v0.1/{vgg,alex}.pth``,
+both by their original key names (see :mod:`pano360.nets.weights`).
+
+Precision: the trunk runs in the module's dtype (fp32, or fp16/bf16 on a GPU after ``.to(dtype)``);
+steps 3-4 always run in float32, because the sum of squared VGG activations overflows fp16. The
+result is float32. Gradients flow to both inputs; the network's own parameters are frozen.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from .vgg import Trunk, build_trunk
+from .weights import fetch_weights, load_checkpoint, load_matching_state_dict
+
+__all__ = ["LPIPS", "PerceptualDistance", "LPIPS_TAPS", "LPIPS_CHANNELS"]
+
+LPIPS_TAPS = {"vgg": [3, 8, 15, 22, 29], "alex": [1, 4, 7, 9, 11]}
+LPIPS_CHANNELS = {"vgg": [64, 128, 256, 512, 512], "alex": [64, 192, 384, 256, 256]}
+_TRUNK_OF = {"vgg": "vgg16", "alex": "alexnet"}
+_SHIFT = (-0.030, -0.088, -0.188)
+_SCALE = (0.458, 0.448, 0.450)
+
+
+class PerceptualDistance(Protocol):
+    """What a perceptual loss must provide: ``distance(x, y) -> Tensor[B]`` for images in [-1, 1]."""
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+class NetLinLayer(nn.Module):
+    """lpips' head: ``model = Sequential(Dropout(), Conv2d(C, 1, 1, bias=False))``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, kernel_size=1, bias=False))
+
+
+class LPIPS(nn.Module):
+    """Learned perceptual distance. ``LPIPS(net="vgg"|"alex", weights_dir=None, pretrained=True)``.
+
+    ``forward(x, y)``: x [B, 3, H, W] and y [B, 3, H, W] (or [1, 3, H, W], broadcast against x) in
+    [-1, 1] → float32 distances [B]. ``pretrained=False`` builds random weights without reading any
+    file (for tests). The module starts in eval mode with all parameters frozen.
+    """
+
+    def __init__(self, net: str = "vgg", weights_dir: str | os.PathLike | None = None, pretrained: bool = True):
+        super().__init__()
+        if net not in LPIPS_TAPS:
+            raise ValueError(f"LPIPS net must be 'vgg' or 'alex', not {net!r}")
+        self.net_name = net
+        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
+        self.net: Trunk = build_trunk(_TRUNK_OF[net], pretrained=pretrained, weights_dir=weights_dir)
+        for k, channels in enumerate(LPIPS_CHANNELS[net]):
+            setattr(self, f"lin{k}", NetLinLayer(channels))
+        if pretrained:
+            path = fetch_weights(f"lpips_{net}", weights_dir)
+            heads = nn.ModuleDict({f"lin{k}": getattr(self, f"lin{k}") for k in range(5)})
+            load_matching_state_dict(heads, load_checkpoint(path), source=str(path))
+        else:
+            generator = torch.Generator().manual_seed(0)
+            for k in range(5):  # lpips heads are non-negative; keep random ones so, too
+                weight = getattr(self, f"lin{k}").model[1].weight
+                with torch.no_grad():
+                    weight.copy_(torch.rand(weight.shape, generator=generator) / weight.shape[1])
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def heads(self) -> list[nn.Conv2d]:
+        return [getattr(self, f"lin{k}").model[1] for k in range(5)]
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised float32 features at the five LPIPS layers of images in [-1, 1]."""
+        dtype = self.net.features[0].weight.dtype
+        scaled = (x.to(dtype) - self.shift.to(dtype)) / self.scale.to(dtype)
+        outs = self.net(scaled, LPIPS_TAPS[self.net_name])
+        normalised = []
+        for feature in outs:
+            feature = feature.float()
+            norm = torch.sqrt(torch.sum(feature * feature, dim=1, keepdim=True))
+            normalised.append(feature / (norm + 1e-10))
+        return normalised
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if y.dim() == 3:
+            y = y.unsqueeze(0)
+        if x.shape[1:] != y.shape[1:] or (y.shape[0] not in (1, x.shape[0])):
+            raise ValueError(f"LPIPS inputs must be [B,3,H,W] and [B or 1,3,H,W]; got {tuple(x.shape)}, {tuple(y.shape)}")
+        if x.shape[0] == y.shape[0]:
+            both = self.features(torch.cat([x, y], dim=0))
+            fx = [f[: x.shape[0]] for f in both]
+            fy = [f[x.shape[0]:] for f in both]
+        else:
+            fx, fy = self.features(x), self.features(y)
+        total = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
+        for a, b, head in zip(fx, fy, self.heads):
+            diff = (a - b) ** 2
+            if self.training:  # lpips applies dropout to the diffs in train mode
+                diff = nn.functional.dropout(diff, p=0.5, training=True)
+            weighted = (diff * head.weight.float().view(1, -1, 1, 1)).sum(dim=1)
+            total = total + weighted.mean(dim=(1, 2))
+        return total
