@@ -50,7 +50,7 @@ from .perspective import (
 )
 from .rigs import CUBE_FACE_NAMES, ViewRig, cube_faces, horizon_ring, random_views
 from .rotate import roll_yaw, rotate_equirect, yaw_to_columns
-from .sampling import MODES, pad_equirect, sample_equirect, sample_equirect_pixels
+from .sampling import MODES, pad_equirect, sample_equirect, sample_equirect_lonlat, sample_equirect_pixels
 
 __all__ = [
     "CUBEMAP_CONVENTIONS",
@@ -85,6 +85,7 @@ __all__ = [
     "rotation_matrix",
     "sample_cubemap",
     "sample_equirect",
+    "sample_equirect_lonlat",
     "sample_equirect_pixels",
     "unit_to_lonlat",
     "view_angles",

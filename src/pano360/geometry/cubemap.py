@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .coords import cached_equirect_directions, rotation_matrix
+from .coords import cached_equirect_directions, rotation_matrix, unit_to_lonlat
 from .rigs import CUBE_FACE_NAMES, cube_faces
-from .sampling import Mode, check_mode, sample_equirect, work_dtype
+from .sampling import Mode, check_mode, sample_equirect_lonlat, work_dtype
 
 Layout = Literal["stack", "list", "dict", "horizon", "dice"]
 LAYOUTS = ("stack", "list", "dict", "horizon", "dice")
@@ -95,8 +95,10 @@ def _check_face_size(face_size) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_face_directions(face_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    return cube_face_directions(face_size, device=device, dtype=dtype)
+def _cached_face_lonlat(face_size: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(lon, lat) [6, s, s] of the face pixels: constant per size, so computed once."""
+    lon, lat = unit_to_lonlat(cube_face_directions(face_size, device=device, dtype=torch.float64))
+    return lon.to(dtype), lat.to(dtype)
 
 
 def equirect_to_cubemap(
@@ -112,8 +114,8 @@ def equirect_to_cubemap(
     """
     check_mode(mode)
     _check_layout(layout)
-    directions = _cached_face_directions(_check_face_size(face_size), equirect.device, work_dtype(equirect.dtype))
-    faces = sample_equirect(equirect, directions, mode).permute(0, 2, 1, 3, 4)  # [B, 6, C, s, s]
+    lon, lat = _cached_face_lonlat(_check_face_size(face_size), equirect.device, work_dtype(equirect.dtype))
+    faces = sample_equirect_lonlat(equirect, lon, lat, mode).permute(0, 2, 1, 3, 4)  # [B, 6, C, s, s]
     return faces_to_layout(faces, layout)
 
 
@@ -251,21 +253,38 @@ def _pad_faces(faces: Tensor, pad: int) -> Tensor:
 def sample_cubemap(faces: Tensor, directions: Tensor, mode: Mode = "bilinear") -> Tensor:
     """Sample faces [B, 6, C, s, s] along directions [*S, 3] → [B, C, *S], seamless across face edges."""
     check_mode(mode)
-    batch, _, channels, size, _ = faces.shape
-    compute = work_dtype(faces.dtype)
+    size = faces.shape[-1]
     pad = 2 if mode == "bicubic" else 1
-    padded = _pad_faces(faces.to(compute), pad)
+    grid = _atlas_grid(directions.to(work_dtype(faces.dtype)), size, pad)
+    return _sample_atlas(faces, grid, directions.shape[:-1], mode, pad)
+
+
+def _atlas_grid(directions: Tensor, size: int, pad: int) -> Tensor:
+    """grid_sample coordinates [N, 2] into the padded-face atlas [6·(s + 2p), s + 2p] (faces stacked
+    vertically) for directions [*S, 3]."""
     cell = size + 2 * pad
+    face, a, b = locate_on_cube(directions)
+    # column (a + 1)·s/2 − 0.5 + p and row (1 − b)·s/2 − 0.5 + p + face·cell, normalised with
+    # align_corners=False: g = (2·pixel + 1)/extent − 1
+    gx = a * (size / cell) + (2.0 * pad + size) / cell - 1.0
+    gy = b * (-size / (6 * cell)) + face.to(a.dtype) * (2.0 / 6) + (2.0 * pad + size) / (6 * cell) - 1.0
+    return torch.stack([gx, gy], -1).reshape(-1, 2)
+
+
+def _sample_atlas(faces: Tensor, grid: Tensor, shape, mode: str, pad: int) -> Tensor:
+    batch, _, channels, size, _ = faces.shape
+    cell = size + 2 * pad
+    padded = _pad_faces(faces.to(work_dtype(faces.dtype)), pad)
     atlas = padded.permute(0, 2, 1, 3, 4).reshape(batch, channels, 6 * cell, cell)
-    shape = directions.shape[:-1]
-    face, a, b = locate_on_cube(directions.to(compute))
-    col = (a + 1.0) * size / 2 - 0.5 + pad
-    row = (1.0 - b) * size / 2 - 0.5 + pad + face.to(compute) * cell
-    gx = (2.0 * col + 1.0) / cell - 1.0
-    gy = (2.0 * row + 1.0) / (6 * cell) - 1.0
-    grid = torch.stack([gx, gy], -1).reshape(1, 1, -1, 2).expand(batch, 1, -1, 2)
+    grid = grid.reshape(1, 1, -1, 2).expand(batch, 1, -1, 2)
     out = F.grid_sample(atlas, grid, mode=mode, padding_mode="border", align_corners=False)
     return out.reshape(batch, channels, *shape).to(faces.dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_c2e_grid(height: int, width: int, size: int, pad: int, device: torch.device, dtype: torch.dtype):
+    directions = cached_equirect_directions(height, width, device, dtype)
+    return _atlas_grid(directions, size, pad)
 
 
 def cubemap_to_equirect(cubemap, out_hw=None, layout: Layout | None = None, mode: Mode = "bilinear") -> Tensor:
@@ -279,8 +298,10 @@ def cubemap_to_equirect(cubemap, out_hw=None, layout: Layout | None = None, mode
     if out_hw is None:
         out_hw = (2 * size, 4 * size)
     height, width = (int(v) for v in out_hw)
-    directions = cached_equirect_directions(height, width, faces.device, work_dtype(faces.dtype))
-    return sample_cubemap(faces, directions, mode)
+    check_mode(mode)
+    pad = 2 if mode == "bicubic" else 1
+    grid = _cached_c2e_grid(height, width, size, pad, faces.device, work_dtype(faces.dtype))
+    return _sample_atlas(faces, grid, (height, width), mode, pad)
 
 
 def faces_in_convention(cubemap, convention: str = "fbrlud", layout: Layout | None = None) -> list[tuple[str, Tensor]]:

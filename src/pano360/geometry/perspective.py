@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .coords import AngleLike, as_angle_tensor, cached_equirect_directions, rotation_matrix
-from .sampling import Mode, check_mode, sample_equirect, work_dtype
+from .sampling import Mode, check_mode, sample_equirect_lonlat, work_dtype
 
 
 def _out_size(out_hw) -> tuple[int, int]:
@@ -85,6 +85,24 @@ def view_directions(
     return torch.einsum("vij,vhwj->vhwi", rotation, rays)
 
 
+def _view_lonlat(yaw_deg, pitch_deg, fov_deg, out_hw, roll_deg, device, dtype) -> tuple[Tensor, Tensor]:
+    """(lon, lat) [V, h, w] of every view pixel, without materialising [V, h, w, 3] ray tensors:
+    world = R·(x, y, 1) is expanded per component from a row term and a column term."""
+    height, width = _out_size(out_hw)
+    yaw, pitch, fov, roll = view_angles(yaw_deg, pitch_deg, fov_deg, roll_deg, device=device)
+    rotation = rotation_matrix(yaw, pitch, roll).to(dtype)  # [V, 3, 3]
+    tan_x = torch.tan(torch.deg2rad(fov) / 2).to(dtype)[:, None]
+    tan_y = tan_x * (height / width)
+    u = (2.0 * (torch.arange(width, device=device, dtype=dtype) + 0.5) / width - 1.0) * tan_x  # [V, w]
+    v = (1.0 - 2.0 * (torch.arange(height, device=device, dtype=dtype) + 0.5) / height) * tan_y  # [V, h]
+    world = [
+        (rotation[:, i, 0:1] * u)[:, None, :] + (rotation[:, i, 1:2] * v + rotation[:, i, 2:3])[:, :, None]
+        for i in range(3)  # the three coordinates, each [V, h, w]
+    ]
+    x, y, z = world
+    return torch.atan2(x, z), torch.atan2(y, torch.hypot(x, z))
+
+
 def equirect_to_perspective(
     equirect: Tensor, yaw_deg: AngleLike, pitch_deg: AngleLike, fov_deg: AngleLike, out_hw,
     roll_deg: AngleLike = 0.0, mode: Mode = "bilinear",
@@ -104,11 +122,9 @@ def equirect_to_perspective(
         when given as tensors that require grad).
     """
     check_mode(mode)
-    directions = view_directions(
-        yaw_deg, pitch_deg, fov_deg, out_hw, roll_deg, device=equirect.device,
-        dtype=work_dtype(equirect.dtype), normalize=False,  # only the direction matters
-    )
-    views = sample_equirect(equirect, directions, mode)  # [B, C, V, h, w]
+    lon, lat = _view_lonlat(yaw_deg, pitch_deg, fov_deg, out_hw, roll_deg, equirect.device,
+                            work_dtype(equirect.dtype))
+    views = sample_equirect_lonlat(equirect, lon, lat, mode)  # [B, C, V, h, w]
     return views.permute(0, 2, 1, 3, 4)
 
 

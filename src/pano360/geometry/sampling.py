@@ -21,13 +21,14 @@ below the band sample as 0.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .coords import is_full_sphere, latitude_extent, lonlat_to_pixel, unit_to_lonlat
+from .coords import is_full_sphere, latitude_extent, unit_to_lonlat
 
 Mode = Literal["nearest", "bilinear", "bicubic"]
 MODES = ("nearest", "bilinear", "bicubic")
@@ -90,29 +91,53 @@ def sample_equirect_pixels(
     runs in float32 (float64 for float64 input) and is differentiable w.r.t. ``equirect`` (and the
     coordinates, except in nearest mode).
     """
+    compute = work_dtype(equirect.dtype)
+    width = equirect.shape[-1]
+    x = torch.remainder(x.to(compute) + 0.5, width) - 0.5  # into [-0.5, W - 0.5)
+    return _sample(equirect, x, 1.0, 0.0, y.to(compute), mode, per_batch)
+
+
+def sample_equirect_lonlat(
+    equirect: Tensor, lon: Tensor, lat: Tensor, mode: Mode = "bilinear", per_batch: bool = False
+) -> Tensor:
+    """Sample [B, C, H, W] at longitudes/latitudes in radians (any shape S, or [B, *S] with
+    ``per_batch``) → [B, C, *S]. For a cylindrical band, latitudes outside it give 0."""
+    height, width = equirect.shape[-2:]
+    compute = work_dtype(equirect.dtype)
+    lon, lat = lon.to(compute), lat.to(compute)
+    lon = torch.remainder(lon + math.pi, 2 * math.pi) - math.pi  # any longitude, into [-π, π)
+    extent = latitude_extent(height, width)
+    y = lat * (-height / extent) + (height / 2 - 0.5)
+    out = _sample(equirect, lon, width / (2 * math.pi), width / 2 - 0.5, y, mode, per_batch)
+    if not is_full_sphere(height, width):
+        inside = (lat.abs() <= extent / 2).to(out.dtype)
+        out = out * (inside.unsqueeze(1) if per_batch else inside)
+    return out
+
+
+def _sample(equirect: Tensor, u: Tensor, scale: float, offset: float, y: Tensor, mode: str, per_batch: bool):
+    """Shared core: column x = u·scale + offset (already within [−0.5, W − 0.5]), row y in pixels."""
     check_mode(mode)
     if equirect.ndim != 4:
         raise ValueError(f"equirect must be [B, C, H, W], got shape {tuple(equirect.shape)}")
     batch, channels, height, width = equirect.shape
     compute = work_dtype(equirect.dtype)
+    shape = u.shape[1:] if per_batch else u.shape
+    if per_batch and u.shape[0] != batch:
+        raise ValueError(f"per-batch coordinates for {u.shape[0]} panoramas, batch has {batch}")
     pad = 2 if mode == "bicubic" else 1
     caps = mode != "nearest" and is_full_sphere(height, width)
     padded = pad_equirect(equirect.to(compute), pad, polar_caps=caps)
-    y = y.to(compute)
     if caps:  # stretch the half-pixel caps [-0.5, 0) and (H-1, H-0.5] onto the pixel next to the pole
         last = height - 1.0
-        y = torch.where(y < 0, 2.0 * y, torch.where(y > last, last + 2.0 * (y - last), y))
-    shape = x.shape[1:] if per_batch else x.shape
-    if per_batch and x.shape[0] != batch:
-        raise ValueError(f"per-batch coordinates for {x.shape[0]} panoramas, batch has {batch}")
-    x = torch.remainder(x.to(compute) + 0.5, width) - 0.5  # into [-0.5, W - 0.5)
-    # Normalised coordinates for align_corners=False: -1 and +1 are the outer edges of the padded image.
-    gx = (2.0 * (x + pad) + 1.0) / (width + 2 * pad) - 1.0
-    gy = (2.0 * (y + pad) + 1.0) / (height + 2 * pad) - 1.0
-    if per_batch:
-        grid = torch.stack([gx, gy], dim=-1).reshape(batch, 1, -1, 2)
-    else:
-        grid = torch.stack([gx, gy], dim=-1).reshape(1, 1, -1, 2).expand(batch, 1, -1, 2)
+        y = torch.where(y < 0, 2.0 * y, torch.where(y > last, 2.0 * y - last, y))
+    # Normalised coordinates for align_corners=False: -1 and +1 are the outer edges of the padded
+    # image, so g = (2·(x + pad) + 1) / size − 1, folded into one multiply-add per axis.
+    padded_w, padded_h = width + 2 * pad, height + 2 * pad
+    gx = u * (2.0 * scale / padded_w) + ((2.0 * (offset + pad) + 1.0) / padded_w - 1.0)
+    gy = y * (2.0 / padded_h) + ((2.0 * pad + 1.0) / padded_h - 1.0)
+    grid = torch.stack([gx, gy], dim=-1)
+    grid = grid.reshape(batch, 1, -1, 2) if per_batch else grid.reshape(1, 1, -1, 2).expand(batch, 1, -1, 2)
     out = F.grid_sample(padded, grid, mode=mode, padding_mode="border", align_corners=False)
     return out.reshape(batch, channels, *shape).to(equirect.dtype)
 
@@ -120,18 +145,10 @@ def sample_equirect_pixels(
 def sample_equirect(
     equirect: Tensor, directions: Tensor, mode: Mode = "bilinear", per_batch: bool = False
 ) -> Tensor:
-    """Sample [B, C, H, W] along vectors ``directions`` [*S, 3] → [B, C, *S] (or [B, *S, 3] with
-    ``per_batch=True``, one set of directions per panorama).
+    """Sample [B, C, H, W] along vectors ``directions`` [*S, 3] (any length) → [B, C, *S] (or
+    [B, *S, 3] with ``per_batch=True``, one set of directions per panorama).
 
     For a cylindrical band (W > 2H), directions outside its latitude range give 0.
     """
-    height, width = equirect.shape[-2:]
-    compute = work_dtype(equirect.dtype)
-    lon, lat = unit_to_lonlat(directions.to(compute))
-    x, y = lonlat_to_pixel(lon, lat, height, width)
-    out = sample_equirect_pixels(equirect, x, y, mode, per_batch=per_batch)
-    if not is_full_sphere(height, width):
-        half = latitude_extent(height, width) / 2
-        inside = (lat.abs() <= half).to(out.dtype)
-        out = out * (inside.unsqueeze(1) if per_batch else inside)
-    return out
+    lon, lat = unit_to_lonlat(directions.to(work_dtype(equirect.dtype)))
+    return sample_equirect_lonlat(equirect, lon, lat, mode, per_batch)
