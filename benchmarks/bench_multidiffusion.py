@@ -1,0 +1,115 @@
+"""MultiDiffusion: pano360 vs. diffusers' StableDiffusionPanoramaPipeline, and FLOPs at full size.
+
+1. Time (CPU, tiny SD 1.x model with a 64-latent window, attention at the 16x16 level only): both
+   at identical settings (window 64, stride 8, DDIM, CFG 7.5, same latent), without wrap and with
+   circular padding / loop closure; the decoded images are compared. diffusers runs its default
+   view_batch_size=1 and with view_batch_size=8 (pano360's default).
+2. FLOPs per panorama for full-size SD 2 base (meta device), 50 steps, CFG.
+
+    python benchmarks/bench_multidiffusion.py           # both
+    python benchmarks/bench_multidiffusion.py --flops   # FLOPs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+PROMPT = "a mountain lake at sunrise"
+
+
+def window64_models():
+    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline, StableDiffusionPipeline, UNet2DConditionModel
+
+    from pano360.backbones import tiny
+    from pano360.backbones.loading import Backbone, ModelSource, family_info
+    from pano360.generator import PanoramaGenerator
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1,
+        norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"), cross_attention_dim=tiny.TEXT_WIDTH,
+        attention_head_dim=4,
+    ).eval()
+    parts = dict(vae=tiny.tiny_vae(), text_encoder=tiny.tiny_text_encoder(), tokenizer=tiny.tiny_tokenizer(),
+                 unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(scheduler=tiny.tiny_scheduler(), **parts)
+    generator = PanoramaGenerator(Backbone(pipe=pipe, info=family_info(pipe), source=ModelSource("bench", "tiny")))
+    panorama = StableDiffusionPanoramaPipeline(scheduler=DDIMScheduler.from_config(pipe.scheduler.config), **parts)
+    panorama.set_progress_bar_config(disable=True)
+    return generator, panorama
+
+
+def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: int = 1024) -> list[dict]:
+    """Best-of-``repeats`` wall times; the three runs are interleaved so that load from other processes
+    on a shared machine hits them alike."""
+    generator, panorama = window64_models()
+    latents = torch.randn(1, 4, height // 8, width // 8, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for wrap in (False, True):
+        common = dict(height=height, width=width, num_inference_steps=steps, guidance_scale=7.5, latents=latents,
+                      output_type="np")
+        runs = {
+            "pano360": lambda: generator(PROMPT, method="multidiffusion", window=64, stride=8, loop_closure=wrap,
+                                         decode_wrap="pad", progress=False, **common).images[0],
+            "diffusers_vbs1": lambda: panorama(PROMPT, circular_padding=wrap, view_batch_size=1, **common).images[0],
+            "diffusers_vbs8": lambda: panorama(PROMPT, circular_padding=wrap, view_batch_size=8, **common).images[0],
+        }
+        best = {name: float("inf") for name in runs}
+        images = {}
+        for _ in range(repeats):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                images[name] = fn()
+                best[name] = min(best[name], time.perf_counter() - start)
+        for view_batch in (1, 8):
+            name = f"diffusers_vbs{view_batch}"
+            rows.append(dict(size=f"{height}x{width}", loop_closure=wrap, steps=steps,
+                             diffusers_view_batch_size=view_batch, diffusers_s=round(best[name], 2),
+                             pano360_s=round(best["pano360"], 2), speedup=round(best[name] / best["pano360"], 2),
+                             max_abs_image_diff=float(np.abs(images[name] - images["pano360"]).max())))
+    return rows
+
+
+def flops_table() -> list[dict]:
+    from common import SD2_BASE_UNET, unet_call_flops, vae_decode_flops
+
+    from pano360.methods.windows import WindowGrid
+
+    unet = unet_call_flops(SD2_BASE_UNET, 2, 64, 64)
+    rows = []
+    for width in (2048, 3072):
+        for stride, wrap in ((8, False), (8, True), (16, True)):
+            n = len(WindowGrid.make((64, width // 8), (64, 64), (stride, stride), wrap=wrap))
+            decode = vae_decode_flops(64, width // 8)  # a wrapped decode costs the same (pad: +16 columns)
+            rows.append(dict(size=f"512x{width}", stride=stride, loop_closure=wrap, windows=n,
+                             unet_tflop=50 * n * unet / 1e12, decode_tflop=decode / 1e12,
+                             total_tflop=(50 * n * unet + decode) / 1e12))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flops", action="store_true", help="FLOPs only")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    for row in flops_table():
+        print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()})
+    if not args.flops:
+        for row in time_comparison(args.repeats, args.steps):
+            print(row)
+
+
+if __name__ == "__main__":
+    main()

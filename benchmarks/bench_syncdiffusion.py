@@ -1,0 +1,163 @@
+"""SyncDiffusion: batched gradients vs. an original-style window-by-window loop, and FLOPs at full size.
+
+1. Time (CPU, tiny SD 1.x model, random-weight LPIPS VGG): pano360's ``syncdiffusion`` against a loop
+   written the way the reference computes it (per window: a UNet+VAE+LPIPS forward/backward, the
+   anchor included, then a fresh UNet call; per-window DDIM step and average). Same initial latent,
+   same settings; the outputs are compared.
+2. FLOPs per panorama for full-size SD 2 base (meta device): MultiDiffusion part + synchronisation
+   overhead (UNet forward+backward, VAE decode forward+backward, LPIPS VGG forward+backward per window).
+
+    python benchmarks/bench_syncdiffusion.py            # both
+    python benchmarks/bench_syncdiffusion.py --flops     # FLOPs only (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+PROMPT = "a mountain lake at sunrise"
+
+
+def reference_style(gen, latents, steps, weight, decay, threshold, stride, window, lpips, guidance=7.5):
+    """The reference algorithm, one window at a time (as in SyncDiffusion's sample_syncdiffusion)."""
+    from diffusers import DDIMScheduler
+
+    pipe = gen.pipe
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    with torch.no_grad():
+        cond, uncond = pipe.encode_prompt(PROMPT, "cpu", 1, True)
+    embeds = torch.cat([uncond, cond])
+    h, w = latents.shape[-2:]
+    views = [(top, left) for top in range(0, h - window + 1, stride) for left in range(0, w - window + 1, stride)]
+    anchor = len(views) // 2
+    x = latents.clone()
+
+    def eps(view, t):
+        u, c = pipe.unet(torch.cat([view, view]), t, encoder_hidden_states=embeds).sample.chunk(2)
+        return u + guidance * (c - u)
+
+    def decode(z):
+        return (pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+
+    for i, t in enumerate(scheduler.timesteps):
+        value, count = torch.zeros_like(x), torch.zeros_like(x)
+        sync = i < threshold
+        if sync:
+            with torch.no_grad():
+                xa = x[..., views[anchor][0]:views[anchor][0] + window, views[anchor][1]:views[anchor][1] + window]
+                target = decode(scheduler.step(eps(xa, t), t, xa).pred_original_sample)
+        for index, (top, left) in enumerate(views):
+            view = x[..., top:top + window, left:left + window].detach()
+            updated = view.clone()
+            if sync:
+                leaf = view.clone().requires_grad_(True)
+                x0 = scheduler.step(eps(leaf, t), t, leaf).pred_original_sample
+                loss = lpips(2 * decode(x0) - 1, 2 * target - 1).sum()
+                (gradient,) = torch.autograd.grad(loss, leaf)
+                if index != anchor:
+                    updated = updated - weight * decay ** i * gradient
+            with torch.no_grad():
+                stepped = scheduler.step(eps(updated, t), t, updated).prev_sample
+            value[..., top:top + window, left:left + window] += stepped
+            count[..., top:top + window, left:left + window] += 1
+        x = torch.where(count > 0, value / count, value)
+    return x
+
+
+def time_comparison(repeats: int = 1) -> dict:
+    from pano360 import PanoramaGenerator
+    from pano360.nets.lpips import LPIPS
+
+    torch.manual_seed(0)
+    lpips = LPIPS(net="vgg", pretrained=False)
+    gen = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32")
+    height, width, window, stride, steps, threshold = 128, 512, 16, 4, 3, 3  # 13 windows (16 x 64 latents)
+    latents = torch.randn(1, 4, height // 8, width // 8, generator=torch.Generator().manual_seed(0))
+    settings = dict(weight=20.0, decay=0.95, threshold=threshold, stride=stride, window=window)
+    results = {"size": f"{height}x{width} px (HxW), window {window}, stride {stride}, 13 windows, {steps} steps, "
+                       f"sync every step, random LPIPS VGG, {torch.get_num_threads()} threads"}
+    best_ref = best_ours = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        expected = reference_style(gen, latents, steps, lpips=lpips, **settings)
+        best_ref = min(best_ref, time.perf_counter() - start)
+        start = time.perf_counter()
+        ours = gen(PROMPT, method="syncdiffusion", height=height, width=width, latents=latents,
+                   num_inference_steps=steps, output_type="latent", progress=False, window=window, stride=stride,
+                   loop_closure=False, sync_weight=20.0, sync_decay_rate=0.95, sync_threshold=threshold,
+                   perceptual_loss=lpips, sync_batch_size=12, view_batch_size=13).latents
+        best_ours = min(best_ours, time.perf_counter() - start)
+    results.update(reference_s=round(best_ref, 2), pano360_s=round(best_ours, 2),
+                   speedup=round(best_ref / best_ours, 2), max_abs_latent_diff=float((expected - ours).abs().max()))
+    return results
+
+
+def grad_flops(module_call, leaf) -> int:
+    """FLOPs of one forward + backward to ``leaf`` (meta tensors)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        out = module_call(leaf)
+        out.float().sum().backward()
+    return counter.get_total_flops()
+
+
+def flops_table() -> list[dict]:
+    from common import SD2_BASE_UNET, meta_unet, meta_vae, unet_call_flops, unet_inputs, vae_decode_flops
+
+    from pano360.methods.windows import WindowGrid
+    from pano360.nets.lpips import LPIPS
+
+    unet_fwd = unet_call_flops(SD2_BASE_UNET, 2, 64, 64)  # one window with CFG
+    unet, vae = meta_unet(SD2_BASE_UNET), meta_vae()
+    inputs = unet_inputs(SD2_BASE_UNET, 2, 64, 64)
+    inputs.pop("sample")
+    unet_grad = grad_flops(lambda x: unet(torch.cat([x, x]), **inputs).sample,
+                           torch.empty(1, 4, 64, 64, device="meta", requires_grad=True))
+    vae_fwd = vae_decode_flops(64, 64)
+    vae_grad = grad_flops(lambda z: vae.decode(z).sample, torch.empty(1, 4, 64, 64, device="meta", requires_grad=True))
+    lpips = LPIPS(net="vgg", pretrained=False).to("meta")
+    target = torch.empty(1, 3, 512, 512, device="meta")
+    lpips_grad = grad_flops(lambda img: lpips(img, target), torch.empty(1, 3, 512, 512, device="meta",
+                                                                         requires_grad=True))
+    rows = []
+    for width, threshold in ((2048, 50), (3072, 10), (3072, 50)):
+        grid = WindowGrid.make((64, width // 8), (64, 64), (16, 16))
+        n = len(grid)
+        decode = vae_decode_flops(64, width // 8)
+        multi = 50 * n * unet_fwd + decode
+        per_sync = unet_fwd + vae_fwd + (n - 1) * (unet_grad + vae_grad + lpips_grad)  # + the anchor target
+        rows.append(dict(size=f"512x{width}", stride=16, windows=n, sync_steps=threshold,
+                         multidiffusion_tflop=multi / 1e12, sync_overhead_tflop=threshold * per_sync / 1e12,
+                         syncdiffusion_tflop=(multi + threshold * per_sync) / 1e12,
+                         # the reference also differentiates the anchor window and discards the result
+                         reference_tflop=(multi + threshold * (per_sync + unet_grad + vae_grad + lpips_grad)) / 1e12))
+    parts = dict(unet_fwd_cfg_tflop=unet_fwd / 1e12, unet_fwd_bwd_cfg_tflop=unet_grad / 1e12,
+                 vae_decode_fwd_tflop=vae_fwd / 1e12, vae_decode_fwd_bwd_tflop=vae_grad / 1e12,
+                 lpips_vgg_fwd_bwd_tflop=lpips_grad / 1e12)
+    return [parts, *rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flops", action="store_true", help="FLOPs only")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    for row in flops_table():
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+    if not args.flops:
+        print(time_comparison(args.repeats))
+
+
+if __name__ == "__main__":
+    main()
