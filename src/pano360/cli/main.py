@@ -15,7 +15,7 @@ import sys
 from .. import __version__
 from ..errors import Pano360Error
 
-SUBCOMMANDS = ["generate", "info", "convert", "view"]
+SUBCOMMANDS = ["generate", "info", "convert", "view", "eval"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
