@@ -100,3 +100,10 @@ def test_atomic_write_leaves_no_temp_on_refusal(tmp_path):
 def test_unsupported_extension(tmp_path):
     with pytest.raises(InvalidInputError, match=".png, .jpg"):
         save_panorama_image(Image.new("RGB", (64, 32)), tmp_path / "pano.webp")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    path = atomic_write_text(tmp_path / "a.json", "{}")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~mask)

@@ -32,6 +32,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
     path.parent.mkdir(parents=True, exist_ok=True)
     ensure_writable([path], overwrite)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -53,6 +54,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
