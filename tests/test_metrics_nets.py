@@ -124,3 +124,20 @@ def test_faed_features_are_latitude_weighted_and_wrap_equivariant():
     weight = torch.cos(torch.linspace(np.pi / 2, -np.pi / 2, 2))
     torch.testing.assert_close(features, (raw * weight).reshape(2, -1))
     torch.testing.assert_close(features, rolled, rtol=1e-4, atol=1e-5)  # circular padding: roll-invariant
+
+
+def test_clip_loads_offline_from_weights_dir(tmp_path):
+    from pano360.errors import ModelLoadError
+    from pano360.nets.clip import load_clip, tiny_random_clip
+
+    bundle = tiny_random_clip(seed=1)
+    folder = tmp_path / "clip-vit-base-patch16"
+    bundle.model.save_pretrained(folder)
+    bundle.tokenizer.save_pretrained(folder)
+    bundle.processor.save_pretrained(folder)
+    loaded = load_clip(tmp_path)
+    images = [np.random.default_rng(0).integers(0, 256, (40, 80, 3), dtype=np.uint8)]
+    torch.testing.assert_close(loaded.image_embeddings(images), bundle.image_embeddings(images))
+    torch.testing.assert_close(loaded.text_embeddings(["a room"]), bundle.text_embeddings(["a room"]))
+    with pytest.raises(ModelLoadError, match="hf download openai/clip-vit-base-patch16"):
+        load_clip(tmp_path / "nowhere")

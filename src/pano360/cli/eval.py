@@ -32,22 +32,22 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--prompts", metavar="FILE", default=None,
                         help="prompts for CLIP scores: .txt with one line per image in file-name order, or .json "
                              "mapping file names to a prompt or {\"prompt\": ..., \"views\": [8 captions]}; "
-                             "default: each image's pano360 sidecar JSON")
+                             "None: each image's pano360 sidecar JSON")
     parser.add_argument("--metrics", nargs="+", default=["auto"], metavar="NAME",
                         help=f"metrics or groups to compute; 'auto' = all the inputs allow. Groups: "
                              f"{', '.join(GROUPS)}. Metrics: {', '.join(METRICS)}")
     parser.add_argument("-o", "--output", default=None, metavar="DIR",
-                        help="folder for metrics.json and report.html (default: GENERATED/eval)")
+                        help="folder for metrics.json and report.html; None: GENERATED/eval")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json/report.html")
     parser.add_argument("--size", default=None, metavar="HxW",
                         help="resize every image to HEIGHTxWIDTH first (area filter when shrinking), e.g. 512x1024 "
-                             "as PanFusion; default: use the images as they are (one size per folder)")
+                             "as PanFusion; None: use the images as they are (one size per folder)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random view directions")
     parser.add_argument("--num-views", type=int, default=20, help="random 90° views per panorama (crop-FID/IS)")
     parser.add_argument("--num-seam-views", type=int, default=20, help="seam-centred views per panorama (seam-FID/IS)")
     parser.add_argument("--crop-size", type=int, default=None,
-                        help="square crop of the SyncDiffusion metrics in pixels (default: 512, or the image height "
-                             "if lower)")
+                        help="square crop of the SyncDiffusion metrics in pixels; None: 512, or the image height "
+                             "if lower")
     parser.add_argument("--fid-resize", choices=["tf1", "pytorch-fid", "clean"], default="tf1",
                         help="Inception pre-processing of the PanFusion FIDs/ISs: tf1 = torch-fidelity/torchmetrics "
                              "(as PanFusion), pytorch-fid, or clean = clean-fid")

@@ -73,7 +73,9 @@ class LPIPS(nn.Module):
         if pretrained:
             path = fetch_weights(f"lpips_{net}", weights_dir)
             heads = nn.ModuleDict({f"lin{k}": getattr(self, f"lin{k}") for k in range(5)})
-            load_matching_state_dict(heads, load_checkpoint(path), source=str(path))
+            # lpips loads this file with strict=False; only its lin* keys are read here, all of them required
+            load_matching_state_dict(heads, load_checkpoint(path), source=str(path),
+                                     ignore=lambda key: not key.startswith("lin"))
         else:
             generator = torch.Generator().manual_seed(0)
             for k in range(5):  # lpips heads are non-negative; keep random ones so, too
