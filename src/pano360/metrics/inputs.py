@@ -84,7 +84,7 @@ def load_image_folder(
             f"{role} folder {root} has no images ({', '.join(IMAGE_SUFFIXES)}); point it at the folder of panoramas"
         )
     arrays, sizes = [], {}
-    for path in tqdm(files, desc=f"reading {role}", disable=not progress, leave=False):
+    for path in tqdm(files, desc=f"reading {role}", disable=None if progress else True, leave=False):
         try:
             with Image.open(path) as opened:
                 image = opened.convert("RGB")
