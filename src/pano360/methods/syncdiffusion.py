@@ -129,7 +129,7 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
                     f"sync_threshold ({self.sync_threshold}) is beyond the number of steps ({num_inference_steps}); "
                     f"use a sync_threshold <= {num_inference_steps} (or leave it unset to synchronise every step)"
                 )
-        if isinstance(self.sync_decoder, str) and self.sync_decoder not in ("vae",) and not self.sync_decoder:
+        if isinstance(self.sync_decoder, str) and not self.sync_decoder.strip():
             raise InvalidInputError("sync_decoder must be None, 'vae', 'taesd', 'taesdxl', a model id or a module")
 
     def check_for_model(self, height: int, width: int, info, num_inference_steps: int) -> None:
