@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pano360.cli.main import main
@@ -33,8 +34,18 @@ def _folder(path: Path, count: int, height: int = 64, width: int = 128, seed: in
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These runs are many tiny network calls: one thread avoids OpenMP barrier waits, which dominate (up to
+    10x) when the 2-core machine is shared with other jobs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
+def full_run(tmp_path_factory, _one_thread):
     """One complete evaluation with every metric (random networks), shared by the tests below."""
     root = tmp_path_factory.mktemp("eval")
     generated = _folder(root / "generated", 2, seed=0)
@@ -47,7 +58,7 @@ def full_run(tmp_path_factory):
     output = root / "out"
     code = main(["eval", str(generated), "--reference", str(reference), "--prompts", str(prompts),
                  "--metrics", "all", "--random-weights", "--num-views", "2", "--num-seam-views", "1",
-                 "--giqa-k", "2", "--kid-subsets", "10", "--batch-size", "8", "--quiet", "-o", str(output)])
+                 "--giqa-k", "2", "--kid-subsets", "10", "--batch-size", "4", "--quiet", "-o", str(output)])
     return code, output
 
 
@@ -130,7 +141,8 @@ def test_unknown_metric_and_bad_numbers(tmp_path, capsys):
 
 def test_auto_mode_skips_what_the_inputs_cannot_support(tmp_path, capsys):
     strips = _folder(tmp_path / "strips", 2, height=32, width=128)
-    code = main(["eval", str(strips), "--random-weights", "--quiet", "--no-report", "-o", str(tmp_path / "out")])
+    code = main(["eval", str(strips), "--random-weights", "--batch-size", "2", "--quiet", "--no-report", "-o",
+                 str(tmp_path / "out")])
     assert code == 0
     data = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"ds", "intra_lpips", "intra_style", "is", "rot_is"} <= set(data["metrics"])
