@@ -15,11 +15,11 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from pano360.metrics.perceptual import STYLE_TAPS
 from pano360.nets.faed import PanoAutoEncoder, faed_features
 from pano360.nets.inception import FIDInceptionV3
 from pano360.nets.lpips import LPIPS
 from pano360.nets.vgg import build_trunk
-from pano360.metrics.perceptual import STYLE_TAPS
 
 
 def _cases(device: str):

@@ -172,7 +172,8 @@ def test_report_opens_in_headless_chromium_without_errors(full_run, tmp_path):
               "--enable-logging=stderr", "--v=0"]
     shot = tmp_path / "report.png"
     result = subprocess.run(common + [f"--user-data-dir={tmp_path / 'profile1'}", f"--screenshot={shot}",
-                                      "--window-size=1200,900", url], capture_output=True, text=True, timeout=120)
+                                      "--window-size=1200,900", url], check=False, capture_output=True, text=True,
+                            timeout=120)
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert console == [], console  # the page logs nothing: any console line is an error or a warning
     with Image.open(shot) as image:
@@ -180,6 +181,6 @@ def test_report_opens_in_headless_chromium_without_errors(full_run, tmp_path):
         pixels = np.asarray(image.convert("L"))
     assert pixels.std() > 10  # not a blank page
     dom = subprocess.run(common + [f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120)
+                         check=False, capture_output=True, text=True, timeout=120)
     assert 'data-report-ready="1"' in dom.stdout  # the page's script ran to its end
     assert not [line for line in dom.stderr.splitlines() if "CONSOLE" in line]

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import InvalidInputError
 
-__all__ = ["ImageSet", "load_image_folder", "load_prompts", "parse_size", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "load_image_folder", "load_prompts", "parse_size"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 

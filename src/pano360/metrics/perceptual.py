@@ -24,7 +24,7 @@ from ..nets.lpips import LPIPS
 from ..nets.vgg import Trunk
 from .views import grid_crops
 
-__all__ = ["intra_lpips", "intra_style_loss", "gram_matrix", "STYLE_TAPS"]
+__all__ = ["STYLE_TAPS", "gram_matrix", "intra_lpips", "intra_style_loss"]
 
 STYLE_TAPS = [0, 2, 5, 7, 10]
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -18,7 +18,7 @@ import torch
 
 from .suite import METRICS, EvalResult
 
-__all__ = ["render_report", "thumbnail_data_uri", "MAX_GALLERY"]
+__all__ = ["MAX_GALLERY", "render_report", "thumbnail_data_uri"]
 
 MAX_GALLERY = 60
 _PROTOCOL_ORDER = ["PanFusion", "SyncDiffusion", "geometry"]

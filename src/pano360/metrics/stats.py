@@ -14,11 +14,11 @@ import torch
 from ..errors import InvalidInputError
 
 __all__ = [
-    "gaussian_stats",
     "frechet_distance",
     "frechet_distance_from_features",
-    "kernel_inception_distance",
+    "gaussian_stats",
     "inception_score",
+    "kernel_inception_distance",
     "knn_giqa",
 ]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime
 import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from .stats import (
     knn_giqa,
 )
 
-__all__ = ["MetricInfo", "METRICS", "GROUPS", "EvalConfig", "EvalResult", "evaluate", "select_metrics"]
+__all__ = ["GROUPS", "METRICS", "EvalConfig", "EvalResult", "MetricInfo", "evaluate", "select_metrics"]
 
 
 @dataclass(frozen=True)

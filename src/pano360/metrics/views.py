@@ -32,14 +32,14 @@ from ..geometry.rigs import ViewRig, horizon_ring, random_views
 
 __all__ = [
     "VIEW_SIZE",
-    "roll_half",
-    "random_rig",
-    "seam_rig",
-    "horizon_rig",
-    "render_views",
     "cube_faces",
     "grid_crops",
+    "horizon_rig",
+    "random_rig",
     "random_square_crop",
+    "render_views",
+    "roll_half",
+    "seam_rig",
     "sync_crop_size",
 ]
 

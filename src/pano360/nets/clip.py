@@ -23,7 +23,7 @@ import torch
 
 from ..errors import ModelLoadError
 
-__all__ = ["ClipBundle", "load_clip", "tiny_random_clip", "CLIP_MODEL_ID"]
+__all__ = ["CLIP_MODEL_ID", "ClipBundle", "load_clip", "tiny_random_clip"]
 
 CLIP_MODEL_ID = "openai/clip-vit-base-patch16"
 
@@ -138,15 +138,15 @@ def tiny_random_clip(seed: int = 0, image_size: int = 32) -> ClipBundle:
         tokenizer = CLIPTokenizer(str(Path(folder) / "vocab.json"), str(Path(folder) / "merges.txt"))
     bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
     config = CLIPConfig(
-        text_config=dict(
-            hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
-            vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=bos, eos_token_id=eos,
-            pad_token_id=eos, projection_dim=16,
-        ),
-        vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
-            image_size=image_size, patch_size=8, projection_dim=16,
-        ),
+        text_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "vocab_size": len(vocab), "max_position_embeddings": 77, "bos_token_id": bos, "eos_token_id": eos,
+            "pad_token_id": eos, "projection_dim": 16,
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "image_size": image_size, "patch_size": 8, "projection_dim": 16,
+        },
         projection_dim=16,
     )
     with torch.random.fork_rng(devices=[]):

@@ -31,7 +31,7 @@ from torch import nn
 
 from .weights import fetch_weights, load_checkpoint, load_matching_state_dict
 
-__all__ = ["PanoAutoEncoder", "FAEDEncoder", "faed_features"]
+__all__ = ["FAEDEncoder", "PanoAutoEncoder", "faed_features"]
 
 
 class CircularConv(nn.Module):
@@ -144,7 +144,7 @@ class PanoAutoEncoder(nn.Module):
         return model.requires_grad_(False).eval()
 
     @classmethod
-    def random(cls, seed: int = 0) -> "PanoAutoEncoder":
+    def random(cls, seed: int = 0) -> PanoAutoEncoder:
         """Random weights (tests and smoke runs), seeded."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -39,7 +39,7 @@ from torch import nn
 
 from .weights import fetch_weights, load_checkpoint, load_matching_state_dict
 
-__all__ = ["FIDInceptionV3", "resize_tf1_bilinear", "resize_pil_bicubic", "RESIZE_MODES"]
+__all__ = ["RESIZE_MODES", "FIDInceptionV3", "resize_pil_bicubic", "resize_tf1_bilinear"]
 
 RESIZE_MODES = ("tf1", "pytorch-fid", "clean")
 INPUT_SIZE = 299

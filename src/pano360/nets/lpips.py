@@ -29,7 +29,7 @@ from torch import nn
 from .vgg import Trunk, build_trunk
 from .weights import fetch_weights, load_checkpoint, load_matching_state_dict
 
-__all__ = ["LPIPS", "PerceptualDistance", "LPIPS_TAPS", "LPIPS_CHANNELS"]
+__all__ = ["LPIPS", "LPIPS_CHANNELS", "LPIPS_TAPS", "PerceptualDistance"]
 
 LPIPS_TAPS = {"vgg": [3, 8, 15, 22, 29], "alex": [1, 4, 7, 9, 11]}
 LPIPS_CHANNELS = {"vgg": [64, 128, 256, 512, 512], "alex": [64, 192, 384, 256, 256]}

@@ -85,7 +85,7 @@ class Trunk(nn.Module):
                     break
         return [outputs[t] for t in taps]
 
-    def load_torchvision(self, weights_dir: str | os.PathLike | None = None) -> "Trunk":
+    def load_torchvision(self, weights_dir: str | os.PathLike | None = None) -> Trunk:
         """Load the official torchvision file (``features.*`` keys; ``classifier.*`` skipped)."""
         path = fetch_weights(self.arch, weights_dir)
         load_matching_state_dict(

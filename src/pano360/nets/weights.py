@@ -20,9 +20,9 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 
