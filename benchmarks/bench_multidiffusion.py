@@ -28,7 +28,12 @@ PROMPT = "a mountain lake at sunrise"
 
 
 def window64_models():
-    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        DDIMScheduler,
+        StableDiffusionPanoramaPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
     from pano360.backbones import tiny
     from pano360.backbones.loading import Backbone, ModelSource, family_info
@@ -60,10 +65,10 @@ def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: 
         common = dict(height=height, width=width, num_inference_steps=steps, guidance_scale=7.5, latents=latents,
                       output_type="np")
         runs = {
-            "pano360": lambda: generator(PROMPT, method="multidiffusion", window=64, stride=8, loop_closure=wrap,
+            "pano360": lambda wrap=wrap, common=common: generator(PROMPT, method="multidiffusion", window=64, stride=8, loop_closure=wrap,
                                          decode_wrap="pad", progress=False, **common).images[0],
-            "diffusers_vbs1": lambda: panorama(PROMPT, circular_padding=wrap, view_batch_size=1, **common).images[0],
-            "diffusers_vbs8": lambda: panorama(PROMPT, circular_padding=wrap, view_batch_size=8, **common).images[0],
+            "diffusers_vbs1": lambda wrap=wrap, common=common: panorama(PROMPT, circular_padding=wrap, view_batch_size=1, **common).images[0],
+            "diffusers_vbs8": lambda wrap=wrap, common=common: panorama(PROMPT, circular_padding=wrap, view_batch_size=8, **common).images[0],
         }
         best = {name: float("inf") for name in runs}
         images = {}

@@ -75,7 +75,12 @@ def test_loop_closure_covers_every_column_equally():
 def window64_generator_and_diffusers():
     """A tiny SD 1.x pipeline whose UNet is fast at 64-latent windows (attention only at 16x16), as a
     pano360 generator and as diffusers' StableDiffusionPanoramaPipeline sharing the same modules."""
-    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        DDIMScheduler,
+        StableDiffusionPanoramaPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
     from pano360.backbones import tiny
     from pano360.backbones.loading import Backbone, ModelSource, family_info

@@ -212,9 +212,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     from ..io.atomic import ensure_writable
     from ..io.images import image_format_for
     from ..io.sidecar import sidecar_path
-    from ..validation import check_existing_file, check_generation_args, check_nonnegative
-
     from ..methods import get_method
+    from ..validation import check_existing_file, check_generation_args, check_nonnegative
 
     apply_preset(args)
     height = args.height or (1024 if "xl" in args.model.lower() else 512)

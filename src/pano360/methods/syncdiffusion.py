@@ -174,7 +174,7 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
 
                 try:
                     _DECODER_CACHE[key] = AutoencoderTiny.from_pretrained(source, torch_dtype=vae.dtype).to(vae.device)
-                except Exception as error:  # noqa: BLE001 - reported as a load error with the fix
+                except Exception as error:
                     raise ModelLoadError(f"could not load the tiny sync decoder {source!r} ({error}); "
                                          "download it once with network access, or use sync_decoder=None") from error
                 _DECODER_CACHE[key].requires_grad_(False).eval()

@@ -88,7 +88,7 @@ class WindowGrid:
 
     @classmethod
     def make(cls, latent_size: tuple[int, int], size: tuple[int, int], stride: tuple[int, int],
-             wrap: bool = False, check: bool = True) -> "WindowGrid":
+             wrap: bool = False, check: bool = True) -> WindowGrid:
         """The regular grid (row-major). ``check`` raises if the windows do not cover every latent
         exactly (see :func:`check_axis`)."""
         (h, w), (wh, ww), (sh, sw) = latent_size, size, stride
@@ -101,7 +101,7 @@ class WindowGrid:
     def __len__(self) -> int:
         return len(self.origins)
 
-    def subset(self, indices) -> "WindowGrid":
+    def subset(self, indices) -> WindowGrid:
         return WindowGrid(self.latent_size, self.size, tuple(self.origins[i] for i in indices), self.wrap)
 
     # --- index tensors (CPU; moved on use) --------------------------------------------------
@@ -146,7 +146,7 @@ class WindowGrid:
 
     def accumulate(self, windows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Sum windows [B, N, C, wh, ww] back into a [B, C, h, w] latent (``out`` if given)."""
-        b, n, c = windows.shape[:3]
+        b, c = windows.shape[0], windows.shape[2]
         h, w = self.latent_size
         if out is None:
             out = torch.zeros(b, c, h, w, dtype=windows.dtype, device=windows.device)
