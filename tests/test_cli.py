@@ -104,3 +104,14 @@ def test_info_reports_versions_and_image_metadata(tmp_path, capsys):
     assert main(["info", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["gpano"]["CroppedAreaTopPixels"] == 32 and report["projection"] == "equirectangular"
+
+
+def test_generate_view_opens_the_viewer_on_the_result(tmp_path, monkeypatch):
+    import pano360.viewer
+
+    opened = []
+    monkeypatch.setattr(pano360.viewer, "open_viewer", lambda path, **kw: opened.append(path))
+    out = tmp_path / "v.png"
+    assert main(["generate", "a room", "--model", "tiny", "--steps", "1", "--height", "64", "--width", "128",
+                 "--seed", "1", "-o", str(out), "--quiet", "--view"]) == 0
+    assert opened == [out]

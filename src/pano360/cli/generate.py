@@ -125,6 +125,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     output.add_argument("--no-metadata", action="store_true", help="do not embed GPano 360 XMP")
     output.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality (1-100)")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
+    output.add_argument("--view", action="store_true",
+                        help="open the panorama in the offline 360 viewer when done (Ctrl+C to stop)")
     parser.set_defaults(func=run)
     return parser
 
@@ -293,6 +295,10 @@ def run(args: argparse.Namespace) -> int:
                         jpeg_quality=args.jpeg_quality)
     for path in paths:
         print(path)
+    if args.view:
+        from ..viewer import open_viewer
+
+        open_viewer(paths[0])
     return 0
 
 
