@@ -15,7 +15,7 @@ from pano360.backbones.tiny import tiny_pipeline
 from pano360.backbones.wrap import wraparound
 
 
-def median_seconds(fn, repeats: int = 15) -> float:
+def median_seconds(fn, repeats: int = 25) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):

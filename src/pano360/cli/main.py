@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except Pano360Error as error:
         print(f"pano360 {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"pano360 {args.command}: interrupted", file=sys.stderr)
         return 130
