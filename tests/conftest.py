@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +36,15 @@ def tiny_sd1_folder(tmp_path_factory):
     from pano360.backbones.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd1"), "sd1", controlnet=True)
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One intra-op thread for a module of tiny-model tests: they gain nothing from threads, and on a
+    busy 2-core machine OpenMP barriers made them many times slower. Restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

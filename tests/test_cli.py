@@ -31,8 +31,8 @@ def test_generate_is_reproducible_from_its_sidecar(tmp_path):
     for path in (first, second):
         assert main(["generate", "a room", "--model", "tiny", "--steps", "2", "--height", "64", "--width", "128",
                      "--seed", "9", "-o", str(path), "--quiet"]) == 0
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from support.seams import column_jumps, smooth_latents
 
 from pano360.errors import InvalidInputError
 
@@ -47,38 +48,11 @@ def test_roll_equivariance_with_depth_controlnet(tiny_generators, model):
     assert np.abs(base - off).max() > 1e-2
 
 
-def column_jumps(image):
-    """Mean absolute difference between neighbouring pixel columns [W-1] and across the seam."""
-    interior = np.abs(np.diff(image, axis=1)).mean(axis=(0, 2))
-    seam = np.abs(image[:, 0] - image[:, -1]).mean()
-    return interior, seam
-
-
-def smooth_latents(seed, height=H // 8, width=W // 8):
-    """Low-frequency latents, periodic across the width, unit variance [1, 4, h, w].
-
-    Random tiny models turn white noise into white-noise-like images whose neighbouring columns are
-    as different as any two columns, so no seam could be seen; smooth latents give smooth panoramas in
-    which a seam stands out.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(height).float()[:, None]
-    x = torch.arange(width).float()[None]
-    latents = torch.zeros(1, 4, height, width)
-    for channel in range(4):
-        for kx in (1, 2):
-            for ky in (0, 1):
-                phase = torch.rand(2, generator=gen) * 2 * torch.pi
-                latents[0, channel] += torch.cos(2 * torch.pi * kx * x / width + phase[0]) * torch.cos(
-                    torch.pi * ky * (y + 0.5) / height + phase[1])
-    return latents / latents.std()
-
-
 def test_seam_wraps_only_with_wraparound(tiny_generators):
     gen = tiny_generators("tiny")
     wrapped_seams, plain_seams, interiors = [], [], []
     for seed in range(3):
-        latents = smooth_latents(seed)
+        latents = smooth_latents(seed, H // 8, W // 8)
         interior, seam = column_jumps(run(gen, latents))
         # The seam looks like an interior column boundary ...
         assert seam <= np.percentile(interior, 90)
@@ -93,7 +67,7 @@ def test_seam_wraps_only_with_wraparound(tiny_generators):
 
 def test_vae_wrap_matters_for_pixels(tiny_generators):
     gen = tiny_generators("tiny")
-    latents = smooth_latents(1)
+    latents = smooth_latents(1, H // 8, W // 8)
     _, seam = column_jumps(run(gen, latents))
     _, seam_no_vae_wrap = column_jumps(run(gen, latents, wrap_vae=False))
     assert seam_no_vae_wrap > 1.5 * seam

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from support.ldm_export import sd1_single_file_state
 
 from pano360 import PanoramaGenerator
 from pano360.backbones.families import family_of_checkpoint_keys
 from pano360.backbones.loading import classify_model_argument, load_backbone
 from pano360.backbones.tiny import save_tiny_pipeline, tiny_pipeline
 from pano360.errors import InvalidInputError, ModelLoadError
-
-from support.ldm_export import sd1_single_file_state
 
 H, W = 64, 128
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from support.seams import column_jumps, smooth_latents
 
 from pano360.errors import InvalidInputError
 from pano360.methods import get_method
@@ -12,14 +13,7 @@ H, W = 64, 256  # pixels: 8 x 32 latents; the tiny UNet's native window is 16 la
 STEPS = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP barriers made
-    these tests up to 30x slower; one thread for this module, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def run(gen, latents, height=H, width=W, **kwargs):
@@ -122,32 +116,11 @@ def test_matches_diffusers_panorama_pipeline(window64_generator_and_diffusers, l
 
 # --- loop closure --------------------------------------------------------------------------------
 
-def column_jumps(image):
-    interior = np.abs(np.diff(image, axis=1)).mean(axis=(0, 2))
-    seam = np.abs(image[:, 0] - image[:, -1]).mean()
-    return interior, seam
-
-
-def smooth_latents(seed, height=H // 8, width=W // 8):
-    """Low-frequency latents, periodic across the width, unit variance [1, 4, h, w] (see test_generate)."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(height).float()[:, None]
-    x = torch.arange(width).float()[None]
-    latents = torch.zeros(1, 4, height, width)
-    for channel in range(4):
-        for kx in (1, 2):
-            for ky in (0, 1):
-                phase = torch.rand(2, generator=gen) * 2 * torch.pi
-                latents[0, channel] += torch.cos(2 * torch.pi * kx * x / width + phase[0]) * torch.cos(
-                    torch.pi * ky * (y + 0.5) / height + phase[1])
-    return latents / latents.std()
-
-
 def test_seam_is_like_interior_only_with_loop_closure(tiny_generators):
     gen = tiny_generators("tiny")
     closed_seams, open_seams, interiors = [], [], []
     for seed in range(2):
-        latents = smooth_latents(seed)
+        latents = smooth_latents(seed, H // 8, W // 8)
         interior, seam = column_jumps(run(gen, latents, num_inference_steps=1))
         assert seam <= np.percentile(interior, 90)
         _, open_seam = column_jumps(run(gen, latents, loop_closure=False, num_inference_steps=1))

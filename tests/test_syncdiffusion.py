@@ -13,14 +13,7 @@ H, W = 64, 192  # pixels: 8 x 24 latents; window 8 x 16 (tiny native 16, clipped
 PROMPT = "a quiet harbour at dusk"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP barriers made
-    these tests up to 30x slower; one thread for this module, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from pano360.backbones.tiny import tiny_controlnet, tiny_pipeline
-from pano360.backbones.wrap import disable_wraparound, enable_wraparound, is_wrapped, total_downsampling, wraparound
+from pano360.backbones.wrap import (
+    disable_wraparound,
+    enable_wraparound,
+    is_wrapped,
+    total_downsampling,
+    wraparound,
+)
 
 
 @pytest.fixture(scope="module")

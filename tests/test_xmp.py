@@ -1,7 +1,7 @@
+import os
 import shutil
 import subprocess
 
-import os
 import pytest
 from PIL import Image
 

@@ -6,7 +6,8 @@ import inspect
 import os
 import secrets
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ class PanoramaGenerator:
         local_files_only: bool = False,
         token: str | bool | None = None,
         prediction_type: str | None = None,
-    ) -> "PanoramaGenerator":
+    ) -> PanoramaGenerator:
         """Load a backbone (Hub id, diffusers folder, single ``.safetensors``/``.ckpt`` file, or ``tiny``).
 
         Args:

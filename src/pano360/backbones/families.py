@@ -7,8 +7,8 @@ loading, on the key names of single-file (original LDM layout) checkpoints.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 
@@ -47,7 +47,7 @@ def family_of_pipeline(pipe) -> str:
 def family_of_checkpoint_keys(keys: Iterable[str]) -> str | None:
     """Family of an original-layout (LDM / A1111) checkpoint from its key names, or None if unknown."""
     keys = list(keys)
-    has = lambda prefix: any(key.startswith(prefix) for key in keys)  # noqa: E731
+    has = lambda prefix: any(key.startswith(prefix) for key in keys)
     if has("conditioner.embedders.1."):
         return "sdxl"
     if has("cond_stage_model.model."):

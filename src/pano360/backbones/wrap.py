@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -81,9 +81,7 @@ def _patchable(modules: Iterable[nn.Module | None]) -> Iterator[nn.Module]:
             if id(module) in seen:
                 continue
             seen.add(id(module))
-            if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros":
-                yield module
-            elif _is_padless_downsample(module):
+            if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros" or _is_padless_downsample(module):
                 yield module
 
 
