@@ -28,31 +28,17 @@ PROMPT = "a mountain lake at sunrise"
 
 
 def window64_models():
-    from diffusers import (
-        DDIMScheduler,
-        StableDiffusionPanoramaPipeline,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline
 
-    from pano360.backbones import tiny
-    from pano360.backbones.loading import Backbone, ModelSource, family_info
+    from pano360.backbones.tiny import tiny_window64_pipeline
     from pano360.generator import PanoramaGenerator
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1,
-        norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"), cross_attention_dim=tiny.TEXT_WIDTH,
-        attention_head_dim=4,
-    ).eval()
-    parts = dict(vae=tiny.tiny_vae(), text_encoder=tiny.tiny_text_encoder(), tokenizer=tiny.tiny_tokenizer(),
-                 unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe = StableDiffusionPipeline(scheduler=tiny.tiny_scheduler(), **parts)
-    generator = PanoramaGenerator(Backbone(pipe=pipe, info=family_info(pipe), source=ModelSource("bench", "tiny")))
-    panorama = StableDiffusionPanoramaPipeline(scheduler=DDIMScheduler.from_config(pipe.scheduler.config), **parts)
+    pipe = tiny_window64_pipeline()
+    panorama = StableDiffusionPanoramaPipeline(
+        **{**pipe.components, "scheduler": DDIMScheduler.from_config(pipe.scheduler.config)},
+        requires_safety_checker=False)
     panorama.set_progress_bar_config(disable=True)
-    return generator, panorama
+    return PanoramaGenerator.from_pipe(pipe, name="tiny-window64"), panorama
 
 
 def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: int = 1024) -> list[dict]:

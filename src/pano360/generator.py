@@ -99,6 +99,13 @@ class PanoramaGenerator:
             adapters.load_embedding(backbone, str(source), token=embedding_token)
         return generator
 
+    @classmethod
+    def from_pipe(cls, pipe, name: str = "custom", scheduler: str = DEFAULT_SCHEDULER) -> "PanoramaGenerator":
+        """Wrap an already built diffusers SD/SDXL pipeline (its modules are shared, not copied)."""
+        from .backbones.loading import ModelSource, family_info
+
+        return cls(Backbone(pipe=pipe, info=family_info(pipe), source=ModelSource(name, "pipeline")), scheduler)
+
     # --- components ------------------------------------------------------------------------
     @property
     def pipe(self):

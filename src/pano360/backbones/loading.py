@@ -139,6 +139,13 @@ def _pipeline_class(family_or_class_name: str):
     return StableDiffusionXLPipeline if "xl" in family_or_class_name.lower() else StableDiffusionPipeline
 
 
+def _no_safety_checker(pipeline_class) -> dict:
+    """Loading kwargs that skip the SD 1.x/2.x safety checker (SDXL pipelines have none)."""
+    if "XL" in pipeline_class.__name__:
+        return {}
+    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
 def _check_supported_class(class_name: str, model: str) -> None:
     unsupported = ("StableDiffusion3", "Upscale", "Cascade", "Inpaint", "Refiner")
     if not class_name.startswith("StableDiffusion") or any(tag in class_name for tag in unsupported):
@@ -243,8 +250,7 @@ def _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, t
     class_name = json.loads(Path(index_path).read_text()).get("_class_name", "StableDiffusionPipeline")
     _check_supported_class(class_name, model)
     pipeline_class = _pipeline_class(class_name)
-    extra = {} if "XL" in pipeline_class.__name__ else {"safety_checker": None, "feature_extractor": None,
-                                                          "requires_safety_checker": False}
+    extra = _no_safety_checker(pipeline_class)
     try:
         return pipeline_class.from_pretrained(
             os.path.expanduser(model),
@@ -282,8 +288,7 @@ def _load_single_file(model, torch_dtype, config, cache_dir, local_files_only, t
             "give an SD 1.x/2.x/SDXL .safetensors/.ckpt, or a diffusers folder"
         )
     pipeline_class = _pipeline_class(family)
-    extra = {} if family == "sdxl" else {"safety_checker": None, "feature_extractor": None,
-                                         "requires_safety_checker": False}
+    extra = _no_safety_checker(pipeline_class)
     try:
         return pipeline_class.from_single_file(
             str(path),

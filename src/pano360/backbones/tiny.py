@@ -177,6 +177,27 @@ def tiny_pipeline(family: str = "sd1", seed: int = 0):
     )
 
 
+def tiny_window64_pipeline(seed: int = 0):
+    """A tiny SD 1.x ``StableDiffusionPipeline`` whose UNet is cheap at SD's native 64-latent windows.
+
+    Attention sits only at the lowest resolution (16×16 for a 64×64 window). Used where a reference
+    fixes the window at 64 latents (diffusers' ``StableDiffusionPanoramaPipeline``).
+    """
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1,
+        norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=4,
+    ).eval()
+    return StableDiffusionPipeline(
+        vae=tiny_vae(), text_encoder=tiny_text_encoder(), tokenizer=tiny_tokenizer(), unet=unet,
+        scheduler=tiny_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
 def tiny_controlnet(unet, seed: int = 0):
     """A depth-style ``ControlNetModel`` derived from ``unet``, with random (non-zero) output convs.
 
