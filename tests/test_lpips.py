@@ -71,6 +71,22 @@ def test_gradients_flow_to_inputs_in_batches_and_anchor_broadcasts(vgg_lpips):
     torch.testing.assert_close(distances.detach(), repeated, rtol=1e-5, atol=1e-9)
 
 
+def test_precomputed_target_features_give_the_same_distance_and_gradient(vgg_lpips):
+    """``distance(features(x), features(y))`` is ``forward(x, y)``; with gradients, the target side
+    (no grad) gets no backward pass of its own (SyncDiffusion compares many windows with one anchor)."""
+    torch.manual_seed(2)
+    views = (torch.rand(3, 3, 32, 32) * 2 - 1).requires_grad_()
+    anchor = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        anchor_features = vgg_lpips.features(anchor)
+    direct = vgg_lpips(views, anchor.expand(3, -1, -1, -1))
+    prepared = vgg_lpips.distance(vgg_lpips.features(views), anchor_features)
+    torch.testing.assert_close(prepared, direct, rtol=1e-5, atol=1e-9)
+    (g_direct,) = torch.autograd.grad(direct.sum(), views)
+    (g_prepared,) = torch.autograd.grad(prepared.sum(), views)
+    torch.testing.assert_close(g_prepared, g_direct, rtol=1e-4, atol=1e-9)
+
+
 def _independent_lpips(model: LPIPS, x: torch.Tensor, y: torch.Tensor, taps: list[int]) -> torch.Tensor:
     """LPIPS written out from the published definition with plain functional ops on the same weights."""
     state = model.state_dict()

@@ -100,13 +100,16 @@ def test_one_sync_update_matches_plain_autograd(tiny_generators, lpips):
             count[..., left:right] += 1
     expected = value / count
 
-    assert torch.allclose(captured[0], expected, atol=1e-5, rtol=1e-4)
-    # the update really moved the result (it is not the plain MultiDiffusion step)
+    # float rounding (batched windows, channels-last kernels) is amplified by the weight of 50
+    error = (captured[0] - expected).abs().max()
+    assert error < 5e-5, error
+    # the update really moved the result (it is not the plain MultiDiffusion step), far beyond that error
     with torch.no_grad():
         plain = torch.zeros_like(latents)
         for (left, right), view in zip([(0, 16), (8, 24)], views):
             plain[..., left:right] += scheduler.step(eps(view), t, view).prev_sample
-    assert (captured[0] - plain / count).abs().max() > 1e-4
+    moved = (captured[0] - plain / count).abs().max()
+    assert moved > 20 * 5e-5, moved
 
 
 def test_sync_step_lowers_distance_to_anchor(tiny_generators, lpips):
@@ -146,6 +149,50 @@ def test_batched_gradients_equal_one_window_at_a_time(tiny_generators):
     assert torch.allclose(one, many, atol=1e-5)
 
 
+def test_anchor_prediction_is_reused_and_target_features_computed_once(tiny_generators, lpips, monkeypatch):
+    """One sync step with N windows: N - 1 gradient passes, N predictions without gradient (the anchor's
+    is reused), and LPIPS trunk passes for the N - 1 windows plus one for the anchor."""
+    gen = tiny_generators("tiny")
+    calls = {"unet_grad": 0, "unet_no_grad": 0, "lpips_images": 0}
+    unet_forward = gen.pipe.unet.forward
+    features = lpips.features
+
+    def counting_unet(sample, *args, **kwargs):
+        calls["unet_grad" if torch.is_grad_enabled() else "unet_no_grad"] += sample.shape[0] // 2  # CFG halves
+        return unet_forward(sample, *args, **kwargs)
+
+    def counting_features(x):
+        calls["lpips_images"] += x.shape[0]
+        return features(x)
+
+    monkeypatch.setattr(gen.pipe.unet, "forward", counting_unet)
+    monkeypatch.setattr(lpips, "features", counting_features)
+    gen(PROMPT, method="syncdiffusion", height=H, width=256, latents=noise(5, H, 256), num_inference_steps=1,
+        output_type="latent", progress=False, stride=8, sync_weight=5.0, perceptual_loss=lpips)
+    n = 4  # 32 latents wide, window 16, stride 8, loop closure
+    assert calls == {"unet_grad": n - 1, "unet_no_grad": n, "lpips_images": n}
+
+
+def test_out_of_memory_halves_the_gradient_batch_with_the_same_result(tiny_generators, lpips, monkeypatch):
+    gen = tiny_generators("tiny")
+    common = dict(height=H, width=256, latents=noise(6, H, 256), num_inference_steps=1, output_type="latent",
+                  progress=False, stride=8, sync_weight=20.0, perceptual_loss=lpips)
+    expected = gen(PROMPT, method="syncdiffusion", sync_batch_size=1, **common).latents
+    sizes = []
+    window_gradients = SyncDiffusionMethod.window_gradients
+
+    def limited(self, ctx, leaf, *args):
+        sizes.append(leaf.shape[0])
+        if leaf.shape[0] > 1:
+            raise torch.OutOfMemoryError("pretend: 1 window fits")
+        return window_gradients(self, ctx, leaf, *args)
+
+    monkeypatch.setattr(SyncDiffusionMethod, "window_gradients", limited)
+    got = gen(PROMPT, method="syncdiffusion", sync_batch_size="auto", **common).latents
+    assert sizes == [3, 1, 1, 1]  # auto starts with min(4, 3 windows) on a CPU, halves to 1, keeps 1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
 def test_schedule():
     method = SyncDiffusionMethod(sync_weight=20, sync_decay_rate=0.5, sync_freq=2, sync_threshold=5)
     weights = [method.sync_step_weight(i, 10) for i in range(10)]
@@ -158,6 +205,8 @@ def test_schedule():
     (dict(sync_decay_rate=-0.5), "sync_decay_rate"),
     (dict(sync_threshold=3), "beyond the number of steps"),
     (dict(sync_freq=0), "sync_freq"),
+    (dict(sync_batch_size=0), "sync_batch_size"),
+    (dict(sync_batch_size="many"), "sync_batch_size"),
     (dict(anchor=7), "not a window index"),
     (dict(stride=0), ">= 1"),
     (dict(window=32), "larger than the panorama"),

@@ -15,15 +15,19 @@ update, at steps ``i`` with ``(i + 1) % sync_freq == 0 and i < sync_threshold``:
 
 Unlike the reference, which differentiates one window at a time, the gradients of many windows are
 computed in one batched pass (``sync_batch_size`` windows per pass; the losses are independent per
-window, so the gradient of their sum is each window's own gradient). The anchor goes through the
-no-gradient path only (the reference also differentiates it and discards the result).
+window, so the gradient of their sum is each window's own gradient). Work the reference repeats is
+done once: the anchor goes through the no-gradient path only (the reference also differentiates it
+and discards the result), its prediction is reused for the denoising step (it is not moved), and the
+anchor image's LPIPS features are computed once per step, not once per window.
 
 Fast mode: ``sync_decoder="taesd"`` (``"taesdxl"`` for SDXL, or any diffusers ``AutoencoderTiny``
 id/folder/module) computes the loss through a tiny decoder. This is an approximation: the tiny decoder's
 images and their gradients differ from the real VAE's, so results differ from the paper's algorithm.
 
-Cost of a sync step with N windows: N + 1 window predictions without gradient, N − 1 with gradient
-(forward + backward through UNet, VAE decoder and LPIPS), 1 + (N − 1) decodes.
+Cost of a sync step with N windows: N window predictions without gradient, N − 1 with gradient
+(forward + backward through UNet, VAE decoder and LPIPS on the window's image), 1 + (N − 1) decodes and
+one LPIPS trunk pass for the anchor. The reference: 2N + 1 predictions (N with gradient), N + 1 decodes,
+and LPIPS on both images for every window.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
       the SyncDiffusion script uses 10 (most of the effect, a fraction of the cost).
     * ``anchor`` (default None = the middle window, ``len(windows) // 2``): index into the row-major
       window grid.
-    * ``sync_batch_size`` (default 4): windows per gradient pass (memory vs. speed; results do not change).
+    * ``sync_batch_size`` (default ``"auto"``: 4 on a CPU, 8 on a GPU, halved on out-of-memory until it
+      fits): windows per gradient pass (memory vs. speed; results do not change).
     * ``gradient_checkpointing`` (default False): recompute UNet/VAE activations in the backward pass
       (less memory, about one more forward pass of time).
     * ``sync_decoder`` (default None = the pipeline's VAE): ``"taesd"``/``"taesdxl"``, an
@@ -101,7 +106,7 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
     sync_freq: int = 1
     sync_threshold: int | None = None
     anchor: int | None = None
-    sync_batch_size: int = 4
+    sync_batch_size: Any = "auto"
     gradient_checkpointing: bool = False
     sync_decoder: Any = None
     perceptual_loss: Any = None
@@ -117,8 +122,8 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
             raise InvalidInputError("sync_decay_rate must be > 0 (1 = no decay; SyncDiffusion uses 0.95)")
         if not _is_whole(self.sync_freq, 1):
             raise InvalidInputError(f"sync_freq must be a whole number >= 1, got {self.sync_freq!r}")
-        if not _is_whole(self.sync_batch_size, 1):
-            raise InvalidInputError(f"sync_batch_size must be a whole number >= 1, got {self.sync_batch_size!r}")
+        if self.sync_batch_size != "auto" and not _is_whole(self.sync_batch_size, 1):
+            raise InvalidInputError(f"sync_batch_size must be 'auto' or a whole number >= 1, got {self.sync_batch_size!r}")
         if self.anchor is not None and not _is_whole(self.anchor, 0):
             raise InvalidInputError(f"anchor must be a window index >= 0 (or None for the middle), got {self.anchor!r}")
         if self.sync_threshold is not None:
@@ -157,7 +162,11 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
         if self.perceptual_loss is not None:
             return self.perceptual_loss
         vae = ctx.pipe.vae
-        return default_perceptual_loss(vae.device, vae.dtype)
+        lpips = default_perceptual_loss(vae.device, vae.dtype)
+        from ..backbones.device import apply_memory_format
+
+        apply_memory_format(ctx.channels_last, lpips)  # follow the generator's layout (faster on CPUs)
+        return lpips
 
     def decoder(self, ctx: GenerationContext):
         choice = self.sync_decoder
@@ -181,26 +190,73 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
             return _DECODER_CACHE[key]
         return choice
 
-    def decode_prediction(self, ctx: GenerationContext, windows: torch.Tensor, t, pairs,
-                          batch_size: int) -> torch.Tensor:
-        """Window latents [M, C, wh, ww] → decoded x̂0 images [M, 3, 8wh, 8ww] clamped to [-1, 1]."""
+    def predict_clean(self, ctx: GenerationContext, windows: torch.Tensor, t, pairs,
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window latents [M, C, wh, ww] → (guided model outputs, predicted clean latents x̂0), both [M, C, wh, ww]."""
         model_input = ctx.scheduler.scale_model_input(windows, t)
         output = self.predict_windows(ctx, model_input, t, pairs=pairs, batch_size=batch_size)
-        clean = predicted_original(ctx.scheduler, model_input, output, t)
+        return output, predicted_original(ctx.scheduler, model_input, output, t)
+
+    def decode_clean(self, ctx: GenerationContext, clean: torch.Tensor) -> torch.Tensor:
+        """x̂0 latents [M, C, wh, ww] → images [M, 3, 8wh, 8ww] clamped to [-1, 1] (through the sync decoder)."""
         decoder = self.decoder(ctx)
         scale = decoder.config.get("scaling_factor", 1.0)
         shift = decoder.config.get("shift_factor", None) or 0.0
         images = decoder.decode((clean / scale + shift).to(decoder.dtype), return_dict=False)[0]
         return images.clamp(-1, 1)
 
+    def decode_prediction(self, ctx: GenerationContext, windows: torch.Tensor, t, pairs,
+                          batch_size: int) -> torch.Tensor:
+        """Window latents [M, C, wh, ww] → decoded x̂0 images [M, 3, 8wh, 8ww] clamped to [-1, 1]."""
+        return self.decode_clean(ctx, self.predict_clean(ctx, windows, t, pairs, batch_size)[1])
+
+    def initial_sync_batch_size(self, device: torch.device, count: int) -> int:
+        """Windows per gradient pass: the option, or for ``"auto"`` 4 on a CPU (fastest measured there,
+        docs/benchmarks.md) and 8 on an accelerator (halved on out-of-memory until it fits)."""
+        if self.sync_batch_size != "auto":
+            return int(self.sync_batch_size)
+        return max(1, min(count, 4 if device.type == "cpu" else 8))
+
     # --- the loop hooks ----------------------------------------------------------------------------
+    def distance_to(self, ctx: GenerationContext, target: torch.Tensor):
+        """``distance(images [M, 3, H, W], index [M]) -> [M]``: the perceptual distance of each image
+        to ``target[index]``. Modules with ``features``/``distance`` (as LPIPS) get the targets'
+        features computed once here instead of once per window."""
+        perceptual = self.perceptual(ctx)
+        features, distance = getattr(perceptual, "features", None), getattr(perceptual, "distance", None)
+        if callable(features) and callable(distance):
+            with torch.no_grad():
+                target_features = features(target)
+
+            def by_features(images, index):
+                chosen = target_features if target.shape[0] == 1 else [f[index] for f in target_features]
+                return distance(features(images), chosen)
+
+            return by_features
+        return lambda images, index: perceptual(images, target[index].to(images.dtype))
+
+    def window_gradients(self, ctx: GenerationContext, leaf: torch.Tensor, t, chunk, distance) -> torch.Tensor:
+        """∂ distance(decode(x̂0(leaf)), anchor) / ∂ leaf for one batch of windows [M, C, wh, ww]."""
+        index = torch.tensor([k for k, _ in chunk], device=leaf.device)
+        with torch.enable_grad():
+            leaf = leaf.detach().requires_grad_(True)
+            decoded = self.decode_prediction(ctx, leaf, t, chunk, len(chunk))
+            (gradient,) = torch.autograd.grad(distance(decoded, index).sum(), leaf)
+        return gradient
+
     def sync_gradients(self, ctx: GenerationContext, windows: torch.Tensor, t) -> torch.Tensor:
-        """∂LPIPS(window, anchor)/∂window for every window: [B, N, C, wh, ww] → same shape (0 at the anchor)."""
+        """∂LPIPS(window, anchor)/∂window for every window: [B, N, C, wh, ww] → same shape (0 at the anchor).
+
+        Also keeps the anchors' guided predictions in ``ctx.extras["sync_anchor_output"]`` ([B, C, wh, ww]):
+        the anchor is not moved, so :meth:`predict` reuses them instead of predicting it again.
+        """
         b, n = windows.shape[:2]
         anchor = self.anchor_index(ctx)
         with torch.no_grad():
-            target = self.decode_prediction(ctx, windows[:, anchor], t, [(k, anchor) for k in range(b)], b)
-        perceptual = self.perceptual(ctx)
+            anchor_output, clean = self.predict_clean(ctx, windows[:, anchor], t, [(k, anchor) for k in range(b)], b)
+            target = self.decode_clean(ctx, clean)
+        ctx.extras["sync_anchor_output"] = anchor_output
+        distance = self.distance_to(ctx, target)
         pairs = [(k, v) for k in range(b) for v in range(n) if v != anchor]
         gradients = torch.zeros_like(windows)
         modules = [ctx.pipe.unet, self.decoder(ctx)]
@@ -210,24 +266,33 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
                          getattr(m, "_supports_gradient_checkpointing", False) and not m.is_gradient_checkpointing]
         for module in checkpointing:
             module.enable_gradient_checkpointing()
+        size = ctx.extras.get("sync_batch_size") or self.initial_sync_batch_size(windows.device, len(pairs))
         try:
-            for start in range(0, len(pairs), self.sync_batch_size):
-                chunk = pairs[start:start + self.sync_batch_size]
-                images_index = torch.tensor([k for k, _ in chunk], device=windows.device)
-                leaf = torch.stack([windows[k, v] for k, v in chunk]).detach().requires_grad_(True)
-                with torch.enable_grad():
-                    decoded = self.decode_prediction(ctx, leaf, t, chunk, len(chunk))
-                    loss = perceptual(decoded, target[images_index].to(decoded.dtype)).sum()
-                    (gradient,) = torch.autograd.grad(loss, leaf)
+            start = 0
+            while start < len(pairs):
+                chunk = pairs[start:start + size]
+                leaf = torch.stack([windows[k, v] for k, v in chunk])
+                try:
+                    gradient = self.window_gradients(ctx, leaf, t, chunk, distance)
+                except torch.OutOfMemoryError:
+                    if size == 1:
+                        raise
+                    size = max(1, size // 2)  # windows are independent: a smaller batch gives the same result
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    continue
                 for m, (k, v) in enumerate(chunk):
                     gradients[k, v] = gradient[m]
+                start += len(chunk)
         finally:
             for module in checkpointing:
                 module.disable_gradient_checkpointing()
+        ctx.extras["sync_batch_size"] = size
         return gradients
 
     def before_step(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
         ctx.extras.pop("sync_windows", None)
+        ctx.extras.pop("sync_anchor_output", None)
         weight = self.sync_step_weight(i, len(ctx.scheduler.timesteps))
         if weight == 0.0:
             return latents
@@ -240,13 +305,21 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
 
     def predict(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
         updated = ctx.extras.pop("sync_windows", None)
+        anchor_output = ctx.extras.pop("sync_anchor_output", None)
         if updated is None:
             return super().predict(ctx, latents, t, i)
         grid = self.grid(ctx)
         b, n = updated.shape[:2]
-        model_input = ctx.scheduler.scale_model_input(updated.flatten(0, 1), t)
-        outputs = self.predict_windows(ctx, model_input, t)
-        return grid.average(outputs.view(b, n, *outputs.shape[1:]))
+        anchor = self.anchor_index(ctx)
+        pairs = [(k, v) for k in range(b) for v in range(n) if v != anchor]
+        outputs = torch.empty_like(updated)
+        outputs[:, anchor] = anchor_output.to(outputs.dtype)  # the anchor did not move: same prediction
+        if pairs:
+            model_input = ctx.scheduler.scale_model_input(torch.stack([updated[k, v] for k, v in pairs]), t)
+            predicted = self.predict_windows(ctx, model_input, t, pairs=pairs)
+            for m, (k, v) in enumerate(pairs):
+                outputs[k, v] = predicted[m]
+        return grid.average(outputs)
 
 
 # Settings of the reference code, by entry point (shared/reference digest §2.4, MultiDiffusion §1.1).

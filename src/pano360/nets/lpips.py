@@ -39,7 +39,11 @@ _SCALE = (0.458, 0.448, 0.450)
 
 
 class PerceptualDistance(Protocol):
-    """What a perceptual loss must provide: ``distance(x, y) -> Tensor[B]`` for images in [-1, 1]."""
+    """What a perceptual loss must provide: ``distance(x, y) -> Tensor[B]`` for images in [-1, 1].
+
+    Optional, for speed: ``features(y)`` and ``distance(features(x), features(y))`` with the same
+    result. SyncDiffusion then computes the anchor's features once per step instead of per window.
+    """
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
 
@@ -101,20 +105,13 @@ class LPIPS(nn.Module):
             normalised.append(feature / (norm + 1e-10))
         return normalised
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        if y.dim() == 3:
-            y = y.unsqueeze(0)
-        if x.shape[1:] != y.shape[1:] or (y.shape[0] not in (1, x.shape[0])):
-            raise ValueError(f"LPIPS inputs must be [B,3,H,W] and [B or 1,3,H,W]; got {tuple(x.shape)}, {tuple(y.shape)}")
-        if x.shape[0] == y.shape[0]:
-            both = self.features(torch.cat([x, y], dim=0))
-            fx = [f[: x.shape[0]] for f in both]
-            fy = [f[x.shape[0]:] for f in both]
-        else:
-            fx, fy = self.features(x), self.features(y)
-        total = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
+    def distance(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+        """LPIPS from :meth:`features` of both sides: lists of [B, C_k, h_k, w_k] (``fy`` may have B = 1).
+
+        Lets a caller that compares many images with one target compute the target's features once.
+        Returns float32 distances [B].
+        """
+        total = torch.zeros(fx[0].shape[0], dtype=torch.float32, device=fx[0].device)
         for a, b, head in zip(fx, fy, self.heads):
             diff = (a - b) ** 2
             if self.training:  # lpips applies dropout to the diffs in train mode
@@ -122,3 +119,21 @@ class LPIPS(nn.Module):
             weighted = (diff * head.weight.float().view(1, -1, 1, 1)).sum(dim=1)
             total = total + weighted.mean(dim=(1, 2))
         return total
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if y.dim() == 3:
+            y = y.unsqueeze(0)
+        if x.shape[1:] != y.shape[1:] or (y.shape[0] not in (1, x.shape[0])):
+            raise ValueError(f"LPIPS inputs must be [B,3,H,W] and [B or 1,3,H,W]; got {tuple(x.shape)}, {tuple(y.shape)}")
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+        if x.shape[0] == y.shape[0] and not needs_grad:
+            # one trunk pass for both sides (faster without autograd; with it, a joint pass would also
+            # backpropagate through the side that needs no gradient)
+            both = self.features(torch.cat([x, y], dim=0))
+            fx = [f[: x.shape[0]] for f in both]
+            fy = [f[x.shape[0]:] for f in both]
+        else:
+            fx, fy = self.features(x), self.features(y)
+        return self.distance(fx, fy)
