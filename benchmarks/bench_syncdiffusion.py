@@ -95,7 +95,7 @@ def time_comparison(repeats: int = 1) -> dict:
         ours = gen(PROMPT, method="syncdiffusion", height=height, width=width, latents=latents,
                    num_inference_steps=steps, output_type="latent", progress=False, window=window, stride=stride,
                    loop_closure=False, sync_weight=20.0, sync_decay_rate=0.95, sync_threshold=threshold,
-                   perceptual_loss=lpips, sync_batch_size=12, view_batch_size=13).latents
+                   perceptual_loss=lpips, view_batch_size=13).latents
         best_ours = min(best_ours, time.perf_counter() - start)
     results.update(reference_s=round(best_ref, 2), pano360_s=round(best_ours, 2),
                    speedup=round(best_ref / best_ours, 2), max_abs_latent_diff=float((expected - ours).abs().max()))

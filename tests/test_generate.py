@@ -86,6 +86,26 @@ def test_determinism_with_seed(tiny_generators):
     assert np.array_equal(first.images, with_generator.images)
 
 
+def test_channels_last_layout_gives_the_same_panorama():
+    from pano360 import PanoramaGenerator
+
+    outputs = {}
+    for layout in (False, True):
+        gen = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32", channels_last=layout)
+        out = gen("a room", height=H, width=W, num_inference_steps=2, latents=noise(3), output_type="np",
+                  progress=False)
+        conv = gen.unet.conv_in.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == layout
+        assert out.parameters["channels_last"] is layout
+        outputs[layout] = out.images
+    assert np.abs(outputs[True] - outputs[False]).max() < 1e-4
+    auto = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32")
+    auto("a room", height=H, width=W, num_inference_steps=1, output_type="latent", progress=False)
+    assert auto.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)  # auto: on for the CPU
+    with pytest.raises(InvalidInputError, match="channels_last"):
+        PanoramaGenerator.from_pretrained("tiny", device="cpu", channels_last="yes")
+
+
 def test_batch_seeds_are_individually_reproducible(tiny_generators):
     gen = tiny_generators("tiny")
     batch = gen("a room", height=H, width=W, num_inference_steps=2, seed=10, num_images_per_prompt=2,

@@ -28,6 +28,7 @@ def no_model_loading(monkeypatch):
     (["--method", "syncdiffusion", "--sync-threshold", "60"], "beyond the number of steps"),
     (["--method", "multidiffusion", "--sync-weight", "5"], "syncdiffusion only"),
     (["--stride", "8"], "not circular"),
+    (["--method", "syncdiffusion", "--sync-batch-size", "lots"], "'auto' or a whole number"),
     (["--preset", "syncdiffusion-script", "--steps", "5"], "beyond the number of steps"),
 ])
 def test_bad_window_options_fail_before_loading(no_model_loading, capsys, tmp_path, monkeypatch, extra, fix):
@@ -41,13 +42,15 @@ def test_preset_and_knobs_reach_the_sidecar(tmp_path):
     out = tmp_path / "pano.png"
     args = ["generate", "a room", "--model", "tiny", "--method", "syncdiffusion", "--steps", "1", "--height", "64",
             "--width", "256", "--stride", "8", "--sync-weight", "0", "--sync-threshold", "1", "--loop-closure", "on",
-            "--view-batch-size", "2", "--seed", "1", "-o", str(out), "--quiet"]
+            "--view-batch-size", "2", "--sync-batch-size", "auto", "--channels-last", "off", "--seed", "1", "-o", str(out), "--quiet"]
     assert main(args) == 0
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["method"] == "syncdiffusion"
     options = sidecar["method_options"]
     assert options["stride"] == 8 and options["sync_threshold"] == 1 and options["loop_closure"] is True
     assert options["view_batch_size"] == 2 and options["sync_weight"] == 0
+    assert options["sync_batch_size"] == "auto"
+    assert sidecar["channels_last"] is False
 
 
 def test_preset_fills_size_and_options():

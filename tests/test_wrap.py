@@ -113,6 +113,23 @@ def test_padding_modes_and_same_padding():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wrapped_conv_equals_explicit_circular_pad_and_keeps_the_layout(channels_last):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 6, 10)
+    expected = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 0, 0), mode="circular"), conv.weight, conv.bias,
+                                    padding=(1, 0))
+    if channels_last:
+        conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with wraparound(conv):
+        y = conv(x)
+    torch.testing.assert_close(y, expected, atol=1e-6, rtol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@torch.no_grad()
 def test_lora_conv_layers_are_wrapped():
     from peft import LoraConfig
 

@@ -42,6 +42,7 @@ class GenerationContext:
     batch_size: int
     control_image: torch.Tensor | None = None
     generator: Any = None
+    channels_last: bool = False  # the generator's memory layout for convolutions (extra networks follow it)
     extras: dict = field(default_factory=dict)
 
     @property
