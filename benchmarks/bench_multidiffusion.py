@@ -6,8 +6,9 @@
    view_batch_size=1 and with view_batch_size=8 (pano360's default).
 2. FLOPs per panorama for full-size SD 2 base (meta device), 50 steps, CFG.
 
-    python benchmarks/bench_multidiffusion.py           # both
-    python benchmarks/bench_multidiffusion.py --flops   # FLOPs only
+    python benchmarks/bench_multidiffusion.py                     # both (3 and 20 steps)
+    python benchmarks/bench_multidiffusion.py --channels-last off # pano360 in the default layout
+    python benchmarks/bench_multidiffusion.py --flops             # FLOPs only
 """
 
 from __future__ import annotations
@@ -27,24 +28,28 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 PROMPT = "a mountain lake at sunrise"
 
 
-def window64_models():
+def window64_models(channels_last="auto"):
+    """(pano360 generator, diffusers panorama pipeline) on two separately built copies of the same
+    deterministic tiny model, so pano360's memory layout does not leak into diffusers' modules."""
     from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline
 
     from pano360.backbones.tiny import tiny_window64_pipeline
     from pano360.generator import PanoramaGenerator
 
-    pipe = tiny_window64_pipeline()
+    reference = tiny_window64_pipeline()
     panorama = StableDiffusionPanoramaPipeline(
-        **{**pipe.components, "scheduler": DDIMScheduler.from_config(pipe.scheduler.config)},
+        **{**reference.components, "scheduler": DDIMScheduler.from_config(reference.scheduler.config)},
         requires_safety_checker=False)
     panorama.set_progress_bar_config(disable=True)
-    return PanoramaGenerator.from_pipe(pipe, name="tiny-window64"), panorama
+    ours = PanoramaGenerator.from_pipe(tiny_window64_pipeline(), name="tiny-window64", channels_last=channels_last)
+    return ours, panorama
 
 
-def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: int = 1024) -> list[dict]:
+def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: int = 1024,
+                    channels_last="auto") -> list[dict]:
     """Best-of-``repeats`` wall times; the three runs are interleaved so that load from other processes
     on a shared machine hits them alike."""
-    generator, panorama = window64_models()
+    generator, panorama = window64_models(channels_last)
     latents = torch.randn(1, 4, height // 8, width // 8, generator=torch.Generator().manual_seed(0))
     rows = []
     for wrap in (False, True):
@@ -65,7 +70,7 @@ def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: 
                 best[name] = min(best[name], time.perf_counter() - start)
         for view_batch in (1, 8):
             name = f"diffusers_vbs{view_batch}"
-            rows.append(dict(size=f"{height}x{width}", loop_closure=wrap, steps=steps,
+            rows.append(dict(size=f"{height}x{width}", loop_closure=wrap, steps=steps, channels_last=channels_last,
                              diffusers_view_batch_size=view_batch, diffusers_s=round(best[name], 2),
                              pano360_s=round(best["pano360"], 2), speedup=round(best[name] / best["pano360"], 2),
                              max_abs_image_diff=float(np.abs(images[name] - images["pano360"]).max())))
@@ -93,13 +98,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flops", action="store_true", help="FLOPs only")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, nargs="+", default=[3, 20])
+    parser.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                        help="pano360's layout (auto: channels-last on the CPU); diffusers keeps its default")
     args = parser.parse_args()
     for row in flops_table():
         print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()})
     if not args.flops:
-        for row in time_comparison(args.repeats, args.steps):
-            print(row)
+        layout = {"on": True, "off": False}.get(args.channels_last, "auto")
+        for steps in args.steps:
+            for row in time_comparison(args.repeats, steps, channels_last=layout):
+                print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,14 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 PROMPT = "a mountain lake at sunrise"
 
 
-def reference_style(gen, latents, steps, weight, decay, threshold, stride, window, lpips, guidance=7.5):
-    """The reference algorithm, one window at a time (as in SyncDiffusion's sample_syncdiffusion)."""
+def reference_style(pipe, latents, steps, weight, decay, threshold, stride, window, lpips, guidance=7.5):
+    """The reference algorithm, one window at a time (as in SyncDiffusion's sample_syncdiffusion).
+
+    ``lpips(x, y)`` is called as the reference calls ``lpips.LPIPS``: both images through the trunk on
+    every call, the gradient only through ``x`` (the anchor image is computed without gradient).
+    """
     from diffusers import DDIMScheduler
 
-    pipe = gen.pipe
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(steps)
     with torch.no_grad():
@@ -74,22 +77,31 @@ def reference_style(gen, latents, steps, weight, decay, threshold, stride, windo
     return x
 
 
-def time_comparison(repeats: int = 1) -> dict:
+def time_comparison(repeats: int = 1, channels_last="auto") -> dict:
     from pano360 import PanoramaGenerator
+    from pano360.backbones.tiny import tiny_pipeline
     from pano360.nets.lpips import LPIPS
 
+    # separate, identical copies: pano360's memory layout must not leak into the reference's modules
+    import copy
+
     torch.manual_seed(0)
-    lpips = LPIPS(net="vgg", pretrained=False)
-    gen = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32")
+    reference_lpips = LPIPS(net="vgg", pretrained=False)
+    lpips = copy.deepcopy(reference_lpips)
+    if channels_last in (True, "auto"):  # this benchmark runs on the CPU, where "auto" means on
+        lpips.to(memory_format=torch.channels_last)
+    reference_pipe = tiny_pipeline("sd1")
+    gen = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32", channels_last=channels_last)
     height, width, window, stride, steps, threshold = 128, 512, 16, 4, 3, 3  # 13 windows (16 x 64 latents)
     latents = torch.randn(1, 4, height // 8, width // 8, generator=torch.Generator().manual_seed(0))
     settings = dict(weight=20.0, decay=0.95, threshold=threshold, stride=stride, window=window)
     results = {"size": f"{height}x{width} px (HxW), window {window}, stride {stride}, 13 windows, {steps} steps, "
-                       f"sync every step, random LPIPS VGG, {torch.get_num_threads()} threads"}
+                       f"sync every step, random LPIPS VGG, {torch.get_num_threads()} threads, "
+                       f"pano360 channels_last={channels_last}"}
     best_ref = best_ours = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        expected = reference_style(gen, latents, steps, lpips=lpips, **settings)
+        expected = reference_style(reference_pipe, latents, steps, lpips=reference_lpips, **settings)
         best_ref = min(best_ref, time.perf_counter() - start)
         start = time.perf_counter()
         ours = gen(PROMPT, method="syncdiffusion", height=height, width=width, latents=latents,
@@ -130,21 +142,30 @@ def flops_table() -> list[dict]:
     target = torch.empty(1, 3, 512, 512, device="meta")
     lpips_grad = grad_flops(lambda img: lpips(img, target), torch.empty(1, 3, 512, 512, device="meta",
                                                                          requires_grad=True))
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        lpips.features(target)
+    trunk_fwd = counter.get_total_flops()  # the anchor image's trunk pass
+    lpips_grad -= trunk_fwd  # grad_flops above also ran the target through the trunk (no backward)
     rows = []
     for width, threshold in ((2048, 50), (3072, 10), (3072, 50)):
         grid = WindowGrid.make((64, width // 8), (64, 64), (16, 16))
         n = len(grid)
         decode = vae_decode_flops(64, width // 8)
         multi = 50 * n * unet_fwd + decode
-        per_sync = unet_fwd + vae_fwd + (n - 1) * (unet_grad + vae_grad + lpips_grad)  # + the anchor target
+        grads = unet_grad + vae_grad + lpips_grad
+        # pano360: anchor decode + anchor trunk pass, N-1 gradient passes (the anchor's prediction is reused)
+        per_sync = vae_fwd + trunk_fwd + (n - 1) * grads
+        # reference: an extra anchor prediction, N gradient passes, and the anchor's trunk pass in each
+        per_sync_reference = unet_fwd + vae_fwd + n * (grads + trunk_fwd)
         rows.append(dict(size=f"512x{width}", stride=16, windows=n, sync_steps=threshold,
                          multidiffusion_tflop=multi / 1e12, sync_overhead_tflop=threshold * per_sync / 1e12,
                          syncdiffusion_tflop=(multi + threshold * per_sync) / 1e12,
-                         # the reference also differentiates the anchor window and discards the result
-                         reference_tflop=(multi + threshold * (per_sync + unet_grad + vae_grad + lpips_grad)) / 1e12))
+                         reference_tflop=(multi + threshold * per_sync_reference) / 1e12))
     parts = dict(unet_fwd_cfg_tflop=unet_fwd / 1e12, unet_fwd_bwd_cfg_tflop=unet_grad / 1e12,
                  vae_decode_fwd_tflop=vae_fwd / 1e12, vae_decode_fwd_bwd_tflop=vae_grad / 1e12,
-                 lpips_vgg_fwd_bwd_tflop=lpips_grad / 1e12)
+                 lpips_vgg_fwd_bwd_tflop=lpips_grad / 1e12, lpips_vgg_trunk_fwd_tflop=trunk_fwd / 1e12)
     return [parts, *rows]
 
 
@@ -152,11 +173,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flops", action="store_true", help="FLOPs only")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                        help="pano360's layout (auto: channels-last on the CPU); the reference keeps the default")
     args = parser.parse_args()
     for row in flops_table():
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
     if not args.flops:
-        print(time_comparison(args.repeats))
+        print(time_comparison(args.repeats, {"on": True, "off": False}.get(args.channels_last, "auto")))
 
 
 if __name__ == "__main__":
