@@ -67,3 +67,54 @@ def test_preset_fills_size_and_options():
     options = method_options(args)
     assert options["sync_threshold"] == 10 and options["stride"] == 16 and options["sync_weight"] == 20.0
     assert options["loop_closure"] is True  # explicit arguments win over the preset
+
+
+def _write_random_lpips_vgg_files(folder):
+    """Random tensors in the official files' key layout (torchvision VGG16 features, lpips v0.1 heads)."""
+    from pathlib import Path
+
+    import torch
+
+    data = Path(__file__).parent / "data"
+    generator = torch.Generator().manual_seed(0)
+    for key_list, filename in (("keys_vgg16-397923af.json", "vgg16-397923af.pth"),
+                               ("keys_lpips-v0.1-vgg.json", "vgg.pth")):
+        keys = json.loads((data / key_list).read_text())["keys"]
+        torch.save({k: torch.rand(shape, generator=generator) * 0.01 for k, shape in keys.items()
+                    if not k.startswith("classifier.")}, folder / filename)
+
+
+def test_syncdiffusion_lpips_weights_are_checked_before_the_model_loads(no_model_loading, capsys, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    args = ["generate", "a room", "--model", "tiny", "--method", "syncdiffusion", "--height", "64", "--width", "256",
+            "--stride", "8", "--steps", "1", "--weights-dir", str(empty)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vgg16-397923af.pth" in err and "--weights-dir" in err, err
+    assert main(["generate", "a room", "--method", "multidiffusion", "--weights-dir", str(empty)]) == 2
+    assert "syncdiffusion only" in capsys.readouterr().err
+
+
+def test_syncdiffusion_without_a_synchronised_step_needs_no_lpips_weights(tmp_path):
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    out = tmp_path / "pano.png"
+    args = ["generate", "a room", "--model", "tiny", "--method", "syncdiffusion", "--height", "64", "--width", "256",
+            "--stride", "8", "--steps", "1", "--sync-weight", "0", "--weights-dir", str(empty), "-o", str(out),
+            "--quiet"]
+    assert main(args) == 0 and out.exists()
+
+
+def test_syncdiffusion_runs_with_lpips_files_from_weights_dir(tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    _write_random_lpips_vgg_files(weights)
+    out = tmp_path / "sync.png"
+    args = ["generate", "a room", "--model", "tiny", "--method", "syncdiffusion", "--height", "64", "--width", "256",
+            "--stride", "8", "--steps", "1", "--weights-dir", str(weights), "--seed", "3", "-o", str(out), "--quiet"]
+    assert main(args) == 0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["method_options"]["weights_dir"] == str(weights)

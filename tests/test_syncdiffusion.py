@@ -193,6 +193,39 @@ def test_out_of_memory_halves_the_gradient_batch_with_the_same_result(tiny_gener
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_missing_lpips_weights_fail_before_any_model_call(tiny_generators, monkeypatch, tmp_path):
+    from pano360.errors import ModelLoadError
+
+    gen = tiny_generators("tiny")
+    monkeypatch.setenv("PANO360_WEIGHTS_DIR", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("PANO360_OFFLINE", "1")
+
+    def no_model_calls(*args, **kwargs):
+        raise AssertionError("a model was called before the LPIPS weights were found")
+
+    monkeypatch.setattr(gen, "encode_prompt", no_model_calls)
+    with pytest.raises(ModelLoadError, match="vgg16-397923af.pth"):
+        gen(PROMPT, method="syncdiffusion", height=H, width=W, num_inference_steps=2, progress=False, stride=8)
+
+
+def test_unavailable_tiny_sync_decoder_fails_before_any_model_call(tiny_generators, monkeypatch, lpips, tmp_path):
+    from huggingface_hub import constants
+
+    from pano360.errors import ModelLoadError
+
+    gen = tiny_generators("tiny")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # and an empty cache: taesd cannot be found
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def no_model_calls(*args, **kwargs):
+        raise AssertionError("a model was called before the sync decoder was found")
+
+    monkeypatch.setattr(gen, "encode_prompt", no_model_calls)
+    with pytest.raises(ModelLoadError, match="madebyollin/taesd"):
+        gen(PROMPT, method="syncdiffusion", height=H, width=W, num_inference_steps=2, progress=False, stride=8,
+            sync_decoder="taesd", perceptual_loss=lpips)
+
+
 def test_schedule():
     method = SyncDiffusionMethod(sync_weight=20, sync_decay_rate=0.5, sync_freq=2, sync_threshold=5)
     weights = [method.sync_step_weight(i, 10) for i in range(10)]

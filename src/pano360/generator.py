@@ -240,6 +240,7 @@ class PanoramaGenerator:
                                     "to from_pretrained (CLI: --controlnet)")
         if self.controlnet is not None and control_image is None:
             raise InvalidInputError("a ControlNet is loaded: give a control_image (CLI: --depth IMAGE)")
+        method_obj.fetch_resources(num_inference_steps)
 
         batch = len(prompts) * num_images_per_prompt
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]

@@ -92,6 +92,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     windows.add_argument("--sync-decoder", default=None,
                          help="syncdiffusion fast mode (approximate): taesd, taesdxl or an AutoencoderTiny id/folder "
                          "to compute the sync loss through instead of the VAE")
+    windows.add_argument("--weights-dir", default=None, metavar="DIR",
+                         help="syncdiffusion: offline folder with the LPIPS files vgg16-397923af.pth and vgg.pth "
+                              "(default: ~/.cache/pano360/weights, downloaded once)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=DEFAULT_MODEL,
                        help="Hub id, diffusers folder, .safetensors/.ckpt file, or tiny / tiny-sd2 / tiny-sdxl "
@@ -146,9 +149,10 @@ _WINDOW_OPTIONS = {  # CLI attribute -> method option
     "window": "window", "stride": "stride", "view_batch_size": "view_batch_size", "sync_weight": "sync_weight",
     "sync_decay_rate": "sync_decay_rate", "sync_freq": "sync_freq", "sync_threshold": "sync_threshold",
     "anchor": "anchor", "sync_batch_size": "sync_batch_size", "sync_decoder": "sync_decoder",
+    "weights_dir": "weights_dir",
 }
 _SYNC_ONLY = {"sync_weight", "sync_decay_rate", "sync_freq", "sync_threshold", "anchor", "sync_batch_size",
-              "sync_decoder", "gradient_checkpointing"}
+              "sync_decoder", "gradient_checkpointing", "weights_dir"}
 
 
 def apply_preset(args: argparse.Namespace) -> None:
@@ -264,6 +268,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         targets = [output] if args.num_images == 1 else [
             output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(args.num_images)]
         ensure_writable([p for t in targets for p in (t, sidecar_path(t))], args.overwrite)
+    method.fetch_resources(args.steps)  # last, after the cheap checks: SyncDiffusion's LPIPS weights
 
 
 def run(args: argparse.Namespace) -> int:

@@ -71,6 +71,11 @@ class PanoramaMethod:
     def check_for_model(self, height: int, width: int, info, num_inference_steps: int) -> None:
         """Checks that need the loaded model's facts (e.g. its downsampling factor)."""
 
+    def fetch_resources(self, num_inference_steps: int) -> None:
+        """Make sure the files the method needs besides the diffusion model (e.g. LPIPS weights) are
+        on disk, downloading them if allowed; raise ModelLoadError naming the fix. Called before any
+        model call (the CLI calls it before it even loads the model)."""
+
     # --- loop hooks --------------------------------------------------------------------------
     def modules_to_wrap(self, ctx: GenerationContext) -> list:
         """Modules patched with wraparound padding for the whole generation."""

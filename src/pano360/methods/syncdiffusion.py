@@ -32,12 +32,13 @@ and LPIPS on both images for every window.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, ModelLoadError
 from .base import GenerationContext
 from .multidiffusion import MultiDiffusionMethod
 
@@ -65,13 +66,16 @@ def predicted_original(scheduler, model_input: torch.Tensor, output: torch.Tenso
     raise ValueError(f"unsupported prediction type {prediction_type!r}")
 
 
-def default_perceptual_loss(device, dtype):
-    """LPIPS VGG (as in SyncDiffusion), loaded once per device and dtype."""
-    key = (str(device), dtype)
+LPIPS_WEIGHT_FILES = ("vgg16", "lpips_vgg")  # torchvision's VGG16 trunk and lpips' v0.1 heads
+
+
+def default_perceptual_loss(device, dtype, weights_dir=None):
+    """LPIPS VGG (as in SyncDiffusion), loaded once per device, dtype and weights folder."""
+    key = (str(device), dtype, None if weights_dir is None else str(weights_dir))
     if key not in _LPIPS_CACHE:
         from ..nets.lpips import LPIPS
 
-        _LPIPS_CACHE[key] = LPIPS(net="vgg").to(device=device, dtype=dtype)
+        _LPIPS_CACHE[key] = LPIPS(net="vgg", weights_dir=weights_dir).to(device=device, dtype=dtype)
     return _LPIPS_CACHE[key]
 
 
@@ -97,6 +101,8 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
     * ``sync_decoder`` (default None = the pipeline's VAE): ``"taesd"``/``"taesdxl"``, an
       ``AutoencoderTiny`` id/folder, or a decoder module: the fast, approximate mode.
     * ``perceptual_loss`` (default None = LPIPS VGG): any module ``f(x, y) -> [B]`` on images in [-1, 1].
+    * ``weights_dir`` (default None = the cache, downloading once): an offline folder holding the LPIPS
+      files ``vgg16-397923af.pth`` (torchvision) and ``vgg.pth`` (lpips v0.1 heads).
     """
 
     name: ClassVar[str] = "syncdiffusion"
@@ -110,6 +116,7 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
     gradient_checkpointing: bool = False
     sync_decoder: Any = None
     perceptual_loss: Any = None
+    weights_dir: Any = None
 
     # --- checks ------------------------------------------------------------------------------
     def check_options(self, num_inference_steps: int | None = None) -> None:
@@ -146,6 +153,28 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
                 raise InvalidInputError(f"anchor {self.anchor} is not a window index: this grid has {count} "
                                         f"windows (0..{count - 1})")
 
+    def fetch_resources(self, num_inference_steps: int) -> None:
+        """If a step will synchronise: the default LPIPS VGG weights and a named tiny sync decoder,
+        fetched (downloaded once) before any model call."""
+        if not any(self.sync_step_weight(i, num_inference_steps) for i in range(num_inference_steps)):
+            return
+        if self.perceptual_loss is None:
+            from ..nets.weights import fetch_weights
+
+            for name in LPIPS_WEIGHT_FILES:
+                fetch_weights(name, self.weights_dir)
+        if isinstance(self.sync_decoder, str) and self.sync_decoder != "vae":
+            source = TINY_DECODERS.get(self.sync_decoder, self.sync_decoder)
+            if not os.path.isdir(source):
+                from huggingface_hub import snapshot_download
+
+                try:
+                    snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
+                except Exception as error:
+                    raise ModelLoadError(f"could not get the tiny sync decoder {source!r} ({type(error).__name__}: "
+                                         f"{error}); download it once with network access, give a local "
+                                         "AutoencoderTiny folder, or leave sync_decoder unset") from error
+
     # --- schedule ------------------------------------------------------------------------------
     def sync_step_weight(self, i: int, num_inference_steps: int | None = None) -> float:
         """The gradient step size at step ``i`` (0 where no synchronisation happens)."""
@@ -162,7 +191,7 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
         if self.perceptual_loss is not None:
             return self.perceptual_loss
         vae = ctx.pipe.vae
-        lpips = default_perceptual_loss(vae.device, vae.dtype)
+        lpips = default_perceptual_loss(vae.device, vae.dtype, self.weights_dir)
         from ..backbones.device import apply_memory_format
 
         apply_memory_format(ctx.channels_last, lpips)  # follow the generator's layout (faster on CPUs)
@@ -178,8 +207,6 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
             key = (source, str(vae.device), vae.dtype)
             if key not in _DECODER_CACHE:
                 from diffusers import AutoencoderTiny
-
-                from ..errors import ModelLoadError
 
                 try:
                     _DECODER_CACHE[key] = AutoencoderTiny.from_pretrained(source, torch_dtype=vae.dtype).to(vae.device)
