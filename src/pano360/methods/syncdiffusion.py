@@ -94,8 +94,9 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
       the SyncDiffusion script uses 10 (most of the effect, a fraction of the cost).
     * ``anchor`` (default None = the middle window, ``len(windows) // 2``): index into the row-major
       window grid.
-    * ``sync_batch_size`` (default ``"auto"``: 4 on a CPU, 8 on a GPU, halved on out-of-memory until it
-      fits): windows per gradient pass (memory vs. speed; results do not change).
+    * ``sync_batch_size`` (default ``"auto"``: 4 on a CPU, 8 on a GPU): windows per gradient pass
+      (memory vs. speed; results do not change). A pass that runs out of GPU memory is retried with
+      half as many windows, and that size is kept for the rest of the panorama.
     * ``gradient_checkpointing`` (default False): recompute UNet/VAE activations in the backward pass
       (less memory, about one more forward pass of time).
     * ``sync_decoder`` (default None = the pipeline's VAE): ``"taesd"``/``"taesdxl"``, an
