@@ -70,6 +70,7 @@ class MultiDiffusionMethod(PanoramaMethod):
       convolution (exactly periodic pixels); ``"pad"`` decodes with 8 wrapped latent columns on each
       side and crops them, as diffusers' ``circular_padding`` does; ``"none"`` decodes plainly.
     * ``view_batch_size`` (default 8): windows per UNet call (memory vs. speed; results do not change).
+      A call that runs out of GPU memory is retried with half as many windows, and that size is kept.
     """
 
     name: ClassVar[str] = "multidiffusion"
@@ -154,16 +155,28 @@ class MultiDiffusionMethod(PanoramaMethod):
             pairs = [(b, n) for b in range(windows.shape[0] // n_windows) for n in range(n_windows)]
         controls = self.window_controls(ctx)
         size_px = tuple(s * ctx.info.vae_scale_factor for s in grid.size)
-        batch_size = batch_size or self.view_batch_size
+        memory_key = "view_batch_size" if batch_size is None else None  # the sync pass manages its own
+        batch_size = batch_size or ctx.extras.get("view_batch_size") or self.view_batch_size
         outputs = []
-        for start in range(0, len(pairs), batch_size):
+        start = 0
+        while start < len(pairs):
             chunk = pairs[start:start + batch_size]
             images = torch.tensor([b for b, _ in chunk], device=windows.device)
             control = None
             if controls is not None:
                 control = torch.stack([controls[b, n] for b, n in chunk])
-            outputs.append(ctx.denoiser(windows[start:start + len(chunk)], t, image_index=images, control=control,
-                                        sdxl_size=size_px))
+            try:
+                outputs.append(ctx.denoiser(windows[start:start + len(chunk)], t, image_index=images,
+                                            control=control, sdxl_size=size_px))
+            except torch.OutOfMemoryError:
+                if memory_key is None or batch_size == 1:
+                    raise
+                batch_size //= 2  # windows are independent: fewer per call gives the same result
+                ctx.extras[memory_key] = batch_size  # and is kept for the rest of the panorama
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            start += len(chunk)
         return torch.cat(outputs)
 
     def predict(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
