@@ -29,7 +29,7 @@ import torch
 
 from ..errors import InvalidInputError
 from .base import GenerationContext, PanoramaMethod, decode_latents
-from .windows import WindowGrid
+from .windows import WindowGrid, in_batches
 
 DECODE_WRAP_MODES = ("conv", "pad", "none")
 DIFFUSERS_DECODE_PADDING = 8  # latent columns diffusers' panorama pipeline pads with (circular_padding=True)
@@ -155,28 +155,18 @@ class MultiDiffusionMethod(PanoramaMethod):
             pairs = [(b, n) for b in range(windows.shape[0] // n_windows) for n in range(n_windows)]
         controls = self.window_controls(ctx)
         size_px = tuple(s * ctx.info.vae_scale_factor for s in grid.size)
-        memory_key = "view_batch_size" if batch_size is None else None  # the sync pass manages its own
+        remember = batch_size is None  # an explicit size is the caller's (the sync pass keeps its own)
         batch_size = batch_size or ctx.extras.get("view_batch_size") or self.view_batch_size
-        outputs = []
-        start = 0
-        while start < len(pairs):
-            chunk = pairs[start:start + batch_size]
+
+        def run(start: int, stop: int) -> torch.Tensor:
+            chunk = pairs[start:stop]
             images = torch.tensor([b for b, _ in chunk], device=windows.device)
-            control = None
-            if controls is not None:
-                control = torch.stack([controls[b, n] for b, n in chunk])
-            try:
-                outputs.append(ctx.denoiser(windows[start:start + len(chunk)], t, image_index=images,
-                                            control=control, sdxl_size=size_px))
-            except torch.OutOfMemoryError:
-                if memory_key is None or batch_size == 1:
-                    raise
-                batch_size //= 2  # windows are independent: fewer per call gives the same result
-                ctx.extras[memory_key] = batch_size  # and is kept for the rest of the panorama
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            start += len(chunk)
+            control = None if controls is None else torch.stack([controls[b, n] for b, n in chunk])
+            return ctx.denoiser(windows[start:stop], t, image_index=images, control=control, sdxl_size=size_px)
+
+        outputs, working_size = in_batches(len(pairs), batch_size, run)
+        if remember:
+            ctx.extras["view_batch_size"] = working_size
         return torch.cat(outputs)
 
     def predict(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:

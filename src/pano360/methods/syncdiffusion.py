@@ -41,6 +41,7 @@ import torch
 from ..errors import InvalidInputError, ModelLoadError
 from .base import GenerationContext
 from .multidiffusion import MultiDiffusionMethod
+from .windows import in_batches
 
 TINY_DECODERS = {"taesd": "madebyollin/taesd", "taesdxl": "madebyollin/taesdxl"}
 _LPIPS_CACHE: dict = {}
@@ -295,23 +296,14 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
         for module in checkpointing:
             module.enable_gradient_checkpointing()
         size = ctx.extras.get("sync_batch_size") or self.initial_sync_batch_size(windows.device, len(pairs))
+        def run(start: int, stop: int) -> None:
+            chunk = pairs[start:stop]
+            gradient = self.window_gradients(ctx, torch.stack([windows[k, v] for k, v in chunk]), t, chunk, distance)
+            for m, (k, v) in enumerate(chunk):
+                gradients[k, v] = gradient[m]
+
         try:
-            start = 0
-            while start < len(pairs):
-                chunk = pairs[start:start + size]
-                leaf = torch.stack([windows[k, v] for k, v in chunk])
-                try:
-                    gradient = self.window_gradients(ctx, leaf, t, chunk, distance)
-                except torch.OutOfMemoryError:
-                    if size == 1:
-                        raise
-                    size = max(1, size // 2)  # windows are independent: a smaller batch gives the same result
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    continue
-                for m, (k, v) in enumerate(chunk):
-                    gradients[k, v] = gradient[m]
-                start += len(chunk)
+            _, size = in_batches(len(pairs), size, run)
         finally:
             for module in checkpointing:
                 module.disable_gradient_checkpointing()

@@ -160,3 +160,26 @@ class WindowGrid:
         total = self.accumulate(windows)
         count = self.coverage(device=windows.device, dtype=windows.dtype)
         return torch.where(count > 0, total / count.clamp(min=1), total)
+
+
+def in_batches(count: int, batch_size: int, run) -> tuple[list, int]:
+    """``run(start, stop)`` over ``[0, count)`` in batches of ``batch_size``; returns (results, size used).
+
+    Windows are independent, so fewer per call gives the same result: a batch that runs out of GPU
+    memory is retried with half as many (down to 1, then the error propagates), and the smaller size
+    is used from then on. Callers keep the returned size for their next calls.
+    """
+    results, start = [], 0
+    while start < count:
+        stop = min(count, start + batch_size)
+        try:
+            results.append(run(start, stop))
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size //= 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start = stop
+    return results, batch_size
