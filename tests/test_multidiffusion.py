@@ -150,14 +150,14 @@ def test_view_batch_size_and_two_dimensional_grid(tiny_generators):
 
 
 def test_out_of_memory_halves_the_view_batch_with_the_same_result(tiny_generators, monkeypatch):
-    from pano360.denoiser import Denoiser
+    from pano360.backbones.guided import GuidedModel
 
     gen = tiny_generators("tiny")
     latents = noise(3, 128, 256)
     common = dict(window=(8, 16), stride=(4, 8), num_inference_steps=2)  # 12 windows
     expected = run(gen, latents, 128, 256, view_batch_size=3, **common)
     calls = []
-    denoise = Denoiser.__call__
+    denoise = GuidedModel.__call__
 
     def limited(self, latents, *args, **kwargs):
         calls.append(latents.shape[0])
@@ -165,7 +165,7 @@ def test_out_of_memory_halves_the_view_batch_with_the_same_result(tiny_generator
             raise torch.OutOfMemoryError("pretend: 3 windows fit")
         return denoise(self, latents, *args, **kwargs)
 
-    monkeypatch.setattr(Denoiser, "__call__", limited)
+    monkeypatch.setattr(GuidedModel, "__call__", limited)
     got = run(gen, latents, 128, 256, view_batch_size=12, **common)
     assert calls == [12, 6, 3, 3, 3, 3] + [3, 3, 3, 3]  # step 1 halves twice, step 2 starts at the kept size
     assert np.abs(got - expected).max() <= 1e-5

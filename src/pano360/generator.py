@@ -18,7 +18,8 @@ from .backbones.device import apply_memory_format, resolve_channels_last, resolv
 from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
 from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
 from .backbones.wrap import wraparound
-from .denoiser import Denoiser, TextConditioning
+from .backbones.conditioning import TextConditioning, encode_prompts
+from .backbones.guided import GuidedModel
 from .errors import InvalidInputError
 from .io.sidecar import library_versions
 from .methods import GenerationContext, get_method
@@ -163,19 +164,7 @@ class PanoramaGenerator:
     # --- prompts ---------------------------------------------------------------------------
     def encode_prompt(self, prompt: list[str], negative_prompt: list[str] | None, guidance: bool) -> TextConditioning:
         """Encode B prompts (and negative prompts when ``guidance``) with the backbone's text encoder(s)."""
-        pipe = self.pipe
-        with torch.no_grad():
-            if self.backbone.info.is_sdxl:
-                embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-                    prompt=prompt, device=self.device, num_images_per_prompt=1,
-                    do_classifier_free_guidance=guidance, negative_prompt=negative_prompt,
-                )
-                return TextConditioning(embeds, negative if guidance else None, pooled,
-                                        negative_pooled if guidance else None)
-            embeds, negative = pipe.encode_prompt(
-                prompt, self.device, 1, guidance, negative_prompt=negative_prompt
-            )
-            return TextConditioning(embeds, negative if guidance else None)
+        return encode_prompts(self.pipe, prompt, negative_prompt, guidance, self.device)
 
     # --- generation ------------------------------------------------------------------------
     def __call__(
@@ -255,8 +244,8 @@ class PanoramaGenerator:
         sched = make_scheduler(scheduler_name, self.base_scheduler_config)
         sched.set_timesteps(num_inference_steps, device=self.device)
         text = self.encode_prompt(prompts, negatives, guidance=guidance_scale != 1.0)
-        denoiser = Denoiser(self.unet, text, guidance_scale, controlnet=self.controlnet,
-                            controlnet_scale=controlnet_conditioning_scale)
+        denoiser = GuidedModel(self.unet, text, guidance_scale, controlnet=self.controlnet,
+                               controlnet_scale=controlnet_conditioning_scale)
         ctx = GenerationContext(height=height, width=width, info=info, pipe=self.pipe, denoiser=denoiser,
                                 scheduler=sched, batch_size=batch, control_image=control,
                                 generator=generators if batch > 1 else generators[0], channels_last=channels_last)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..backbones.vae import decode_latents
 from ..errors import InvalidInputError
 
 
@@ -90,7 +91,7 @@ class PanoramaMethod:
 
     def predict(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
         """Guided model output [B, 4, h, w] for the scaled panorama latents [B, 4, h, w]."""
-        return ctx.denoiser(latents, t, control=ctx.control_image, sdxl_size=(ctx.height, ctx.width))
+        return ctx.denoiser(latents, t, control=ctx.control_image, size_px=(ctx.height, ctx.width))
 
     def decode(self, ctx: GenerationContext, latents: torch.Tensor) -> torch.Tensor:
         """Pixels [B, 3, H, W] in about [-1, 1] from final latents [B, 4, h, w]."""
@@ -98,28 +99,6 @@ class PanoramaMethod:
 
     def options(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """VAE-decode [B, 4, h, w] latents one image at a time → [B, 3, 8h, 8w] in about [-1, 1].
-
-    Upcasts to fp32 when the VAE asks for it (``force_upcast``, e.g. the SDXL VAE overflows in fp16).
-    """
-    upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
-    original_dtype = vae.dtype
-    if upcast:
-        vae.to(torch.float32)
-    try:
-        scale = vae.config.scaling_factor
-        shift = vae.config.get("shift_factor", None) or 0.0
-        images = []
-        for latent in latents:
-            latent = (latent[None] / scale + shift).to(vae.dtype)
-            images.append(vae.decode(latent, return_dict=False)[0])
-        return torch.cat(images)
-    finally:
-        if upcast:
-            vae.to(original_dtype)
 
 
 def unknown_option_error(method: str, unknown: set[str], valid: list[str]) -> InvalidInputError:

@@ -15,7 +15,7 @@ as often as the interior (SyncDiffusion's loop closure leaves out the last offse
 The final VAE decode wraps too (``decode_wrap``), so pixels meet at the seam as latents do.
 
 Cost per step: ``N`` window predictions (N = number of windows), batched ``view_batch_size`` windows
-per UNet call, conditional and unconditional halves in the same call (see :mod:`pano360.denoiser`).
+per UNet call, conditional and unconditional halves in the same call (see :mod:`pano360.backbones.guided`).
 With a ControlNet each window gets its own crop of the control image (wrapped at the seam).
 """
 
@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import InvalidInputError
-from .base import GenerationContext, PanoramaMethod, decode_latents
+from ..backbones.vae import decode_latents
+from .base import GenerationContext, PanoramaMethod
 from .windows import WindowGrid, in_batches
 
 DECODE_WRAP_MODES = ("conv", "pad", "none")
@@ -162,7 +163,7 @@ class MultiDiffusionMethod(PanoramaMethod):
             chunk = pairs[start:stop]
             images = torch.tensor([b for b, _ in chunk], device=windows.device)
             control = None if controls is None else torch.stack([controls[b, n] for b, n in chunk])
-            return ctx.denoiser(windows[start:stop], t, image_index=images, control=control, sdxl_size=size_px)
+            return ctx.denoiser(windows[start:stop], t, units=images, control=control, size_px=size_px)
 
         outputs, working_size = in_batches(len(pairs), batch_size, run)
         if remember:
@@ -182,10 +183,7 @@ class MultiDiffusionMethod(PanoramaMethod):
         if not self.loop_closure or self.decode_wrap == "none":
             return decode_latents(vae, latents)
         if self.decode_wrap == "pad":
-            pad = min(DIFFUSERS_DECODE_PADDING, latents.shape[-1])
-            padded = torch.cat([latents[..., -pad:], latents, latents[..., :pad]], dim=-1)
-            crop = pad * ctx.info.vae_scale_factor
-            return decode_latents(vae, padded)[..., crop:-crop]
+            return decode_latents(vae, latents, wrap_padding=DIFFUSERS_DECODE_PADDING)
         from ..backbones.wrap import wraparound
 
         with wraparound(vae):

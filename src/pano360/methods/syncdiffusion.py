@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import InvalidInputError, ModelLoadError
+from ..backbones.parameterization import predicted_original
 from .base import GenerationContext
 from .multidiffusion import MultiDiffusionMethod
 from .windows import in_batches
@@ -46,25 +47,6 @@ from .windows import in_batches
 TINY_DECODERS = {"taesd": "madebyollin/taesd", "taesdxl": "madebyollin/taesdxl"}
 _LPIPS_CACHE: dict = {}
 _DECODER_CACHE: dict = {}
-
-
-def predicted_original(scheduler, model_input: torch.Tensor, output: torch.Tensor, t) -> torch.Tensor:
-    """x̂0 from the scaled model input x_t [N, C, h, w] and the guided prediction (ε, v or x0).
-
-    Uses ᾱ_t = ``scheduler.alphas_cumprod[t]``: ε: (x − √(1−ᾱ)ε)/√ᾱ; v: √ᾱ x − √(1−ᾱ) v. The scaled
-    model input is the variance-preserving x_t for DDIM/DDPM-style and for σ-scaled (Euler-type)
-    schedulers alike, so this holds for both.
-    """
-    prediction_type = scheduler.config.get("prediction_type", "epsilon")
-    alpha = scheduler.alphas_cumprod.to(model_input.device)[int(t)].to(model_input.dtype)
-    sqrt_alpha, sqrt_one_minus = alpha.sqrt(), (1 - alpha).sqrt()
-    if prediction_type == "epsilon":
-        return (model_input - sqrt_one_minus * output) / sqrt_alpha
-    if prediction_type == "v_prediction":
-        return sqrt_alpha * model_input - sqrt_one_minus * output
-    if prediction_type == "sample":
-        return output
-    raise ValueError(f"unsupported prediction type {prediction_type!r}")
 
 
 LPIPS_WEIGHT_FILES = ("vgg16", "lpips_vgg")  # torchvision's VGG16 trunk and lpips' v0.1 heads

@@ -1,0 +1,119 @@
+"""The trainable-adapter contract: what a panorama adapter adds to a UNet, what trains, how it saves.
+
+A :class:`PanoramaAdapter` is an ``nn.Module`` holding only the adapter's own weights (a LoRA's down/up
+matrices, UniPano's experts and gates, MVDiffusion's correspondence-aware attention blocks). It is
+*attached* to a frozen base UNet for sampling or training and *detached* afterwards, which restores
+the UNet exactly. Training (``pano360 train --adapter KIND``) and sampling (``adapter=PATH``) use the
+same object, so the two cannot disagree about where the adapter sits.
+
+Saved form (a folder): ``adapter_config.json`` (``{"kind": ..., "config": {...}, "metadata": {...}}``)
+beside the weights in ``adapter_model.safetensors``; an adapter kind may write extra files (the LoRA
+adapter also writes the diffusers/peft LoRA file that ``--lora`` and ``load_lora_weights`` read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+
+
+class PanoramaAdapter(nn.Module):
+    """Base class of trainable panorama adapters (subclasses: LoRA, UniPano, MVDiffusion).
+
+    Subclasses set ``kind`` (the ``--adapter`` name), build their modules in ``__init__`` from keyword
+    hyper-parameters (kept in ``self.config``, JSON-able) and implement :meth:`attach` / :meth:`detach`.
+    """
+
+    kind: ClassVar[str] = "adapter"
+
+    def __init__(self, **config: Any):
+        super().__init__()
+        self.config = dict(config)
+
+    # --- wiring -------------------------------------------------------------------------------
+    def attach(self, unet: nn.Module) -> nn.Module:
+        """Add the adapter to ``unet`` (idempotent) and return the network to call with the UNet's
+        signature: ``unet`` itself for adapters inside it, a wrapper for adapters around it."""
+        raise NotImplementedError
+
+    def detach(self, unet: nn.Module) -> None:
+        """Remove the adapter from ``unet``, restoring its modules exactly."""
+        raise NotImplementedError
+
+    def check_backbone(self, unet: nn.Module) -> None:
+        """Raise :class:`ModelLoadError` naming the right base model if ``unet`` does not fit."""
+
+    # --- training -------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimizer updates (default: all of the adapter's)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """Extra loss terms of the last forward pass with gradients (e.g. MoE balance losses), summed
+        over layers, and cleared; None if the adapter has none."""
+        return None
+
+    # --- files ------------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike, metadata: dict | None = None) -> Path:
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into ``folder`` (atomically)."""
+        from safetensors.torch import save as save_bytes
+
+        from ..io.atomic import atomic_write_bytes, atomic_write_text
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write_bytes(folder / WEIGHTS_NAME, save_bytes(state), overwrite=True)
+        record = {"kind": self.kind, "config": self.config, "metadata": metadata or {}}
+        atomic_write_text(folder / CONFIG_NAME, json.dumps(record, indent=2) + "\n", overwrite=True)
+        return folder
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike) -> PanoramaAdapter:
+        """Build the adapter from a folder written by :meth:`save` (strict key check)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        record = read_adapter_config(folder)
+        if record["kind"] != cls.kind:
+            raise ModelLoadError(f"{folder} holds a {record['kind']!r} adapter, not {cls.kind!r}")
+        adapter = cls(**record.get("config", {}))
+        load_strict(adapter, load_file(str(folder / WEIGHTS_NAME)), str(folder))
+        return adapter
+
+
+def read_adapter_config(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / CONFIG_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{folder} is not a pano360 adapter folder ({CONFIG_NAME} unreadable: {error})") from error
+    if not isinstance(record, dict) or "kind" not in record:
+        raise ModelLoadError(f"{path} has no adapter 'kind'; was it written by pano360 train?")
+    return record
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line error naming missing/unexpected keys and shape
+    mismatches (first few of each)."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label} key(s) such as {', '.join(keys[:3])}")
+        raise ModelLoadError(f"{source} does not fit this adapter: {'; '.join(parts)}")
+    module.load_state_dict(state, strict=True)
