@@ -1,19 +1,24 @@
 """SyncDiffusion: batched gradients vs. an original-style window-by-window loop, and FLOPs at full size.
 
-1. Time (CPU, tiny SD 1.x model, random-weight LPIPS VGG): pano360's ``syncdiffusion`` against a loop
-   written the way the reference computes it (per window: a UNet+VAE+LPIPS forward/backward, the
-   anchor included, then a fresh UNet call; per-window DDIM step and average). Same initial latent,
-   same settings; the outputs are compared.
+1. Time (CPU): pano360's ``syncdiffusion`` against a loop written the way the reference computes it
+   (per window: a UNet+VAE+LPIPS forward/backward, the anchor included, then a fresh UNet call;
+   per-window DDIM step and average). Same initial latent, same settings; the outputs are compared.
+   ``--model proportional`` (default): SD 2 base's proportions (channels / 5, head dim 64, 64-latent
+   windows, attention at 4096 tokens) with an LPIPS VGG16 narrowed the same way; ``--model tiny``:
+   the tiny SD 1.x model with 16-latent windows and the full-size random LPIPS VGG of the first
+   measurements. ``--components`` adds the per-component time breakdown.
 2. FLOPs per panorama for full-size SD 2 base (meta device): MultiDiffusion part + synchronisation
    overhead (UNet forward+backward, VAE decode forward+backward, LPIPS VGG forward+backward per window).
 
-    python benchmarks/bench_syncdiffusion.py            # both
-    python benchmarks/bench_syncdiffusion.py --flops     # FLOPs only (seconds)
+    python benchmarks/bench_syncdiffusion.py --components   # proportional model, 512x1024, 5 windows
+    python benchmarks/bench_syncdiffusion.py --model tiny   # the old tiny setup (13 windows)
+    python benchmarks/bench_syncdiffusion.py --flops        # FLOPs only (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -77,41 +82,83 @@ def reference_style(pipe, latents, steps, weight, decay, threshold, stride, wind
     return x
 
 
-def time_comparison(repeats: int = 1, channels_last="auto") -> dict:
-    from pano360 import PanoramaGenerator
-    from pano360.backbones.tiny import tiny_pipeline
-    from pano360.nets.lpips import LPIPS
+SETUPS = {
+    # height, width (px), window, stride (latents), steps, sync threshold
+    "proportional": dict(height=512, width=1024, window=64, stride=16, steps=2, threshold=2),
+    "tiny": dict(height=128, width=512, window=16, stride=4, steps=3, threshold=3),
+}
 
-    # separate, identical copies: pano360's memory layout must not leak into the reference's modules
+
+def time_comparison(repeats: int = 1, channels_last="auto", model: str = "proportional", components: bool = False,
+                    sync_batch_size="auto", steps: int | None = None) -> dict:
     import copy
 
+    from components import ComponentTimer
+
+    from pano360 import PanoramaGenerator
+
+    setup = dict(SETUPS[model])
+    if steps is not None:
+        setup.update(steps=steps, threshold=steps)
+    # separate, identical copies: pano360's memory layout must not leak into the reference's modules
     torch.manual_seed(0)
-    reference_lpips = LPIPS(net="vgg", pretrained=False)
+    if model == "proportional":
+        from pano360.backbones.proportional import proportional_lpips, proportional_pipeline
+
+        reference_lpips = proportional_lpips()
+        reference_pipe = proportional_pipeline("sd2")
+        gen = PanoramaGenerator.from_pipe(proportional_pipeline("sd2"), name="proportional-sd2",
+                                          channels_last=channels_last)
+    else:
+        from pano360.backbones.tiny import tiny_pipeline
+        from pano360.nets.lpips import LPIPS
+
+        reference_lpips = LPIPS(net="vgg", pretrained=False)
+        reference_pipe = tiny_pipeline("sd1")
+        gen = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32", channels_last=channels_last)
     lpips = copy.deepcopy(reference_lpips)
     if channels_last in (True, "auto"):  # this benchmark runs on the CPU, where "auto" means on
         lpips.to(memory_format=torch.channels_last)
-    reference_pipe = tiny_pipeline("sd1")
-    gen = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32", channels_last=channels_last)
-    height, width, window, stride, steps, threshold = 128, 512, 16, 4, 3, 3  # 13 windows (16 x 64 latents)
+    height, width, window, stride = setup["height"], setup["width"], setup["window"], setup["stride"]
+    steps, threshold = setup["steps"], setup["threshold"]
+    windows = (width // 8 - window) // stride + 1
     latents = torch.randn(1, 4, height // 8, width // 8, generator=torch.Generator().manual_seed(0))
     settings = dict(weight=20.0, decay=0.95, threshold=threshold, stride=stride, window=window)
-    results = {"size": f"{height}x{width} px (HxW), window {window}, stride {stride}, 13 windows, {steps} steps, "
+    results = {"model": model,
+               "size": f"{height}x{width} px (HxW), window {window}, stride {stride}, {windows} windows, {steps} steps, "
                        f"sync every step, random LPIPS VGG, {torch.get_num_threads()} threads, "
-                       f"pano360 channels_last={channels_last}"}
+                       f"pano360 channels_last={channels_last}, sync_batch_size={sync_batch_size}"}
     best_ref = best_ours = float("inf")
+    parts = {}
     for _ in range(repeats):
+        timer = ComponentTimer(**_parts(reference_pipe), lpips=reference_lpips) if components else contextlib.nullcontext()
         start = time.perf_counter()
-        expected = reference_style(reference_pipe, latents, steps, lpips=reference_lpips, **settings)
-        best_ref = min(best_ref, time.perf_counter() - start)
+        with timer:
+            expected = reference_style(reference_pipe, latents, steps, lpips=reference_lpips, **settings)
+        if time.perf_counter() - start < best_ref:
+            best_ref = time.perf_counter() - start
+            if components:
+                parts["reference"] = timer.row()
+        timer = ComponentTimer(**_parts(gen.pipe), lpips=lpips) if components else contextlib.nullcontext()
         start = time.perf_counter()
-        ours = gen(PROMPT, method="syncdiffusion", height=height, width=width, latents=latents,
-                   num_inference_steps=steps, output_type="latent", progress=False, window=window, stride=stride,
-                   loop_closure=False, sync_weight=20.0, sync_decay_rate=0.95, sync_threshold=threshold,
-                   perceptual_loss=lpips, view_batch_size=13).latents
-        best_ours = min(best_ours, time.perf_counter() - start)
+        with timer:
+            ours = gen(PROMPT, method="syncdiffusion", height=height, width=width, latents=latents,
+                       num_inference_steps=steps, output_type="latent", progress=False, window=window, stride=stride,
+                       loop_closure=False, sync_weight=20.0, sync_decay_rate=0.95, sync_threshold=threshold,
+                       perceptual_loss=lpips, view_batch_size=windows, sync_batch_size=sync_batch_size).latents
+        if time.perf_counter() - start < best_ours:
+            best_ours = time.perf_counter() - start
+            if components:
+                parts["pano360"] = timer.row()
     results.update(reference_s=round(best_ref, 2), pano360_s=round(best_ours, 2),
                    speedup=round(best_ref / best_ours, 2), max_abs_latent_diff=float((expected - ours).abs().max()))
+    if components:
+        results["components"] = parts
     return results
+
+
+def _parts(pipe) -> dict:
+    return dict(unet=pipe.unet, vae=pipe.vae, text=[pipe.text_encoder])
 
 
 def grad_flops(module_call, leaf) -> int:
@@ -175,11 +222,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                         help="pano360's layout (auto: channels-last on the CPU); the reference keeps the default")
+    parser.add_argument("--model", choices=sorted(SETUPS), default="proportional")
+    parser.add_argument("--components", action="store_true", help="per-component time breakdown")
+    parser.add_argument("--sync-batch-size", default="auto", help="pano360's sync_batch_size (auto or a number)")
+    parser.add_argument("--steps", type=int, default=None, help="steps (all synchronised); default per model")
+    parser.add_argument("--skip-flops", action="store_true")
     args = parser.parse_args()
-    for row in flops_table():
-        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+    if not args.skip_flops:
+        for row in flops_table():
+            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
     if not args.flops:
-        print(time_comparison(args.repeats, {"on": True, "off": False}.get(args.channels_last, "auto")))
+        size = args.sync_batch_size if args.sync_batch_size == "auto" else int(args.sync_batch_size)
+        print(time_comparison(args.repeats, {"on": True, "off": False}.get(args.channels_last, "auto"), args.model,
+                              args.components, size, args.steps))
 
 
 if __name__ == "__main__":
