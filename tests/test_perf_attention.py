@@ -3,8 +3,12 @@
 import pytest
 import torch
 
-from pano360.backbones.attention import (ChunkedAttnProcessor, chunked_attention, feed_forward_chunking,
-                                         query_chunk_for)
+from pano360.backbones.attention import (
+    ChunkedAttnProcessor,
+    chunked_attention,
+    feed_forward_chunking,
+    query_chunk_for,
+)
 from pano360.backbones.tiny import tiny_pipeline
 
 

@@ -5,7 +5,7 @@ import torch
 
 from pano360.backbones.tiny import tiny_vae
 from pano360.backbones.vae import decode_latents, decode_latents_tiled
-from pano360.backbones.wrap import wraparound, is_wrapped
+from pano360.backbones.wrap import is_wrapped, wraparound
 
 
 @pytest.fixture(scope="module")

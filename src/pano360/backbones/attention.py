@@ -218,5 +218,13 @@ def score_bytes(batch: int, heads: int, queries: int, keys: int, dtype: torch.dt
     return batch * heads * queries * keys * torch.empty((), dtype=dtype).element_size()
 
 
-__all__ = ["ChunkedAttnProcessor", "chunked_attention", "enable_feed_forward_chunking", "disable_feed_forward_chunking",
-           "feed_forward_chunking", "query_chunk_for", "score_bytes", "DEFAULT_SCORE_BUDGET"]
+__all__ = [
+    "DEFAULT_SCORE_BUDGET",
+    "ChunkedAttnProcessor",
+    "chunked_attention",
+    "disable_feed_forward_chunking",
+    "enable_feed_forward_chunking",
+    "feed_forward_chunking",
+    "query_chunk_for",
+    "score_bytes",
+]

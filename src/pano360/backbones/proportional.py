@@ -62,7 +62,7 @@ SDXL_POOLED = 1280
 
 
 def _round(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def proportional_unet_config(family: str = "sd2", divisor: int = DEFAULT_DIVISOR) -> dict:

@@ -179,7 +179,7 @@ class _TiledRun:
 
     def norm(self, norm, states):
         if not isinstance(norm, torch.nn.GroupNorm):
-            raise ValueError(f"tiled decoding needs GroupNorm layers in the decoder, found {type(norm).__name__}")
+            raise TypeError(f"tiled decoding needs GroupNorm layers in the decoder, found {type(norm).__name__}")
         mean, var = _group_stats(norm, [tile.core(self._load(s), self.scale) for tile, s in zip(self.tiles, states)])
         return lambda x: _apply_group_norm(norm, x, mean, var)
 
@@ -240,8 +240,8 @@ def decode_latents_tiled(vae, latents: torch.Tensor, tile: int | tuple[int, int]
                 for upsampler in block.upsamplers or []:
                     states = run.map(upsampler, states)
                     run.scale *= 2
-            norm = run.norm(decoder.conv_norm_out, states)
-            states = run.map(lambda x: decoder.conv_out(decoder.conv_act(norm(x))), states)
+            final_norm = run.norm(decoder.conv_norm_out, states)
+            states = run.map(lambda x, norm=final_norm: decoder.conv_out(decoder.conv_act(norm(x))), states)
             f = run.scale
             out = torch.empty(1, states[0].shape[1], h * f, w * f, device=vae.device, dtype=states[0].dtype)
             for t, s in zip(tiles, states):
