@@ -142,31 +142,33 @@ def proportional_vae(family: str = "sd2", divisor: int = DEFAULT_DIVISOR, seed: 
         return AutoencoderKL(**proportional_vae_config(family, divisor)).eval()
 
 
-def proportional_pipeline(family: str = "sd2", divisor: int = DEFAULT_DIVISOR, seed: int = 0):
+def proportional_pipeline(family: str = "sd2", divisor: int = DEFAULT_DIVISOR, seed: int = 0, device=None):
     """A complete random SD 2 base (``StableDiffusionPipeline``) or SDXL (``StableDiffusionXLPipeline``)
     with the real depth and attention placement and ``divisor``-times narrower channels.
 
-    ``divisor=1`` builds the full-size architecture (865 M / 2.6 G UNet parameters: minutes and GBs).
+    ``divisor=1`` builds the full-size architecture (865 M / 2.6 G UNet parameters: minutes on a CPU;
+    pass ``device="cuda"`` to build and initialise it directly on a GPU, in seconds).
     """
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from .tiny import tiny_scheduler, tiny_tokenizer
 
-    unet = proportional_unet(family, divisor, seed)
-    vae = proportional_vae(family, divisor, seed + 1)
+    unet = proportional_unet(family, divisor, seed, device)
+    vae = proportional_vae(family, divisor, seed + 1, device)
     scheduler = tiny_scheduler("sd1")  # SD 2 base and SDXL predict ε with scaled-linear DDIM
     if family == "sdxl":
         first, second = (_text_width(w, divisor) for w in SDXL_TEXT_WIDTHS)
         return StableDiffusionXLPipeline(
             vae=vae, unet=unet, scheduler=scheduler,
-            text_encoder=_text_encoder(first, False, False, seed + 2),
-            text_encoder_2=_text_encoder(second, True, True, seed + 3),
+            text_encoder=_text_encoder(first, False, False, seed + 2).to(unet.device),
+            text_encoder_2=_text_encoder(second, True, True, seed + 3, projection=_text_width(SDXL_POOLED, divisor)
+                                         ).to(unet.device),
             tokenizer=tiny_tokenizer(), tokenizer_2=tiny_tokenizer(),
         )
     return StableDiffusionPipeline(
         vae=vae, unet=unet, scheduler=scheduler,
-        text_encoder=_text_encoder(_text_width(1024, divisor), False, True, seed + 2), tokenizer=tiny_tokenizer(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        text_encoder=_text_encoder(_text_width(1024, divisor), False, True, seed + 2).to(unet.device),
+        tokenizer=tiny_tokenizer(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 
 
