@@ -17,6 +17,7 @@ from .backbones import adapters as lora_files
 from .backbones.conditioning import TextConditioning, encode_prompts
 from .backbones.device import apply_memory_format, resolve_channels_last, resolve_device, resolve_dtype
 from .backbones.guided import GuidedModel
+from .backbones.vae import tiled_decoding
 from .backbones.components import BackboneComponents
 from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
 from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
@@ -48,6 +49,59 @@ class PanoramaGenerator(BackboneComponents):
         resolve_channels_last(channels_last, self.device)  # checks the value
         self.adapters: list = []  # trained panorama adapters (pano360.adapters), attached for each run
         self.adapter_sources: list[dict] = []
+        # memory and speed modes (configure_memory): offload, tiled VAE decoding, compiled UNet
+        self.offload = "none"
+        self.tiled_decode: bool | str = "auto"
+        self.compiled_unet = None
+        self.last_memory_plan = None
+
+    def configure_memory(self, offload: str | None = None, tiled_decode: bool | str | None = None,
+                         compile: bool | str | None = None) -> None:
+        """Memory and speed modes (None leaves a setting as it is).
+
+        Args:
+            offload: ``"none"``, ``"model"`` (each model moves to the GPU whole when called),
+                ``"sequential"`` (each layer's weights move for its call: least memory, slow) or
+                ``"auto"`` (chosen from the free GPU memory before each generation); see
+                :mod:`pano360.backbones.memory`. Results do not change.
+            tiled_decode: decode the VAE in exact, wrap-aware tiles (``True``), never (``False``), or
+                ``"auto"``: when the untiled decode would not fit in the free GPU memory.
+            compile: ``torch.compile`` the UNet (``True`` or a backend name); falls back to the eager UNet
+                with a warning where compiling is unsupported.
+        """
+        from .backbones.memory import OFFLOAD_MODES, CompiledNetwork, disable_offload, enable_offload
+
+        if offload is not None:
+            if offload not in OFFLOAD_MODES:
+                raise InvalidInputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+            if offload in ("model", "sequential"):
+                enable_offload(self.backbone, offload, self.device)
+            elif getattr(self.backbone, "offload", None) is not None:
+                disable_offload(self.backbone)
+            self.offload = offload
+        if tiled_decode is not None:
+            if tiled_decode not in (True, False, "auto"):
+                raise InvalidInputError(f"tiled_decode must be True, False or 'auto', got {tiled_decode!r}")
+            self.tiled_decode = tiled_decode
+        if compile is not None:
+            if compile is False:
+                self.compiled_unet = None
+            else:
+                backend = compile if isinstance(compile, str) else "inductor"
+                self.compiled_unet = CompiledNetwork(self.unet, backend=backend)
+
+    def _memory_plan(self, height: int, width: int):
+        """(offload mode in use, tiled decode?) for this generation; applies an "auto" offload choice."""
+        from .backbones.memory import auto_memory_plan, enable_offload
+
+        device = self.device
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+        plan = auto_memory_plan(self.backbone, height, width, free, torch.empty((), dtype=self.dtype).element_size())
+        self.last_memory_plan = plan
+        if self.offload == "auto" and plan.offload != "none":
+            enable_offload(self.backbone, plan.offload, device)
+        tiled = plan.tiled_decode if self.tiled_decode == "auto" else bool(self.tiled_decode)
+        return getattr(self.backbone, "offload", None) or "none", tiled
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -69,6 +123,9 @@ class PanoramaGenerator(BackboneComponents):
         prediction_type: str | None = None,
         channels_last: bool | str = "auto",
         adapter: str | Sequence[str] | None = None,
+        offload: str = "none",
+        tiled_decode: bool | str = "auto",
+        compile: bool | str = False,
     ) -> PanoramaGenerator:
         """Load a backbone (Hub id, diffusers folder, single ``.safetensors``/``.ckpt`` file, or ``tiny``).
 
@@ -86,8 +143,15 @@ class PanoramaGenerator(BackboneComponents):
                 it is measurably faster), True or False. Results agree to float rounding.
             adapter: trained panorama adapter(s): a pano360 adapter folder (``pano360 train``) or a
                 reference checkpoint (MVDiffusion, UniPano), see :func:`pano360.adapters.load_adapter`.
+            offload, tiled_decode, compile: memory and speed modes, see :meth:`configure_memory`.
         """
+        from .backbones.memory import OFFLOAD_MODES
+
         check_scheduler_name(scheduler)
+        if offload not in OFFLOAD_MODES:
+            raise InvalidInputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+        if tiled_decode not in (True, False, "auto"):
+            raise InvalidInputError(f"tiled_decode must be True, False or 'auto', got {tiled_decode!r}")
         device = resolve_device(device)
         resolve_channels_last(channels_last, device)
         dtype = resolve_dtype(torch_dtype, device)
@@ -115,6 +179,7 @@ class PanoramaGenerator(BackboneComponents):
             lora_files.load_embedding(backbone, str(source), token=embedding_token)
         for source in adapter_list:
             generator.load_adapter(source)
+        generator.configure_memory(offload=offload, tiled_decode=tiled_decode, compile=compile or None)
         return generator
 
     @classmethod
@@ -130,7 +195,8 @@ class PanoramaGenerator(BackboneComponents):
     # --- components (pipe, unet, vae, controlnet, info: BackboneComponents) ---------------------
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        """Where the models compute (the GPU for an offloaded backbone whose weights rest on the CPU)."""
+        return getattr(self.backbone, "execution_device", None) or self.unet.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -254,8 +320,10 @@ class PanoramaGenerator(BackboneComponents):
         negatives = _expand_negative(negative_prompt, len(units), num_images_per_prompt)
         generators, seeds = _make_generators(seed, generator, batch)
         control = _prepare_control_image(control_image, batch, height, width, self.device, self.dtype)
+        offloaded, tiled = self._memory_plan(height, width)
         channels_last = resolve_channels_last(self.channels_last, self.device)
-        apply_memory_format(channels_last, self.unet, self.vae, self.controlnet)
+        if offloaded != "sequential":  # sequential offload keeps the weights on the meta device
+            apply_memory_format(channels_last, self.unet, self.vae, self.controlnet)
         sched = make_scheduler(scheduler_name, self.base_scheduler_config)
         sched.set_timesteps(num_inference_steps, device=self.device)
         ctx = RunContext(request=request, backbone=self.backbone, scheduler=sched, prompts=prompts,
@@ -271,8 +339,11 @@ class PanoramaGenerator(BackboneComponents):
             from tqdm.auto import tqdm
 
             iterator = tqdm(iterator, desc=f"{method_obj.name} {width}x{height}", unit="step")
-        with run.patches():
-            model = GuidedModel(run.network, text, guidance_scale, controlnet=self.controlnet,
+        network = run.network
+        if self.compiled_unet is not None and network is self.unet:
+            network = self.compiled_unet
+        with run.patches(), tiled_decoding(self.vae, enabled=tiled):
+            model = GuidedModel(network, text, guidance_scale, controlnet=self.controlnet,
                                 controlnet_scale=controlnet_conditioning_scale)
             state = run.init_latents(noise * sched.init_noise_sigma)
             for i, t in enumerate(iterator):
@@ -293,6 +364,10 @@ class PanoramaGenerator(BackboneComponents):
         )
         parameters["preset"] = preset
         parameters["channels_last"] = channels_last
+        parameters["offload"] = offloaded
+        parameters["tiled_decode"] = tiled
+        if self.compiled_unet is not None:
+            parameters["compiled_unet"] = self.compiled_unet.failed is None
         if any(text.truncated):
             parameters["truncated_prompts"] = [p for p, cut in zip(run.prompts, text.truncated) if cut]
         if decoded is not None and decoded.geometry is not None:

@@ -39,17 +39,48 @@ def upcast_if_needed(vae):
             vae.to(original)
 
 
+_TILING = "_pano360_tiled_decode"  # attribute on a VAE: tiled-decoding settings while tiled_decoding() is active
+
+
+@contextlib.contextmanager
+def tiled_decoding(vae, enabled: bool = True, tile: int | tuple[int, int] = 64, margin: int = 16, store=None):
+    """Inside the block, :func:`decode_latents` on ``vae`` decodes in tiles (:func:`decode_latents_tiled`,
+    exact, wrapped when the VAE is wrapped), whichever method calls it."""
+    if not enabled:
+        yield
+        return
+    previous = getattr(vae, _TILING, None)
+    setattr(vae, _TILING, {"tile": tile, "margin": margin, "store": store})
+    try:
+        yield
+    finally:
+        if previous is None:
+            delattr(vae, _TILING)
+        else:
+            setattr(vae, _TILING, previous)
+
+
 def decode_latents(vae, latents: torch.Tensor, wrap_padding: int = 0, batch_size: int = 1) -> torch.Tensor:
     """Scaled latents [B, C, h, w] → images [B, 3, h·f, w·f] in about [-1, 1] (f = vae_scale_factor).
 
     ``wrap_padding`` > 0 decodes with that many latent columns wrapped in from the other side on each
     edge and crops them again (``f · wrap_padding`` pixels a side). ``batch_size`` images are decoded per
-    call (1 keeps the memory of one panorama). Gradients flow if enabled by the caller.
+    call (1 keeps the memory of one panorama). Gradients flow if enabled by the caller. Inside
+    :func:`tiled_decoding` the decode runs in tiles (same result, bounded memory).
     """
     scale, shift = _scale_shift(vae)
     if wrap_padding:
         pad = min(int(wrap_padding), latents.shape[-1])
         latents = torch.cat([latents[..., -pad:], latents, latents[..., :pad]], dim=-1)
+    tiling = getattr(vae, _TILING, None)
+    if tiling is not None:
+        from .wrap import is_wrapped
+
+        images = decode_latents_tiled(vae, latents, wrap=is_wrapped(vae), **tiling)
+        if wrap_padding:
+            crop = pad * vae_scale_factor(vae)
+            images = images[..., crop:images.shape[-1] - crop]
+        return images
     with upcast_if_needed(vae):
         images = []
         for start in range(0, latents.shape[0], max(1, batch_size)):
