@@ -14,13 +14,13 @@ import torch
 
 from . import __version__
 from .backbones import adapters as lora_files
+from .backbones.components import BackboneComponents
 from .backbones.conditioning import TextConditioning, encode_prompts
 from .backbones.device import apply_memory_format, resolve_channels_last, resolve_device, resolve_dtype
 from .backbones.guided import GuidedModel
-from .backbones.vae import tiled_decoding
-from .backbones.components import BackboneComponents
 from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
 from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
+from .backbones.vae import tiled_decoding
 from .errors import InvalidInputError
 from .io.sidecar import library_versions
 from .methods import GenerationRequest, PanoramaMethod, RunContext, get_method
@@ -184,7 +184,7 @@ class PanoramaGenerator(BackboneComponents):
 
     @classmethod
     def from_pipe(cls, pipe, name: str = "custom", scheduler: str = DEFAULT_SCHEDULER,
-                  channels_last: bool | str = "auto") -> "PanoramaGenerator":
+                  channels_last: bool | str = "auto") -> PanoramaGenerator:
         """Wrap an already built diffusers SD/SDXL pipeline (its modules are shared, not copied; with
         channels-last, their convolution weights are switched to that layout when generating)."""
         from .backbones.loading import ModelSource, family_info
