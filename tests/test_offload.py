@@ -98,3 +98,18 @@ def test_generator_compile_option(tiny_generators, single_torch_thread):
         got = _generate(gen)
     assert "compiled_unet" in got.parameters
     assert (got.images - expected.images).abs().max() <= 1e-5
+
+
+def test_cli_spot_with_offload_and_tiled_decode(tmp_path, single_torch_thread):
+    import json
+
+    from pano360.cli.main import main
+
+    out = tmp_path / "pano.png"
+    assert main(["generate", "a lake", "--model", "tiny", "--method", "spot", "--window", "8", "--height", "64",
+                 "--width", "256", "--steps", "1", "--offload", "model", "--tiled-decode", "on", "--quiet",
+                 "-o", str(out)]) == 0
+    sidecars = list(tmp_path.glob("*.json"))
+    record = json.loads(sidecars[0].read_text())
+    text = json.dumps(record)
+    assert '"offload": "model"' in text and '"tiled_decode": true' in text and '"spot"' in text

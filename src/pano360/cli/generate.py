@@ -94,6 +94,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                        help="channels-last memory layout for convolutions (auto: on for the CPU, where it is faster; "
                             "same results up to float rounding)")
+    model.add_argument("--offload", default="none", choices=["none", "model", "sequential", "auto"],
+                       help="keep models in CPU memory for small GPUs: model = each model moves to the GPU when "
+                            "called; sequential = each layer's weights (least memory, slow); auto = from the free "
+                            "GPU memory (same results)")
+    model.add_argument("--tiled-decode", default="auto", choices=["auto", "on", "off"],
+                       help="decode the VAE in exact, seam-wrapping tiles (auto: when the decode would not fit)")
+    model.add_argument("--compile", action="store_true",
+                       help="torch.compile the UNet (first steps slower; eager fallback where unsupported)")
     model.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HOME)")
     model.add_argument("--offline", action="store_true", help="use only models already in the cache")
     output = parser.add_argument_group("output")
@@ -280,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
         generator.load_controlnet(controlnet)
     for entry in generator.backbone.embeddings:
         _status(args, f"embedding {entry['source']}: write {''.join(entry['tokens'])} in the prompt")
+    generator.configure_memory(offload=args.offload, compile=args.compile or None,
+                               tiled_decode={"on": True, "off": False}.get(args.tiled_decode, "auto"))
 
     options = method_options(args)
     result = generator(
