@@ -61,11 +61,13 @@ def window64_models(channels_last="auto", model: str = "proportional"):
 
 def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: int = 1024,
                     channels_last="auto", model: str = "proportional", wraps=(False, True),
-                    components: bool = False, pano360_options: dict | None = None) -> list[dict]:
+                    components: bool = False, pano360_options: dict | None = None, clock: str = "wall") -> list[dict]:
     """Best-of-``repeats`` wall times; the three runs are interleaved so that load from other processes
     on a shared machine hits them alike. With ``components`` each row also holds the per-component
     seconds of the fastest run of each side (:class:`components.ComponentTimer`)."""
-    from components import ComponentTimer
+    from components import ComponentTimer, clock_named
+
+    now = clock_named(clock)
 
     generator, panorama = window64_models(channels_last, model)
     parts = {"pano360": dict(unet=generator.unet, vae=generator.vae),
@@ -87,11 +89,11 @@ def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: 
         images, breakdown = {}, {}
         for _ in range(repeats):
             for name, fn in runs.items():
-                timer = ComponentTimer(**parts[name]) if components else contextlib.nullcontext()
-                start = time.perf_counter()
+                timer = ComponentTimer(**parts[name], clock=now) if components else contextlib.nullcontext()
+                start = now()
                 with timer:
                     images[name] = fn()
-                elapsed = time.perf_counter() - start
+                elapsed = now() - start
                 if elapsed < best[name]:
                     best[name] = elapsed
                     if components:
@@ -102,7 +104,7 @@ def time_comparison(repeats: int = 3, steps: int = 3, height: int = 512, width: 
                              diffusers_view_batch_size=view_batch, diffusers_s=round(best[name], 2),
                              pano360_s=round(best["pano360"], 2), speedup=round(best[name] / best["pano360"], 2),
                              max_abs_image_diff=float(np.abs(images[name] - images["pano360"]).max()),
-                             model=model, **({"components": {"pano360": breakdown["pano360"], name: breakdown[name]}}
+                             model=model, clock=clock, **({"components": {"pano360": breakdown["pano360"], name: breakdown[name]}}
                                              if components else {})))
     return rows
 
@@ -136,6 +138,8 @@ def main() -> None:
                         help="loop closure / circular_padding off, on, or both")
     parser.add_argument("--components", action="store_true", help="per-component time breakdown")
     parser.add_argument("--view-batch-size", type=int, default=None, help="pano360's view_batch_size")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time (use with OMP_NUM_THREADS=1 on a shared machine)")
     args = parser.parse_args()
     for row in flops_table():
         print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()})
@@ -146,7 +150,7 @@ def main() -> None:
         print(f"threads {torch.get_num_threads()}, model {args.model}", flush=True)
         for steps in args.steps:
             for row in time_comparison(args.repeats, steps, channels_last=layout, model=args.model, wraps=wraps,
-                                       components=args.components, pano360_options=options):
+                                       components=args.components, pano360_options=options, clock=args.clock):
                 print(row, flush=True)
 
 

@@ -14,7 +14,9 @@ attention block counts once, for the innermost component) and ``torch.autograd.g
 * ``python/other`` - the wall time minus all of the above: window crops, averaging, scheduler steps,
   copies, Python overhead.
 
-On the CPU every call is synchronous, so wall-clock hooks measure the work itself. On a GPU pass
+On the CPU every call is synchronous, so the hooks measure the work itself. ``clock`` is
+``time.perf_counter`` (wall) by default; on a shared machine pass :func:`cpu_clock` (this process's CPU
+time: with one torch thread it is the work done, whatever else the machine runs). On a GPU pass
 ``cuda_sync=True`` (each hook synchronises; slower, but attributes kernels to the right component).
 
 :func:`flop_shares` counts one forward call with ``FlopCounterMode`` and groups the operations:
@@ -42,9 +44,10 @@ class ComponentTimer:
     Several UNets/VAEs (e.g. a reference and pano360 sharing nothing) may be passed as lists.
     """
 
-    def __init__(self, unet=None, vae=None, lpips=None, text=None, cuda_sync: bool = False):
+    def __init__(self, unet=None, vae=None, lpips=None, text=None, cuda_sync: bool = False, clock=None):
         self.roots = {"unet": _as_list(unet), "vae": _as_list(vae), "lpips": _as_list(lpips), "text": _as_list(text)}
         self.cuda_sync = cuda_sync
+        self.clock = clock or time.perf_counter
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.wall = 0.0
@@ -56,7 +59,7 @@ class ComponentTimer:
     def _now(self) -> float:
         if self.cuda_sync and torch.cuda.is_available():
             torch.cuda.synchronize()
-        return time.perf_counter()
+        return self.clock()
 
     def _enter(self, category: str) -> None:
         self._stack.append([category, self._now(), 0.0])
@@ -114,7 +117,7 @@ class ComponentTimer:
         for text in self.roots["text"]:
             self._hook(text, "text")
         self._wrap_method(torch.autograd, "grad", "backward")
-        self._start = time.perf_counter()
+        self._start = self.clock()
         return self
 
     def __exit__(self, *exc):
@@ -132,6 +135,16 @@ class ComponentTimer:
     def row(self) -> dict[str, float]:
         """Seconds per category (all of :data:`CATEGORIES`) and the wall time."""
         return {**{c: round(self.seconds.get(c, 0.0), 3) for c in CATEGORIES}, "wall": round(self.wall, 3)}
+
+
+def cpu_clock() -> float:
+    """Seconds of CPU time used by this process (all its threads)."""
+    return time.process_time()
+
+
+def clock_named(name: str):
+    """``"wall"`` → ``time.perf_counter``, ``"cpu"`` → :func:`cpu_clock`."""
+    return {"wall": time.perf_counter, "cpu": cpu_clock}[name]
 
 
 def _as_list(value):

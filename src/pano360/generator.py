@@ -17,6 +17,7 @@ from .backbones import adapters as lora_files
 from .backbones.components import BackboneComponents
 from .backbones.conditioning import TextConditioning, encode_prompts
 from .backbones.device import apply_memory_format, resolve_channels_last, resolve_device, resolve_dtype
+from .backbones.attention import feed_forward_chunking
 from .backbones.guided import GuidedModel
 from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
 from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
@@ -30,6 +31,8 @@ from .validation import check_generation_args
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
+
+CPU_FEED_FORWARD_ROWS = 2048  # tokens per feed-forward chunk on CPUs (fastest of 2048/8192/unchunked measured)
 
 class PanoramaGenerator(BackboneComponents):
     """Text → 360° panorama with any method, on SD 1.x/2.x/SDXL backbones.
@@ -342,7 +345,10 @@ class PanoramaGenerator(BackboneComponents):
         network = run.network
         if self.compiled_unet is not None and network is self.unet:
             network = self.compiled_unet
-        with run.patches(), tiled_decoding(self.vae, enabled=tiled):
+        # On CPUs the transformer blocks' feed-forward runs in token chunks that stay in cache: same
+        # result bit for bit, about 12 % faster for batched 64-latent windows (docs/benchmarks.md).
+        with run.patches(), tiled_decoding(self.vae, enabled=tiled), \
+                feed_forward_chunking(self.unet, rows=CPU_FEED_FORWARD_ROWS, enabled=self.device.type == "cpu"):
             model = GuidedModel(network, text, guidance_scale, controlnet=self.controlnet,
                                 controlnet_scale=controlnet_conditioning_scale)
             state = run.init_latents(noise * sched.init_noise_sigma)
