@@ -249,7 +249,7 @@ def main(argv=None) -> list[dict]:
         for case in family_cases:
             try:
                 row = measure(case, gen, args.steps, device, lpips, ceiling)
-            except Exception as error:  # one failing case (e.g. out of memory) must not lose the others
+            except Exception as error:  # noqa: BLE001  one failing case (e.g. out of memory) must not lose the others
                 row = {"family": family, "case": case.label, "error": f"{type(error).__name__}: {str(error)[:80]}"}
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

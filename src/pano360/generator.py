@@ -14,10 +14,10 @@ import torch
 
 from . import __version__
 from .backbones import adapters as lora_files
+from .backbones.attention import feed_forward_chunking
 from .backbones.components import BackboneComponents
 from .backbones.conditioning import TextConditioning, encode_prompts
 from .backbones.device import apply_memory_format, resolve_channels_last, resolve_device, resolve_dtype
-from .backbones.attention import feed_forward_chunking
 from .backbones.guided import GuidedModel
 from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
 from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
