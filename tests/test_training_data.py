@@ -1,12 +1,12 @@
 """Training data: folder and Matterport3D layouts, checks before any model, panorama augmentation,
 latent caching that is exact under yaw rolls, and the sample order that makes resume/DDP exact."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.panoramas import panorama_array, write_panoramas
 
 from pano360.errors import InvalidInputError
 from pano360.training.augment import Augmentation, AugmentConfig, apply_to_image, resize_panorama
@@ -17,7 +17,6 @@ from pano360.training.datasets import (
     open_dataset,
 )
 from pano360.training.sampler import SampleOrder, micro_batch_positions
-from support.panoramas import panorama_array, write_panoramas
 
 
 def test_folder_captions_from_txt_and_metadata_recursively(tmp_path):

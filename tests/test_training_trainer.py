@@ -4,14 +4,13 @@ model exactly), resume is exact, caching changes nothing, and bad arguments fail
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file
+from support.panoramas import write_panoramas
 
 from pano360.cli.main import main
 from pano360.training import TrainingConfig, train
-from support.panoramas import write_panoramas
 
-TINY = dict(model="tiny", resolution=32, progress=False, checkpoint_every=0)
+TINY = {"model": "tiny", "resolution": 32, "progress": False, "checkpoint_every": 0}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def test_output_folder_is_an_adapter_with_card_and_report(overfit):
 def test_trained_lora_changes_the_panorama_and_scale_zero_is_the_base_model(overfit):
     from pano360 import PanoramaGenerator
 
-    kwargs = dict(height=32, width=64, num_inference_steps=3, seed=1, output_type="np", progress=False)
+    kwargs = {"height": 32, "width": 64, "num_inference_steps": 3, "seed": 1, "output_type": "np", "progress": False}
     base = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32")("panorama number 0", **kwargs)
     tuned = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32", loras=[str(overfit.output)])
     with_lora = tuned("panorama number 0", **kwargs)
@@ -122,7 +121,7 @@ def test_bad_arguments_fail_before_any_model_loads(data, tmp_path, capsys, monke
 
     if "wandb" in extra and importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed")
-    import pano360.backbones.loading as loading
+    from pano360.backbones import loading
 
     monkeypatch.setattr(loading, "load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
     code = main(["train", str(data), "--model", "tiny", "-o", str(tmp_path / "out"), "--quiet", *extra])
@@ -131,7 +130,7 @@ def test_bad_arguments_fail_before_any_model_loads(data, tmp_path, capsys, monke
 
 
 def test_data_and_output_problems_fail_before_any_model_loads(data, tmp_path, capsys, monkeypatch):
-    import pano360.backbones.loading as loading
+    from pano360.backbones import loading
 
     monkeypatch.setattr(loading, "load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
     (tmp_path / "empty").mkdir()

@@ -110,6 +110,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                      help="no (fp32), fp16 or bf16: frozen weights in that dtype, adapter in fp32, autocast")
     mem.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
     mem.add_argument("--allow-tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
+    mem.add_argument("--cpu", action="store_true",
+                     help="train on the CPU even if a GPU is present; with 'accelerate launch --multi_gpu "
+                          "--num_processes N' this runs N CPU processes over gloo")
     ck = parser.add_argument_group("checkpoints")
     ck.add_argument("--checkpoint-every", "--checkpointing-steps", dest="checkpoint_every", type=int, default=500,
                     help="save a resumable checkpoint every N steps (0 = only the final adapter)")

@@ -170,7 +170,7 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     output = Path(os.path.expanduser(config.output))
     accelerator = Accelerator(mixed_precision=config.mixed_precision,
                               log_with=None if config.report_to == "none" else config.report_to,
-                              project_dir=str(output))
+                              project_dir=str(output), cpu=config.cpu)
     processes, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size * processes > len(dataset):
         raise InvalidInputError(f"batch of {config.batch_size} x {processes} process(es) is larger than the "
