@@ -4,6 +4,7 @@ model exactly), resume is exact, caching changes nothing, and bad arguments fail
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from support.panoramas import write_panoramas
 
@@ -97,15 +98,19 @@ def test_cached_and_uncached_runs_give_the_same_losses(data, tmp_path, single_to
     assert cached.losses == pytest.approx(uncached.losses, rel=1e-4, abs=1e-5)
 
 
-def test_validation_panoramas_and_report(data, tmp_path, single_torch_thread):
+def test_validation_panoramas_and_report_leave_training_unchanged(data, tmp_path, single_torch_thread):
     from pano360.io import read_panorama_metadata
 
     out = tmp_path / "v"
-    train(TrainingConfig(data=str(data), output=str(out), steps=2, validate_every=2, validation_steps=2,
-                         validation_prompts=["a beach"], **TINY))
-    image = out / "validation" / "step-000002" / "00.png"
-    assert read_panorama_metadata(image)["ProjectionType"] == "equirectangular"
+    train(TrainingConfig(data=str(data), output=str(out), steps=4, validate_every=2, validation_steps=2,
+                         validation_prompts=["a beach"], learning_rate=1e-3, **TINY))
+    plain = train(TrainingConfig(data=str(data), output=str(tmp_path / "p"), steps=4, learning_rate=1e-3, **TINY))
+    for step in ("000002", "000004"):
+        image = out / "validation" / f"step-{step}" / "00.png"
+        assert read_panorama_metadata(image)["ProjectionType"] == "equirectangular"
     assert "data:image/jpeg;base64," in (out / "report.html").read_text()
+    a, b = _adapter_weights(out), _adapter_weights(plain.output)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -338,9 +338,14 @@ def _validate(accelerator, pipe, adapter, config: TrainingConfig, step: int, out
         from .report import write_report
         from .validation import generate_validation
 
-        model.eval()
-        generate_validation(pipe, adapter, config, step, output)
-        model.train()
+        inner = accelerator.unwrap_model(model)
+        inner.eval()
+        adapter.detach(pipe.unet)
+        try:
+            generate_validation(pipe, adapter, config, step, output)
+        finally:
+            inner.network = adapter.attach(pipe.unet)
+            inner.train()
         write_report(output)
     accelerator.wait_for_everyone()
 
