@@ -157,3 +157,24 @@ def test_data_and_output_problems_fail_before_any_model_loads(data, tmp_path, ca
         assert "cannot write" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
+
+
+def test_accumulation_and_checkpointing_do_not_change_the_update(data, tmp_path, single_torch_thread):
+    def run(name, **extra):
+        config = TrainingConfig(data=str(data), output=str(tmp_path / name), steps=3, learning_rate=1e-3, **TINY,
+                                **extra)
+        return _adapter_weights(train(config).output)
+
+    batch_two = run("b2", batch_size=2)
+    accumulated = run("acc", batch_size=1, gradient_accumulation_steps=2)
+    checkpointed = run("ckpt", batch_size=2, gradient_checkpointing=True)
+    for other in (accumulated, checkpointed):
+        assert max((batch_two[k] - other[k]).abs().max().item() for k in batch_two) <= 1e-6
+
+
+def test_bf16_mixed_precision_and_min_snr_run(data, tmp_path, single_torch_thread):
+    result = train(TrainingConfig(data=str(data), output=str(tmp_path / "bf16"), steps=2, mixed_precision="bf16",
+                                  snr_gamma=5.0, **TINY))
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    weights = _adapter_weights(result.output)
+    assert all(w.dtype == torch.float32 for w in weights.values())  # the adapter trains in fp32

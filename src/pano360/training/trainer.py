@@ -168,6 +168,10 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
                                skip_invalid=config.skip_invalid, default_caption=config.default_caption,
                                license=config.data_license)
     output = Path(os.path.expanduser(config.output))
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # a second run in this process may use another precision (the process
+    # group, held by PartialState, is kept)
     accelerator = Accelerator(mixed_precision=config.mixed_precision,
                               log_with=None if config.report_to == "none" else config.report_to,
                               project_dir=str(output), cpu=config.cpu)
