@@ -145,3 +145,27 @@ def test_sample_positions_split_a_global_batch_between_processes():
     epoch = [order.index(p) for p in range(5)]
     assert sorted(epoch) == list(range(5)) and [order.index(p) for p in range(5, 10)] != epoch
     assert [SampleOrder(5, seed=1).index(p) for p in range(12)] == [order.index(p) for p in range(12)]
+
+
+def test_hugging_face_dataset_by_name(monkeypatch):
+    import sys
+    import types
+
+    class Table:
+        column_names = ("image", "text")
+        info = types.SimpleNamespace(license="cc-by-4.0")
+
+        def __init__(self):
+            self.rows = [{"image": Image.fromarray(panorama_array(i, 32)), "text": f"pano {i}"} for i in range(2)]
+
+        def __getitem__(self, key):
+            return [row[key] for row in self.rows] if isinstance(key, str) else self.rows[key]
+
+    calls = []
+    fake = types.SimpleNamespace(load_dataset=lambda name, split: calls.append((name, split)) or Table())
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    dataset = open_dataset("hf:someone/panoramas:train")
+    assert calls == [("someone/panoramas", "train")] and dataset.captions == ["pano 0", "pano 1"]
+    assert dataset.load(1, 16).shape == (3, 16, 32) and dataset.license == "cc-by-4.0"
+    with pytest.raises(InvalidInputError, match="no column 'caption'"):
+        open_dataset("hf:someone/panoramas", caption_column="caption")
