@@ -178,3 +178,22 @@ def test_bf16_mixed_precision_and_min_snr_run(data, tmp_path, single_torch_threa
     assert all(torch.isfinite(torch.tensor(result.losses)))
     weights = _adapter_weights(result.output)
     assert all(w.dtype == torch.float32 for w in weights.values())  # the adapter trains in fp32
+
+
+def test_adapter_door_and_lora_door_give_the_same_panorama(overfit):
+    from pano360 import PanoramaGenerator
+
+    kwargs = {"height": 32, "width": 64, "num_inference_steps": 3, "seed": 2, "output_type": "np", "progress": False}
+    via_lora = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32", loras=[str(overfit.output)])
+    via_adapter = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32",
+                                                    adapter=str(overfit.output))
+    assert abs(via_lora("a room", **kwargs).images - via_adapter("a room", **kwargs).images).max() <= 1e-4
+
+
+@pytest.mark.parametrize("model", ["tiny-sd2", "tiny-sdxl"])
+def test_v_prediction_and_sdxl_models_train(data, tmp_path, single_torch_thread, model):
+    result = train(TrainingConfig(data=str(data), output=str(tmp_path / model), steps=2,
+                                  **{**TINY, "model": model}))
+    card = (result.output / "README.md").read_text()
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert ("(sd2, v_prediction)" in card) == (model == "tiny-sd2") and ("(sdxl, epsilon)" in card) == (model == "tiny-sdxl")
