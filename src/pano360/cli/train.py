@@ -123,7 +123,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     val = parser.add_argument_group("validation and logging")
     val.add_argument("--validation-prompt", dest="validation_prompts", action="append", default=[], metavar="PROMPT",
                      help="prompt for validation panoramas; repeat for several")
-    val.add_argument("--validate-every", "--validation-steps-every", dest="validate_every", type=int, default=0,
+    val.add_argument("--validate-every", dest="validate_every", type=int, default=0,
                      help="generate validation panoramas every N steps (0 = off)")
     val.add_argument("--validation-inference-steps", dest="validation_steps", type=int, default=25,
                      help="denoising steps of the validation panoramas")
