@@ -104,12 +104,14 @@ def inpaint(
     scheduler: str = DEFAULT_SCHEDULER,
     seed: int | None = 0,
     wrap: bool = False,
+    noise: Tensor | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Regenerate ``mask`` (1 = new) of ``image`` [B, 3, H, W] in [-1, 1]; returns [B, 3, H, W] in [-1, 1].
 
     ``pipe`` is a loaded diffusers SD/SDXL pipeline (text-to-image or inpainting). ``wrap`` makes the
-    left and right edges neighbours (equirect canvases). ``progress(i)`` is called after each step.
+    left and right edges neighbours (equirect canvases). ``noise`` [B, 4, H/8, W/8] replaces the
+    seeded unit Gaussian noise. ``progress(i)`` is called after each step.
     Kept pixels come back through the VAE (close, not exact): paste them back for exactness.
     """
     height, width = image.shape[-2:]
@@ -133,7 +135,8 @@ def inpaint(
         masked = None
         if is_inpainting_unet(unet):
             masked = encode_images(vae, image * (mask < 0.5))
-        run = InpaintRun(sched, known, small_mask, _noise(known.shape, seed, device, dtype), masked,
+        noise = _noise(known.shape, seed, device, dtype) if noise is None else noise.to(device=device, dtype=dtype)
+        run = InpaintRun(sched, known, small_mask, noise, masked,
                          size_px=(height, width), timesteps=list(sched.timesteps))
         latents = run.init_latents()
         for i, t in enumerate(sched.timesteps):
