@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_sphere_geometry import smooth_panorama
 
 from pano360.backbones.tiny import tiny_inpainting_pipeline, tiny_pipeline
 from pano360.sphere.inpaint import inpaint
@@ -20,9 +21,8 @@ from pano360.sphere.measures import cube_seam_discontinuity
 from pano360.sphere.pipeline import Sampling, outpaint_photo, refine_poles
 from pano360.sphere.placement import Placement, interior_mask, reproject_photo
 from pano360.sphere.poles import PoleSettings
-from pano360.sphere.upscale import UpscaleSettings, tiled_decode, upscale_panorama
 from pano360.sphere.tiles import TileGrid
-from test_sphere_geometry import smooth_panorama
+from pano360.sphere.upscale import UpscaleSettings, tiled_decode, upscale_panorama
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 SEEDS = range(8)

@@ -432,11 +432,11 @@ def _single_file_in_channels(path: Path) -> int | None:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as handle:
-                return int(handle.get_slice(key).get_shape()[1]) if key in handle.keys() else None
+                return int(handle.get_slice(key).get_shape()[1]) if key in handle.keys() else None  # noqa: SIM118 (safe_open has no __contains__)
         state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         return int(state[key].shape[1]) if key in state else None
-    except Exception:
+    except (OSError, RuntimeError, ValueError, KeyError, IndexError):  # unreadable: the loader will say why
         return None
 
 

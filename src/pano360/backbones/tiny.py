@@ -239,7 +239,11 @@ def tiny_inpainting_pipeline(family: str = "sd1", seed: int = 0):
     """A random 9-channel inpainting pipeline of ``family`` (``StableDiffusionInpaintPipeline`` or
     ``StableDiffusionXLInpaintPipeline``): the tiny UNet with in_channels 9 (noisy latent, mask,
     masked-image latent), the tiny VAE, text encoder(s) and scheduler of :func:`tiny_pipeline`."""
-    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from diffusers import (
+        StableDiffusionInpaintPipeline,
+        StableDiffusionXLInpaintPipeline,
+        UNet2DConditionModel,
+    )
 
     base = tiny_pipeline(family, seed)
     torch.manual_seed(seed + 10)

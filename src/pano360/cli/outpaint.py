@@ -7,7 +7,12 @@ import argparse
 
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
-    from .sphere_common import add_model_arguments, add_output_arguments, add_pole_arguments, add_sampling_arguments
+    from .sphere_common import (
+        add_model_arguments,
+        add_output_arguments,
+        add_pole_arguments,
+        add_sampling_arguments,
+    )
 
     parser = subparsers.add_parser(
         "outpaint",
@@ -66,8 +71,17 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
     from ..sphere.pipeline import check_outpaint_request, outpaint_photo
     from ..sphere.placement import Placement
-    from .sphere_common import (backbone_record, check_models, check_output, load_pipe, pole_settings, progress_bar,
-                                read_rgb, save_result, sampling_settings)
+    from .sphere_common import (
+        backbone_record,
+        check_models,
+        check_output,
+        load_pipe,
+        pole_settings,
+        progress_bar,
+        read_rgb,
+        sampling_settings,
+        save_result,
+    )
 
     target = check_output(args.output, args.overwrite)
     sampling = sampling_settings(args)

@@ -96,7 +96,12 @@ def check_models(args: argparse.Namespace) -> str | None:
     """Model-free model checks: the arguments name loadable things and an inpainting checkpoint has the
     panorama model's family (read from config files or key names, no weights). Returns the family of
     the model that will run, when known."""
-    from ..backbones.loading import DEFAULT_MODEL, check_inpainting_checkpoint, classify_model_argument, peek_checkpoint
+    from ..backbones.loading import (
+        DEFAULT_MODEL,
+        check_inpainting_checkpoint,
+        classify_model_argument,
+        peek_checkpoint,
+    )
     from ..errors import InvalidInputError
 
     hub = {"cache_dir": args.cache_dir, "local_files_only": args.offline}

@@ -61,7 +61,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..io.export import check_panorama_size, open_image
     from ..sphere.upscale import UpscaleSettings, target_size, upscale_panorama
-    from .sphere_common import backbone_record, check_models, check_output, load_pipe, progress_bar, sampling_settings
+    from .sphere_common import (
+        backbone_record,
+        check_models,
+        check_output,
+        load_pipe,
+        progress_bar,
+        sampling_settings,
+    )
 
     target = check_output(args.output, args.overwrite)
     sampling = sampling_settings(args)

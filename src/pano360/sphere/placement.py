@@ -62,7 +62,7 @@ def fov_from_exif(image) -> float | None:
     try:
         exif = image.getexif()
         tags = dict(exif.get_ifd(EXIF_IFD)) | dict(exif)
-    except Exception:  # no or broken EXIF
+    except (AttributeError, KeyError, OSError, TypeError, ValueError):  # no or broken EXIF
         return None
     width, height = image.size
     focal_35 = tags.get(TAG_FOCAL_LENGTH_35MM)

@@ -126,7 +126,7 @@ def bicubic_tile(source: Tensor, out_hw: tuple[int, int], tile: Tile) -> Tensor:
     Target pixel centre x' maps to source x = (x' + 0.5)·W/W' − 0.5 (align_corners=False, as
     ``F.interpolate``); columns are read modulo W, rows are clamped at the top and bottom.
     """
-    channels, height, width = source.shape
+    _, height, width = source.shape
     out_h, out_w = out_hw
     ys = (torch.arange(tile.top, tile.top + tile.height, dtype=torch.float64) + 0.5) * height / out_h - 0.5
     xs = (torch.arange(tile.left, tile.left + tile.width, dtype=torch.float64) + 0.5) * width / out_w - 0.5
@@ -166,7 +166,7 @@ def tiled_decode(vae, latents: Tensor, grid: TileGrid, out: np.ndarray, scale: i
     ``out`` as 8-bit values and dropped, so no float image of the full size exists.
     """
     pixel_grid = grid.scaled(scale)
-    height_px, width_px = pixel_grid.size
+    width_px = pixel_grid.size[1]
     buffer = torch.zeros(3, 0, width_px)
     buffer_top = 0
     wrap = wraparound(vae) if grid.spans_width else contextlib.nullcontext()
@@ -224,7 +224,7 @@ def refine_tiles(pipe, latents: Tensor, grid: TileGrid, prompt: str, settings: U
             model_input = sched.scale_model_input(latents, t)
             prediction = torch.zeros(latents.shape, device=device, dtype=torch.float32)
 
-            def run(start: int, stop: int) -> None:
+            def run(start: int, stop: int, model_input=model_input, t=t, prediction=prediction) -> None:
                 batch = torch.cat([grid.crop(model_input, tile) for tile in tiles[start:stop]])
                 output = model(batch, t, units=torch.zeros(stop - start, dtype=torch.long), size_px=size_px)
                 for j, index in enumerate(range(start, stop)):
@@ -254,7 +254,7 @@ def upscale_panorama(
     ("encode", "refine", "decode").
     """
     settings = (settings or UpscaleSettings()).check()
-    source = torch.as_tensor(image)
+    source = torch.from_numpy(np.array(image)) if isinstance(image, np.ndarray) else torch.as_tensor(image)
     if source.ndim == 3 and source.shape[-1] == 3 and source.shape[0] != 3:
         source = source.permute(2, 0, 1)
     source = source.contiguous()
