@@ -132,3 +132,23 @@ def test_wrong_family_inpainting_folder_is_caught_from_its_configs(tmp_path):
     check_inpainting_checkpoint(str(folder), "sd2")
     with pytest.raises(InvalidInputError, match="is sd2, but the panorama model is sdxl"):
         check_inpainting_checkpoint(str(folder), "sdxl")
+
+
+def test_generate_refine_poles_and_upscale_chain(tmp_path):
+    from pano360.io import read_panorama_metadata, read_sidecar
+
+    out = tmp_path / "chain.png"
+    assert run_cli(["generate", "a room", "--model", "tiny", "--steps", "2", "--height", "64", "--width", "128",
+                    "--refine-poles", "--upscale", "2", "--seed", "1", "--quiet", "-o", str(out)]) == 0
+    assert Image.open(out).size == (256, 128)
+    record = read_sidecar(out)
+    assert record["upscale"]["scale"] == 2 and "refine_poles" in record and record["width"] == 256
+    assert read_panorama_metadata(out)["FullPanoWidthPixels"] == 256
+
+
+def test_sdxl_360_preset_chooses_its_model():
+    from pano360.presets import get_preset
+
+    preset = get_preset("sdxl-360")
+    assert preset.generation["model"] == "ProGamerGov/sdxl-360-diffusion"
+    assert (preset.generation["width"], preset.generation["height"]) == (2048, 1024) and preset.options["wrap"]

@@ -63,9 +63,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     sampling.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
     add_method_options(parser)
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default=DEFAULT_MODEL,
+    model.add_argument("--model", default=None,
                        help="Hub id, diffusers folder, .safetensors/.ckpt file, or tiny / tiny-sd2 / tiny-sdxl "
-                       "(built-in random models, offline)")
+                       f"(built-in random models, offline); default: the --preset's model, else {DEFAULT_MODEL}")
     model.add_argument("--config", default=None,
                        help="for a single-file --model offline: diffusers folder or cached Hub id with its configs")
     model.add_argument("--variant", default=None, help="weights variant to download, e.g. fp16")
@@ -103,6 +103,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     output.add_argument("--no-metadata", action="store_true", help="do not embed GPano 360 XMP")
     output.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality (1-100)")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
+    sphere = parser.add_argument_group("full sphere (see pano360 poles / upscale)")
+    sphere.add_argument("--refine-poles", action="store_true",
+                        help="regenerate the zenith and nadir through perspective pole views (a strip becomes a 2:1 "
+                        "sphere)")
+    sphere.add_argument("--upscale", type=int, choices=[2, 4], default=None,
+                        help="then upscale 2x or 4x with wrapping tiles (img2img with the same model, strength 0.3)")
     output.add_argument("--view", action="store_true",
                         help="open the panorama in the offline 360 viewer when done (Ctrl+C to stop)")
     parser.set_defaults(func=run)
@@ -147,6 +153,7 @@ def _shown(option) -> str:
 
 def apply_preset(args: argparse.Namespace) -> None:
     """Fill the method and size the user did not give from ``--preset`` (explicit arguments win)."""
+    from ..backbones.loading import DEFAULT_MODEL
     from ..backbones.schedulers import DEFAULT_SCHEDULER
     from ..presets import apply_preset as resolve
 
@@ -159,6 +166,7 @@ def apply_preset(args: argparse.Namespace) -> None:
     args.guidance = settings.get("guidance_scale", 7.5)
     args.scheduler = settings.get("scheduler", DEFAULT_SCHEDULER)
     args.preset_options = options
+    args.model = args.model or settings.get("model") or DEFAULT_MODEL
 
 
 def method_options(args: argparse.Namespace) -> dict:
@@ -289,6 +297,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, eta=args.eta, control_image=args.depth, controlnet_conditioning_scale=args.controlnet_scale,
         progress=not args.quiet, **options,
     )
+    if args.refine_poles or args.upscale:
+        from ..sphere.pipeline import finish_output
+
+        finish_output(result, generator.pipe, args.prompt, refine=args.refine_poles, upscale=args.upscale,
+                      negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
+                      guidance_scale=args.guidance, quiet=args.quiet)
     output = Path(args.output) if args.output else default_output_path(args.prompt, result.parameters["seeds"][0])
     paths = result.save(output, overwrite=args.overwrite, metadata=not args.no_metadata,
                         jpeg_quality=args.jpeg_quality)

@@ -132,3 +132,39 @@ def outpaint_photo(
         if refine:
             panorama = refine_poles(pipe, paste_back(panorama, canvas, alpha), prompt, pole_settings, sampling)
         return paste_back(panorama, canvas, alpha)
+
+
+def finish_output(output, pipe, prompt: str, *, refine: bool = False, upscale: int | None = None,
+                  negative_prompt: str | None = None, num_inference_steps: int = 30, guidance_scale: float = 7.5,
+                  quiet: bool = True) -> None:
+    """``generate --refine-poles / --upscale N``: refine the poles of (then upscale) every image of a
+    :class:`~pano360.output.PanoramaOutput` in place, with the model that made it; the operations
+    and their settings are added to ``output.parameters``. ``num_inference_steps``/``guidance_scale``
+    are the generation's (the upscale redoes its last 30 %)."""
+    import numpy as np
+    from PIL import Image
+
+    from .upscale import UpscaleSettings, upscale_panorama
+
+    images = output.pil_images()
+    seeds = output.parameters.get("seeds") or [0] * len(images)
+    finished = []
+    for image, seed in zip(images, seeds):
+        if refine:
+            tensor = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+            sampling = Sampling(num_inference_steps, guidance_scale, seed=seed, negative_prompt=negative_prompt)
+            refined = refine_poles(pipe, tensor[None], prompt, sampling=sampling)
+            array = ((refined[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+            image = Image.fromarray(array)
+        if upscale:
+            settings = UpscaleSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed)
+            image = Image.fromarray(upscale_panorama(pipe, np.asarray(image.convert("RGB")), prompt, scale=upscale,
+                                                     settings=settings, negative_prompt=negative_prompt))
+        finished.append(image)
+    output.images = finished
+    if refine:
+        output.parameters["refine_poles"] = PoleSettings().__dict__ | {"steps": num_inference_steps}
+    if upscale:
+        output.parameters["upscale"] = {"scale": upscale, **UpscaleSettings(num_inference_steps=num_inference_steps,
+                                                                            guidance_scale=guidance_scale).__dict__}
+    output.parameters["height"], output.parameters["width"] = finished[0].height, finished[0].width

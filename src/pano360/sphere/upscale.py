@@ -116,7 +116,11 @@ class UpscaleSettings:
 
 
 def _grid(latent_hw: tuple[int, int], tile: int, overlap: int | None) -> TileGrid:
-    return TileGrid.make(latent_hw, tile, overlap if overlap is not None else max(1, tile // 4), wrap=True)
+    """The wrapping grid for ``tile`` latents; tiles larger than the latent are clipped to it and the
+    overlap (default: a quarter of the tile) to half the clipped tile."""
+    sizes = [min(tile, n) for n in latent_hw]
+    wanted = overlap if overlap is not None else max(1, tile // 4)
+    return TileGrid.make(latent_hw, tile, tuple(max(1, min(wanted, size // 2)) for size in sizes), wrap=True)
 
 
 def bicubic_tile(source: Tensor, out_hw: tuple[int, int], tile: Tile) -> Tensor:
