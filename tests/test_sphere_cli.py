@@ -147,8 +147,16 @@ def test_generate_refine_poles_and_upscale_chain(tmp_path):
 
 
 def test_sdxl_360_preset_chooses_its_model():
+    from pano360.cli import main as cli_main
+    from pano360.cli.generate import apply_preset
     from pano360.presets import get_preset
 
+    args = cli_main.build_parser().parse_args(["generate", "equirectangular 360 view, a forest", "--preset", "sdxl-360"])
+    apply_preset(args)
+    assert (args.model, args.method, args.height, args.width) == ("ProGamerGov/sdxl-360-diffusion", "circular", 1024, 2048)
+    args = cli_main.build_parser().parse_args(["generate", "x", "--preset", "sdxl-360", "--model", "tiny-sdxl"])
+    apply_preset(args)
+    assert args.model == "tiny-sdxl"  # an explicit --model wins
     preset = get_preset("sdxl-360")
     assert preset.generation["model"] == "ProGamerGov/sdxl-360-diffusion"
     assert (preset.generation["width"], preset.generation["height"]) == (2048, 1024) and preset.options["wrap"]

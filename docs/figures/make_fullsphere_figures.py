@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pano360.geometry import equirect_lonlat, equirect_to_perspective
+from pano360.geometry import equirect_lonlat
 from pano360.sphere import placement as pl
 from pano360.sphere import poles
 from pano360.sphere.tiles import TileGrid
@@ -97,8 +97,6 @@ def main() -> None:
     poles_figure(pano).save(HERE / "fullsphere_poles.png", optimize=True)
     photo_figure(pano).save(HERE / "fullsphere_photo.png", optimize=True)
     tiles_figure(pano).save(HERE / "fullsphere_tiles.png", optimize=True)
-    view = equirect_to_perspective(pano, 0.0, 90.0, 100.0, (256, 256))[:, 0]
-    to_image(view).save(HERE / "fullsphere_zenith.png", optimize=True)
 
 
 if __name__ == "__main__":
