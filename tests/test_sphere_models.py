@@ -140,3 +140,17 @@ def test_upscale_is_seamless_and_of_the_right_size(pipe):
         assert out.shape == (128, 256, 3) and out.dtype == np.uint8
         outs.append(torch.from_numpy(out).permute(2, 0, 1).float()[None])
     assert pooled_seam_ratio(outs) <= 1.1
+
+
+def test_outpaint_image_api_takes_pil_and_reads_exif_fov(pipe):
+    from PIL import Image
+
+    from pano360.errors import InvalidInputError
+    from pano360.sphere.pipeline import outpaint_image
+
+    photo = Image.fromarray((np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8))
+    with pytest.raises(InvalidInputError, match="EXIF has no focal length"):
+        outpaint_image(pipe, photo, "a park")
+    result = outpaint_image(pipe, photo, "a park", fov_deg=60.0, yaw_deg=-90.0, height=64, refine=False,
+                            sampling=Sampling(num_inference_steps=1))
+    assert result.size == (128, 64)

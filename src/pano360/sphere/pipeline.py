@@ -168,3 +168,29 @@ def finish_output(output, pipe, prompt: str, *, refine: bool = False, upscale: i
         output.parameters["upscale"] = {"scale": upscale, **UpscaleSettings(num_inference_steps=num_inference_steps,
                                                                             guidance_scale=guidance_scale).__dict__}
     output.parameters["height"], output.parameters["width"] = finished[0].height, finished[0].width
+
+
+def outpaint_image(pipe, photo, prompt: str, *, yaw_deg: float = 0.0, pitch_deg: float = 0.0,
+                   fov_deg: float | None = None, roll_deg: float = 0.0, feather_px: float = 8.0,
+                   height: int | None = None, refine: bool = True, sampling: Sampling | None = None):
+    """:func:`outpaint_photo` for PIL images or image paths: returns the panorama as a PIL image.
+
+    ``fov_deg`` None reads the horizontal FoV from the photo's EXIF focal length (one clear error when
+    it has none)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..io.export import open_image
+    from .placement import fov_from_exif
+
+    image = photo if isinstance(photo, Image.Image) else open_image(photo)
+    if fov_deg is None:
+        fov_deg = fov_from_exif(image)
+        if fov_deg is None:
+            raise InvalidInputError("the photo's EXIF has no focal length; give its horizontal field of view (fov_deg)")
+    tensor = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    placement = Placement(yaw_deg, pitch_deg, fov_deg, roll_deg, feather_px)
+    out_hw = (height, 2 * height) if height else None
+    result = outpaint_photo(pipe, tensor, prompt, placement, out_hw, refine=refine, sampling=sampling)
+    array = ((result[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+    return Image.fromarray(array)
