@@ -90,9 +90,10 @@ def main() -> None:
         command = [sys.executable, __file__, *sys.argv[1:], "--scale", str(scale)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.split("RESULT ", 1)[1]))
+        print("#", json.dumps(results[-1]), file=sys.stderr, flush=True)
     base = results[0]
     if args.markdown:
-        print(f"| output | diffusion / VAE tiles | peak RSS MiB | before upscale MiB | upscale's own MiB | time s | seam ratio |")
+        print("| output | diffusion / VAE tiles | peak RSS MiB | before upscale MiB | upscale's own MiB | time s | seam ratio |")
         print("|---|---|---|---|---|---|---|")
     for r in results:
         own = r["peak_rss_mib"] - r["before_mib"]

@@ -163,33 +163,33 @@ def tiled_encode(vae, pixel_tile: Callable[[Tile], Tensor], grid: TileGrid, scal
 
 
 def tiled_decode(vae, latents: Tensor, grid: TileGrid, out: np.ndarray, scale: int = 8,
-                 progress: Callable[[], None] | None = None) -> np.ndarray:
+                 progress: Callable[[], None] | None = None, chunk_rows: int = 64) -> np.ndarray:
     """Decode latents [1, 4, h, w] tile by tile into ``out`` (uint8 [H, W, 3], H = 8h, W = 8w).
 
-    Decoded tiles are blended in a float buffer one row of tiles high; finished rows are written to
-    ``out`` as 8-bit values and dropped, so no float image of the full size exists.
+    Decoded tiles are blended into one float buffer a tile high (allocated once); rows that no later
+    tile touches are converted to 8-bit ``chunk_rows`` at a time, written to ``out``, and the rest of
+    the buffer moves up. No float image of the full size exists.
     """
     pixel_grid = grid.scaled(scale)
-    width_px = pixel_grid.size[1]
-    buffer = torch.zeros(3, 0, width_px)
+    tile_rows, width_px = pixel_grid.tile[0], pixel_grid.size[1]
+    buffer = torch.zeros(3, tile_rows, width_px)
     buffer_top = 0
     wrap = wraparound(vae) if grid.spans_width else contextlib.nullcontext()
     with wrap, torch.no_grad():
         for r, (row, row_px) in enumerate(zip(grid.rows(), pixel_grid.rows())):
-            bottom = row_px[0].top + row_px[0].height
-            grow = bottom - (buffer_top + buffer.shape[1])
-            if grow > 0:
-                buffer = torch.cat([buffer, torch.zeros(3, grow, width_px)], dim=1)
             for tile, tile_px in zip(row, row_px):
-                crop = grid.crop(latents, tile)
-                pixels = decode_latents(vae, crop).float().cpu()[0]
+                pixels = decode_latents(vae, grid.crop(latents, tile)).float().cpu()[0]
                 pixel_grid.add(buffer, pixels * pixel_grid.weight(tile_px), tile_px, row_offset=buffer_top)
                 if progress is not None:
                     progress()
             done = pixel_grid.final_rows(r)
-            finished = buffer[:, :done - buffer_top]
-            out[buffer_top:done] = ((finished / 2 + 0.5).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-            buffer = buffer[:, done - buffer_top:]
+            for start in range(buffer_top, done, chunk_rows):
+                stop = min(done, start + chunk_rows)
+                rows = buffer[:, start - buffer_top:stop - buffer_top]
+                out[start:stop] = rows.mul(127.5).add_(127.5).clamp_(0, 255).round_().byte().permute(1, 2, 0).numpy()
+            keep = tile_rows - (done - buffer_top)  # rows of this tile row that the next one overlaps
+            buffer[:, :keep] = buffer[:, done - buffer_top:].clone()
+            buffer[:, keep:] = 0
             buffer_top = done
     return out
 
