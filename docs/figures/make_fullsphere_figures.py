@@ -71,7 +71,7 @@ def photo_figure(pano: torch.Tensor) -> Image.Image:
     checker = ((torch.floor(xx * 8) + torch.floor(yy * 6)) % 2)
     photo = torch.stack([0.3 + 0.6 * xx, 0.3 + 0.4 * checker, 0.9 - 0.6 * yy])[None]
     placement = pl.Placement(yaw_deg=60.0, pitch_deg=20.0, fov_deg=70.0, feather_px=10.0)
-    canvas, covered, alpha = pl.place_photo(photo, (height, width), placement)
+    canvas, _, alpha = pl.place_photo(photo, (height, width), placement)
     grey = pano.mean(1, keepdim=True).expand_as(pano) * 0.6 + 0.2
     shown = pl.paste_back(grey, canvas, alpha)
     ring = ((alpha > 0) & (alpha < 1)).float()
