@@ -6,6 +6,7 @@ import json
 import pytest
 
 from pano360.cli.main import main
+from pano360.io import sidecar_path
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -44,7 +45,7 @@ def test_preset_and_knobs_reach_the_sidecar(tmp_path):
             "--width", "256", "--stride", "8", "--sync-weight", "0", "--sync-threshold", "1", "--loop-closure", "on",
             "--view-batch-size", "2", "--sync-batch-size", "auto", "--channels-last", "off", "--seed", "1", "-o", str(out), "--quiet"]
     assert main(args) == 0
-    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar = json.loads(sidecar_path(out).read_text())
     assert sidecar["method"] == "syncdiffusion"
     options = sidecar["method_options"]
     assert options["stride"] == 8 and options["sync_threshold"] == 1 and options["loop_closure"] is True
@@ -116,5 +117,5 @@ def test_syncdiffusion_runs_with_lpips_files_from_weights_dir(tmp_path):
     args = ["generate", "a room", "--model", "tiny", "--method", "syncdiffusion", "--height", "64", "--width", "256",
             "--stride", "8", "--steps", "1", "--weights-dir", str(weights), "--seed", "3", "-o", str(out), "--quiet"]
     assert main(args) == 0
-    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar = json.loads(sidecar_path(out).read_text())
     assert sidecar["method_options"]["weights_dir"] == str(weights)
