@@ -87,13 +87,13 @@ def check_output_target(path: str | os.PathLike, overwrite: bool = False, flag: 
     if not text or text.endswith(("/", os.sep)):
         raise InvalidInputError(f"{flag} {text!r} names a folder; give a file name, e.g. {text or './'}out.png")
     path = Path(os.path.expanduser(text))
-    if path.is_dir():
-        raise InvalidInputError(f"{flag} {path} is a folder; give a file name inside it, e.g. {path / path.name}.png")
     if len(os.fsencode(path.name)) > NAME_MAX_BYTES:
         raise InvalidInputError(
             f"{flag} file name is {len(os.fsencode(path.name))} bytes, longer than the file system allows "
             f"({NAME_MAX_BYTES}); choose a shorter name"
         )
+    if path.is_dir():
+        raise InvalidInputError(f"{flag} {path} is a folder; give a file name inside it, e.g. {path / path.name}.png")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another output path or pass --overwrite (overwrite=True)")
     check_output_folder(path.parent, flag=f"folder of {flag}")
