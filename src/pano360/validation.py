@@ -16,9 +16,20 @@ from .errors import InvalidInputError
 PIXELS_PER_LATENT = 8
 
 
-def check_size(height: int, width: int) -> None:
+API_NAMES = {"height": "height", "width": "width", "num_inference_steps": "num_inference_steps",
+             "guidance_scale": "guidance_scale", "num_images_per_prompt": "num_images_per_prompt", "seed": "seed",
+             "eta": "eta"}
+"""How the checks name each value by default: the Python API's argument names."""
+
+CLI_FLAGS = {"height": "--height", "width": "--width", "num_inference_steps": "--steps",
+             "guidance_scale": "--guidance", "num_images_per_prompt": "--num-images", "seed": "--seed", "eta": "--eta"}
+"""The same values as ``pano360 generate`` calls them: pass ``flags=CLI_FLAGS`` from the CLI."""
+
+
+def check_size(height: int, width: int, flags: dict[str, str] = API_NAMES) -> None:
     """Height and width: positive multiples of 8 pixels, height ≤ width."""
-    for name, value in (("height", height), ("width", width)):
+    for key, value in (("height", height), ("width", width)):
+        name = flags[key]
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidInputError(f"{name} must be a whole number of pixels, got {value!r}")
         if value <= 0:
@@ -30,20 +41,21 @@ def check_size(height: int, width: int) -> None:
             )
     if height > width:
         raise InvalidInputError(
-            f"height ({height}) is greater than width ({width}); a 360° panorama is at least as wide as it is "
-            f"high: use width >= height (2:1, e.g. {height}x{2 * height}, for a full sphere)"
+            f"{flags['height']} ({height}) is greater than {flags['width']} ({width}); a 360° panorama is at least as "
+            f"wide as it is high: use width >= height (2:1, e.g. {height}x{2 * height} HxW, for a full sphere)"
         )
 
 
-def check_steps(num_inference_steps: int) -> None:
-    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise InvalidInputError(f"the number of steps must be a whole number >= 1, got {num_inference_steps!r}")
+def check_steps(num_inference_steps: int, name: str = "the number of steps") -> None:
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise InvalidInputError(f"{name} must be a whole number >= 1, got {num_inference_steps!r}")
 
 
-def check_guidance(guidance_scale: float) -> None:
-    if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+def check_guidance(guidance_scale: float, name: str = "guidance scale") -> None:
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or \
+            not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise InvalidInputError(
-            f"guidance scale must be a finite number >= 0 (1 disables guidance; 7.5 is typical), got {guidance_scale!r}"
+            f"{name} must be a finite number >= 0 (1 disables guidance; 7.5 is typical), got {guidance_scale!r}"
         )
 
 
@@ -67,14 +79,16 @@ def check_nonnegative(value: float, name: str) -> None:
 
 
 def check_generation_args(
-    *, height: int, width: int, num_inference_steps: int, guidance_scale: float, num_images_per_prompt: int = 1
+    *, height: int, width: int, num_inference_steps: int, guidance_scale: float, num_images_per_prompt: int = 1,
+    flags: dict[str, str] = API_NAMES,
 ) -> None:
-    """All model-free checks of :meth:`PanoramaGenerator.__call__` arguments."""
-    check_size(height, width)
-    check_steps(num_inference_steps)
-    check_guidance(guidance_scale)
-    if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-        raise InvalidInputError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt!r}")
+    """All model-free checks of :meth:`PanoramaGenerator.__call__` arguments; messages name the
+    values as ``flags`` does (:data:`API_NAMES`, or :data:`CLI_FLAGS` from the CLI)."""
+    check_size(height, width, flags)
+    check_steps(num_inference_steps, "the number of steps" if flags is API_NAMES else flags["num_inference_steps"])
+    check_guidance(guidance_scale, "guidance scale" if flags is API_NAMES else flags["guidance_scale"])
+    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        raise InvalidInputError(f"{flags['num_images_per_prompt']} must be a whole number >= 1, got {num_images_per_prompt!r}")
 
 
 # --- prompts and seeds (Python API types) --------------------------------------------------------
