@@ -175,3 +175,221 @@ def test_invalid_invocation_of_other_commands(world, capsys, name, argv, fix):
     code, text = _run_cli([part.replace("{d}", str(world)) for part in argv], capsys)
     _check_one_line(code, text, fix)
     assert _snapshot(world) == before, "an invalid invocation wrote or changed files"
+
+
+# --- generate: fails within 5 s, nothing written, no model loaded -----------------------------------------------
+
+GENERATE = [
+    ("width-not-multiple", ["--width", "1001"], "multiple of 8"),
+    ("height-not-multiple", ["--height", "500"], "multiple of 8"),
+    ("taller-than-wide", ["--height", "1024", "--width", "512"], "width >= height"),
+    ("height-zero", ["--height", "0"], "--height must be a positive"),
+    ("width-negative", ["--width", "-8"], "--width must be a positive"),
+    ("steps-zero", ["--steps", "0"], "--steps must be a whole number >= 1"),
+    ("steps-beyond-training", ["--steps", "1001"], "1000 training steps"),
+    ("guidance-negative", ["--guidance", "-2"], ">= 0"),
+    ("guidance-nan", ["--guidance", "nan"], "finite"),
+    ("guidance-scale-alias", ["--guidance-scale", "-1"], "--guidance must be a finite number >= 0"),
+    ("num-images-zero", ["--num-images", "0"], "--num-images must be"),
+    ("seed-negative", ["--seed", "-1"], "--seed must be between 0"),
+    ("seed-beyond-64-bits", ["--seed", str(2**64)], "2**64-1"),
+    ("seed-overflow-with-images", ["--seed", str(2**64 - 1), "--num-images", "2"], "one seed per image"),
+    ("eta-without-ddim", ["--eta", "0.5", "--scheduler", "euler"], "no effect with scheduler euler"),
+    ("eta-above-one", ["--eta", "2"], "--eta must be between 0"),
+    ("eta-negative", ["--eta", "-1"], "--eta must be a finite number >= 0"),
+    ("scheduler-unknown", ["--scheduler", "warp"], "choose one of"),
+    ("lora-scale-without-lora", ["--lora-scale", "0.5"], "--lora-scale needs --lora"),
+    ("controlnet-scale-without-depth", ["--controlnet-scale", "0.5"], "--controlnet-scale needs --depth"),
+    ("embedding-token-without-embedding", ["--embedding-token", "<x>"], "more --embedding-token"),
+    ("controlnet-without-depth", ["--controlnet", "tiny"], "add --depth"),
+    ("depth-missing", ["--depth", "{d}/missing.png"], "does not exist"),
+    ("depth-text", ["--depth", "{d}/text.png"], "not an image"),
+    ("depth-truncated", ["--depth", "{d}/truncated.png"], "truncated or corrupt"),
+    ("depth-folder", ["--depth", "{d}/gen"], "is a folder"),
+    ("model-missing-file", ["--model", "./no/such/model.safetensors"], "check the path"),
+    ("lora-missing", ["--lora", "missing_lora.safetensors"], "check the path"),
+    ("embedding-missing", ["--embedding", "missing.pt"], "check the path"),
+    ("output-webp", ["-o", "{d}/out.webp"], ".png, .jpg"),
+    ("output-under-file", ["-o", "{d}/blocker/out.png"], "is a file, not a folder"),
+    ("output-exists", ["-o", "{d}/good.png"], "--overwrite"),
+    ("output-is-folder", ["-o", "{d}/gen"], "is a folder"),
+    ("output-trailing-slash", ["-o", "{d}/newdir/"], "names a folder"),
+    ("width-100000", ["--height", "64", "--width", "100000"], "16384"),
+    ("huge-both", ["--height", "50000", "--width", "100000"], "16384"),
+    ("circular-area", ["--height", "4096", "--width", "8192"], "MP limit of circular"),
+    ("method-unknown", ["--method", "nosuch"], "invalid choice"),
+    ("steps-text", ["--steps", "abc"], "invalid int"),
+    ("jpeg-quality", ["--jpeg-quality", "0"], "between 1 and 100"),
+    ("window-option-on-circular", ["--method", "circular", "--stride", "8"], "applies to --method"),
+    ("preset-unknown", ["--preset", "nosuch"], "invalid choice"),
+    ("from-missing", ["--from", "{d}/missing.json"], "does not exist"),
+    ("from-image-without-sidecar", ["--from", "{d}/good.png"], "no sidecar"),
+    ("from-not-json", ["--from", "{d}/bad.json"], "not readable JSON"),
+    ("from-not-a-sidecar", ["--from", "{d}/other.json"], "not a pano360 sidecar"),
+    ("unknown-flag", ["--bogus"], "unrecognized arguments"),
+    ("dtype-choice", ["--dtype", "fp64"], "invalid choice"),
+]
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fail the test if any model loading starts."""
+    from pano360.generator import PanoramaGenerator
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(PanoramaGenerator, "from_pretrained", classmethod(forbidden))
+
+
+@pytest.mark.parametrize("name, extra, fix", GENERATE, ids=[case[0] for case in GENERATE])
+def test_invalid_generate_fails_fast_and_writes_nothing(world, capsys, monkeypatch, no_model_loading, tmp_path,
+                                                         name, extra, fix):
+    (world / "bad.json").write_text("{not json")
+    (world / "other.json").write_text('{"a": 1}')
+    monkeypatch.chdir(tmp_path)  # the default output folder would go here
+    before, cwd_before = _snapshot(world), _snapshot(tmp_path)
+    argv = ["generate", "a room", "--model", "tiny", *[part.replace("{d}", str(world)) for part in extra]]
+    started = time.perf_counter()
+    code, text = _run_cli(argv, capsys)
+    elapsed = time.perf_counter() - started
+    _check_one_line(code, text, fix)
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+    assert _snapshot(world) == before and _snapshot(tmp_path) == cwd_before, "files were written"
+
+
+def test_generate_without_prompt_says_what_to_give(capsys, no_model_loading):
+    code, text = _run_cli(["generate", "--model", "tiny"], capsys)
+    _check_one_line(code, text, "PROMPT")
+
+
+# --- the Python API: pano360's error type, before any work -----------------------------------------------------
+
+API = [
+    ("prompt-int", dict(prompt=3), "must be a str"),
+    ("prompt-none", dict(prompt=None), "must be a str"),
+    ("prompt-empty-list", dict(prompt=[]), "empty list"),
+    ("prompt-list-with-int", dict(prompt=["a", 2]), "prompt[1]"),
+    ("negative-prompt-int", dict(negative_prompt=5), "negative_prompt"),
+    ("seed-float", dict(seed=1.5), "whole number"),
+    ("seed-str", dict(seed="7"), "whole number"),
+    ("seed-too-big", dict(seed=2**64), "2**64-1"),
+    ("seed-negative", dict(seed=-1), "between 0"),
+    ("seeds-count", dict(seed=[1, 2]), "one per image"),
+    ("height-zero", dict(height=0), "height must be a positive"),
+    ("height-not-multiple", dict(height=100), "multiple of 8"),
+    ("width-100000", dict(height=64, width=100000), "16384"),
+    ("steps-beyond-training", dict(num_inference_steps=1001), "1000 training steps"),
+    ("steps-float", dict(num_inference_steps=2.5), "whole number"),
+    ("eta-euler", dict(eta=0.5, scheduler="euler"), "no effect with scheduler euler"),
+    ("num-images-zero", dict(num_images_per_prompt=0), "num_images_per_prompt"),
+    ("guidance-nan", dict(guidance_scale=float("nan")), "finite"),
+    ("output-type", dict(output_type="jpeg"), "output_type"),
+    ("method-unknown", dict(method="nosuch"), "nosuch"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, fix", API, ids=[case[0] for case in API])
+def test_invalid_api_calls_raise_pano360_errors(tiny_generators, name, kwargs, fix, monkeypatch):
+    generator = tiny_generators("tiny")
+    kwargs = {"prompt": "a room", "num_inference_steps": 2, **kwargs}
+    monkeypatch.setattr(generator, "encode_prompt", lambda *a, **k: pytest.fail("work started before the checks"))
+    with pytest.raises(Pano360Error) as info:
+        generator(progress=False, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and fix in message, message
+
+
+def test_at_least_80_invalid_invocations_are_covered():
+    assert len(NON_GENERATE) + len(GENERATE) + len(API) >= 80
+
+
+# --- timing: refusals are instant, --help is light ---------------------------------------------------------------
+
+def _python(code_or_args: list[str], timeout: float = 60):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, *code_or_args], capture_output=True, text=True, env=env,
+                            timeout=timeout, check=False)
+    return result, time.perf_counter() - started
+
+
+def test_unwritable_output_fails_in_under_5_s_before_any_model_loads(world, tmp_path, capsys, monkeypatch,
+                                                                     no_model_loading):
+    """A folder the user cannot write to (simulated: root ignores permission bits, so the probe is made
+    to fail as on a read-only mount)."""
+    import tempfile
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == locked:
+            raise OSError(30, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    started = time.perf_counter()
+    code, text = _run_cli(["generate", "a room", "--model", "tiny", "-o", str(locked / "out.png")], capsys)
+    assert time.perf_counter() - started < 5
+    _check_one_line(code, text, "read-only file system")
+    assert list(locked.iterdir()) == []
+
+
+def test_a_100000_px_wide_request_is_refused_in_under_2_s(tmp_path):
+    result, elapsed = _python(["-m", "pano360.cli.main", "generate", "a room", "--height", "64", "--width", "100000",
+                               "-o", str(tmp_path / "x.png")])
+    assert result.returncode == 2 and "16384" in result.stderr and "Traceback" not in result.stderr
+    assert elapsed < 2, f"{elapsed:.2f} s"
+    assert not any(tmp_path.iterdir())
+
+
+def test_help_answers_without_importing_torch():
+    code = ("import sys; from pano360.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    result, _ = _python(["-c", code])
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+    for argv in (["--help"], ["generate", "--help"], ["convert", "--help"], ["view", "--help"], ["info", "--help"],
+                 ["eval", "--help"]):
+        result, elapsed = _python(["-m", "pano360.cli.main", *argv])
+        assert result.returncode == 0 and "usage: pano360" in result.stdout
+        assert elapsed < 1.5, f"pano360 {' '.join(argv)} took {elapsed:.2f} s (docs/cli.md: ~0.2 s)"
+
+
+# --- the tiny models run every method offline ---------------------------------------------------------------------
+
+@pytest.fixture
+def no_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _methods() -> list[str]:
+    from pano360.methods import available_methods
+
+    return list(available_methods())
+
+
+@pytest.mark.parametrize("method", _methods())
+def test_every_method_runs_with_the_tiny_model_offline(method, tmp_path, capsys, no_network, single_torch_thread,
+                                                       monkeypatch):
+    monkeypatch.delenv("PANO360_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # an empty weights cache: nothing to find, nothing to fetch
+    out = tmp_path / f"{method}.png"
+    code, text = _run_cli(["generate", "a room", "--model", "tiny", "--method", method, "--steps", "1",
+                           "--height", "128", "--width", "256", "--seed", "1", "-o", str(out), "--quiet"], capsys)
+    assert code == 0, text
+    from pano360.io import read_sidecar
+
+    record = read_sidecar(out)
+    assert record["method"] == method and Image.open(out).size == (256, 128)
