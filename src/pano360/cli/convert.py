@@ -10,12 +10,16 @@ TARGETS = ("cubemap", "cross", "strip", "views", "video")
 CONVENTIONS = ("fbrlud", "opengl", "unity")
 
 
+HELP = "export cube faces, a cross, perspective views or a video; tag an image as 360"
+"""The one line ``pano360 --help`` shows for this command."""
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "convert",
-        help="export cube faces, a cross, perspective views or a video; tag an image as 360",
+        help=HELP,
         description=(
             "Convert an equirectangular panorama (2:1, or a wider 360° strip).\n\n"
             "targets (--to, one or more):\n"

@@ -18,12 +18,16 @@ input is an error. Weights are downloaded once into ~/.cache/pano360/weights ($P
 --weights-dir reads them from a folder instead, offline. See docs/metrics.md."""
 
 
+HELP = "score a folder of panoramas (FID, FAED, CLIP, Intra-LPIPS, seam metrics, ...)"
+"""The one line ``pano360 --help`` shows for this command."""
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     from ..metrics.suite import GROUPS, METRICS
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
-        "eval", help="score a folder of panoramas (FID, FAED, CLIP, Intra-LPIPS, seam metrics, ...)",
+        "eval", help=HELP,
         description=DESCRIPTION, formatter_class=HelpFormatter,
     )
     parser.add_argument("generated", metavar="GENERATED", help="folder of generated panoramas (.png/.jpg/.webp)")

@@ -6,12 +6,16 @@ import argparse
 import json
 
 
+HELP = "show versions, device and cached models, or an image's 360 metadata"
+"""The one line ``pano360 --help`` shows for this command."""
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "info",
-        help="show versions, device and cached models, or an image's 360 metadata",
+        help=HELP,
         description="Without IMAGE: library versions, the device and dtype a run would use, and the "
         "Stable Diffusion models in the Hugging Face cache.\nWith IMAGE: its size, projection and GPano "
         "360 metadata.",

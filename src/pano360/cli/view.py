@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 
 
+HELP = "look around in a panorama in the browser (offline), or write a viewer page"
+"""The one line ``pano360 --help`` shows for this command."""
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "view",
-        help="look around in a panorama in the browser (offline), or write a viewer page",
+        help=HELP,
         description=(
             "Open an interactive 360° viewer (Pannellum, bundled: works offline): drag to look around,\n"
             "mouse wheel or +/- to zoom. Without --html the page is served on 127.0.0.1 until Ctrl+C\n"
