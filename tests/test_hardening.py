@@ -401,3 +401,48 @@ def test_every_method_runs_with_the_tiny_model_offline(method, tmp_path, capsys,
 
     record = read_sidecar(out)
     assert record["method"] == method and Image.open(out).size == (256, 128)
+    if method in ("multidiffusion", "syncdiffusion"):  # the window the run resolved from the model's size
+        assert record["resolved"]["window"] == [16, 16] and record["resolved"]["num_windows"] >= 1
+    if method == "syncdiffusion":  # the built-in perceptual net, recorded
+        assert record["method_options"]["perceptual_net"] == "tiny-random"
+
+
+# --- nothing generated is lost; re-runs; readable names ------------------------------------------------------------
+
+def test_rerun_from_sidecar_readable_names_and_rescued_writes(tmp_path, capsys, monkeypatch, single_torch_thread):
+    import numpy as np
+
+    import pano360.output
+    from pano360.io import read_sidecar
+
+    monkeypatch.chdir(tmp_path)
+    base = ["--model", "tiny", "--steps", "1", "--height", "64", "--width", "128", "--quiet"]
+    code, text = _run_cli(["generate", "Tōkyō 夜景", "--seed", "3", *base], capsys)
+    first = tmp_path / "outputs" / "tōkyō-夜景-3.png"  # non-ASCII words stay readable in the default name
+    assert code == 0 and text == str(Path("outputs") / first.name), text
+    record = read_sidecar(first)
+    assert record["prompt"] == "Tōkyō 夜景" and record["seed"] == 3 and record["preset"] is None
+
+    again = tmp_path / "again.png"
+    code, text = _run_cli(["generate", "--from", str(first) + ".json", "-o", str(again), "--quiet"], capsys)
+    assert code == 0, text
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(first)))  # the same run
+    other = tmp_path / "other.png"
+    code, text = _run_cli(["generate", "--from", str(first), "--seed", "4", "-o", str(other), "--quiet"], capsys)
+    assert code == 0 and read_sidecar(other)["seed"] == 4 and read_sidecar(other)["prompt"] == "Tōkyō 夜景"
+
+    # the output folder fails only at write time (disk full): the result goes to the fallback folder
+    real = pano360.output.save_panorama_image
+    full = tmp_path / "full"
+
+    def disk_full(image, target, **kwargs):
+        if Path(target).parent == full:
+            raise OSError(28, "No space left on device")
+        return real(image, target, **kwargs)
+
+    monkeypatch.setattr(pano360.output, "save_panorama_image", disk_full)
+    monkeypatch.setenv("PANO360_FALLBACK_DIR", str(tmp_path / "rescued"))
+    code, text = _run_cli(["generate", "a room", "--seed", "1", "-o", str(full / "room.png"), *base], capsys)
+    rescued = tmp_path / "rescued" / "room.png"
+    assert code == 0 and rescued.is_file() and read_sidecar(rescued)["seed"] == 1
+    assert f"saved to {rescued} instead" in text and "no space left on device" in text
