@@ -228,6 +228,10 @@ GENERATE = [
     ("from-not-a-sidecar", ["--from", "{d}/other.json"], "not a pano360 sidecar"),
     ("unknown-flag", ["--bogus"], "unrecognized arguments"),
     ("dtype-choice", ["--dtype", "fp64"], "invalid choice"),
+    ("preset-value-not-blamed-on-user", ["--preset", "syncdiffusion-paper", "--height", "4096"],
+     "--width from --preset syncdiffusion-paper"),
+    ("window-zero", ["--method", "multidiffusion", "--window", "0"], "(--window) must be"),
+    ("perceptual-net-choice", ["--method", "syncdiffusion", "--perceptual-net", "vgg19"], "invalid choice"),
 ]
 
 
@@ -266,26 +270,26 @@ def test_generate_without_prompt_says_what_to_give(capsys, no_model_loading):
 # --- the Python API: pano360's error type, before any work -----------------------------------------------------
 
 API = [
-    ("prompt-int", dict(prompt=3), "must be a str"),
-    ("prompt-none", dict(prompt=None), "must be a str"),
-    ("prompt-empty-list", dict(prompt=[]), "empty list"),
-    ("prompt-list-with-int", dict(prompt=["a", 2]), "prompt[1]"),
-    ("negative-prompt-int", dict(negative_prompt=5), "negative_prompt"),
-    ("seed-float", dict(seed=1.5), "whole number"),
-    ("seed-str", dict(seed="7"), "whole number"),
-    ("seed-too-big", dict(seed=2**64), "2**64-1"),
-    ("seed-negative", dict(seed=-1), "between 0"),
-    ("seeds-count", dict(seed=[1, 2]), "one per image"),
-    ("height-zero", dict(height=0), "height must be a positive"),
-    ("height-not-multiple", dict(height=100), "multiple of 8"),
-    ("width-100000", dict(height=64, width=100000), "16384"),
-    ("steps-beyond-training", dict(num_inference_steps=1001), "1000 training steps"),
-    ("steps-float", dict(num_inference_steps=2.5), "whole number"),
-    ("eta-euler", dict(eta=0.5, scheduler="euler"), "no effect with scheduler euler"),
-    ("num-images-zero", dict(num_images_per_prompt=0), "num_images_per_prompt"),
-    ("guidance-nan", dict(guidance_scale=float("nan")), "finite"),
-    ("output-type", dict(output_type="jpeg"), "output_type"),
-    ("method-unknown", dict(method="nosuch"), "nosuch"),
+    ("prompt-int", {"prompt": 3}, "must be a str"),
+    ("prompt-none", {"prompt": None}, "must be a str"),
+    ("prompt-empty-list", {"prompt": []}, "empty list"),
+    ("prompt-list-with-int", {"prompt": ["a", 2]}, "prompt[1]"),
+    ("negative-prompt-int", {"negative_prompt": 5}, "negative_prompt"),
+    ("seed-float", {"seed": 1.5}, "whole number"),
+    ("seed-str", {"seed": "7"}, "whole number"),
+    ("seed-too-big", {"seed": 2**64}, "2**64-1"),
+    ("seed-negative", {"seed": -1}, "between 0"),
+    ("seeds-count", {"seed": [1, 2]}, "one per image"),
+    ("height-zero", {"height": 0}, "height must be a positive"),
+    ("height-not-multiple", {"height": 100}, "multiple of 8"),
+    ("width-100000", {"height": 64, "width": 100000}, "16384"),
+    ("steps-beyond-training", {"num_inference_steps": 1001}, "1000 training steps"),
+    ("steps-float", {"num_inference_steps": 2.5}, "whole number"),
+    ("eta-euler", {"eta": 0.5, "scheduler": "euler"}, "no effect with scheduler euler"),
+    ("num-images-zero", {"num_images_per_prompt": 0}, "num_images_per_prompt"),
+    ("guidance-nan", {"guidance_scale": float("nan")}, "finite"),
+    ("output-type", {"output_type": "jpeg"}, "output_type"),
+    ("method-unknown", {"method": "nosuch"}, "nosuch"),
 ]
 
 
@@ -328,18 +332,11 @@ def test_unwritable_output_fails_in_under_5_s_before_any_model_loads(world, tmp_
                                                                      no_model_loading):
     """A folder the user cannot write to (simulated: root ignores permission bits, so the probe is made
     to fail as on a read-only mount)."""
-    import tempfile
+    from support.probes import make_folder_unwritable
 
     locked = tmp_path / "locked"
     locked.mkdir()
-    real = tempfile.mkstemp
-
-    def read_only(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == locked:
-            raise OSError(30, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    make_folder_unwritable(monkeypatch, locked, 30, "Read-only file system")
     started = time.perf_counter()
     code, text = _run_cli(["generate", "a room", "--model", "tiny", "-o", str(locked / "out.png")], capsys)
     assert time.perf_counter() - started < 5

@@ -110,16 +110,9 @@ def test_check_output_target_writes_nothing_and_names_the_fix(tmp_path):
 def test_unwritable_folder_is_found_by_probing(tmp_path, monkeypatch):
     """Root ignores permission bits, so the check probes with a real temporary file; a failing
     probe (read-only mount, ACL) is an error naming the folder."""
-    import tempfile
+    from support.probes import make_folder_unwritable
 
-    real = tempfile.mkstemp
-
-    def read_only(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == tmp_path:
-            raise PermissionError(13, "Permission denied")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    make_folder_unwritable(monkeypatch, tmp_path)
     with pytest.raises(InvalidInputError, match="cannot write into the folder of output .*permission denied"):
         check_output_target(tmp_path / "sub" / "out.png")
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ..defaults import DEFAULT_OUTPUT_DIR
 
-
 HELP = "generate a 360° panorama from a text prompt"
 """The one line ``pano360 --help`` shows for this command."""
 

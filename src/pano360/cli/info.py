@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-
 HELP = "show versions, device and cached models, or an image's 360 metadata"
 """The one line ``pano360 --help`` shows for this command."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-
 HELP = "look around in a panorama in the browser (offline), or write a viewer page"
 """The one line ``pano360 --help`` shows for this command."""
 

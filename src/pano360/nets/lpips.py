@@ -200,16 +200,8 @@ class TinyPerceptual(nn.Module):
             normalised.append(feature / (norm + 1e-10))
         return normalised
 
-    distance = LPIPS.distance
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        if y.dim() == 3:
-            y = y.unsqueeze(0)
-        if x.shape[1:] != y.shape[1:] or (y.shape[0] not in (1, x.shape[0])):
-            raise ValueError(f"inputs must be [B,3,H,W] and [B or 1,3,H,W]; got {tuple(x.shape)}, {tuple(y.shape)}")
-        return self.distance(self.features(x), self.features(y))
+    distance = LPIPS.distance  # LPIPS' steps 3-4 and input handling, on this trunk's features
+    forward = LPIPS.forward
 
 
 def build_perceptual_net(name: str = "lpips-vgg", weights_dir: str | os.PathLike | None = None) -> nn.Module:
