@@ -55,7 +55,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                           f"{name} = {PRESETS[name].description}" for name in sorted(PRESETS)))
     what.add_argument("--height", type=int, default=None,
                       help="height in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1/2, "
-                      "1024 for SDXL)")
+                      "1024 for SDXL, 128 for the tiny models)")
     what.add_argument("--width", type=int, default=None,
                       help="width in pixels, a multiple of 8 (default: 2 x height, a full 2:1 sphere; wider "
                       "gives a cylindrical band)")
@@ -68,7 +68,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     sampling.add_argument("--seed", type=int, default=None, help="random seed (random if omitted; always recorded)")
     sampling.add_argument("--scheduler", default=None,
                           help=f"sampler (default: {DEFAULT_SCHEDULER}, or the preset's): " + ", ".join(SCHEDULERS))
-    sampling.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    sampling.add_argument("--eta", type=float, default=0.0,
+                          help="DDIM eta in [0, 1], --scheduler ddim only (0 = deterministic)")
     add_method_options(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=DEFAULT_MODEL,
