@@ -202,11 +202,14 @@ class BatchSummary:
     manifest: Path | None = None
     interrupted: bool = False
 
-    def describe(self) -> str:
-        counts = self.total
-        jobs = sum(counts.values())
-        text = (f"{jobs} jobs: {counts.get('done', 0)} generated, {counts.get('skipped', 0)} finished earlier, "
-                f"{counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending")
+    def describe(self, world_size: int = 1) -> str:
+        def counts(values: dict[str, int]) -> str:
+            return (f"{values.get('done', 0)} generated, {values.get('skipped', 0)} finished earlier, "
+                    f"{values.get('failed', 0)} failed")
+
+        text = f"{sum(self.total.values())} jobs: {counts(self.total)}, {self.total.get('pending', 0)} pending"
+        if world_size > 1:
+            text = f"this process: {counts(self.shard)}; whole batch so far: {text}"
         if self.interrupted:
             text += " (stopped early: run the same command again to resume)"
         return text + (f"; manifest: {self.manifest}" if self.manifest else "")

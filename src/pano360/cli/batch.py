@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pano360 batch: {len(jobs)} jobs{where} -> {args.out_dir}", file=sys.stderr)
     summary = BatchRunner(jobs, errors, settings).run()
     prefix = f"rank {rank}: " if world_size > 1 else ""
-    print(f"{prefix}{summary.describe()}", flush=True)
+    print(f"{prefix}{summary.describe(world_size)}", flush=True)
     if summary.interrupted:
         return 130
     return 1 if summary.shard.get("failed") else 0
