@@ -100,10 +100,10 @@ def build_app(service: PanoramaService):
                     method = gr.Dropdown(available_methods(), value="circular", label="Method")
                     preset = gr.Dropdown(["none", *sorted(PRESETS)], value="none", label="Preset")
                 with gr.Row():
-                    height = gr.Number(native, label="Height (px)", precision=0, minimum=8, step=8)
-                    width = gr.Number(2 * native, label="Width (px)", precision=0, minimum=8, step=8)
+                    height = gr.Number(native, label="Height (px)", precision=0, minimum=8, step=8, elem_id="pano360-height")
+                    width = gr.Number(2 * native, label="Width (px)", precision=0, minimum=8, step=8, elem_id="pano360-width")
                 with gr.Row():
-                    steps = gr.Number(50, label="Steps", precision=0, minimum=1)
+                    steps = gr.Number(50, label="Steps", precision=0, minimum=1, elem_id="pano360-steps")
                     guidance = gr.Number(7.5, label="Guidance")
                     seed = gr.Number(-1, label="Seed (-1: random)", precision=0)
                 inputs = [prompt, negative, method, preset, height, width, steps, guidance, seed]
