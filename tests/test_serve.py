@@ -21,14 +21,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_viewer import browser  # noqa: F401  (the headless Chromium fixture)
 
-import pano360
 from pano360.errors import InvalidInputError
 from pano360.io.images import read_panorama_metadata
 from pano360.web import service as service_module
 from pano360.web.service import PanoramaService
-
-from test_viewer import browser  # noqa: F401  (the headless Chromium fixture)
 
 SMALL = {"height": 32, "width": 64, "steps": 2}
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..io.atomic import atomic_write_text
 
@@ -41,7 +42,7 @@ class ManifestLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _cut_partial_line(self.path)
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for appends
 
     def append(self, record: dict[str, Any]) -> None:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "clock": time.time()} | record
@@ -53,7 +54,7 @@ class ManifestLog:
         if not self._handle.closed:
             self._handle.close()
 
-    def __enter__(self) -> ManifestLog:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

@@ -125,7 +125,7 @@ def is_finished(image_path: Path, job_id: str) -> bool:
         with Image.open(image_path) as image:
             image.verify()  # checks the structure and (PNG) every chunk checksum without decoding
         return True
-    except Exception:  # unreadable sidecar or image: not finished
+    except Exception:  # noqa: BLE001 - unreadable sidecar or image: not finished
         return False
 
 
@@ -142,7 +142,7 @@ def owner_of(image_path: Path) -> str | None:
     """The job id recorded in an existing sidecar, if any."""
     try:
         return json.loads(image_path.with_suffix(".json").read_text(encoding="utf-8")).get("batch", {}).get("job_id")
-    except Exception:
+    except Exception:  # noqa: BLE001 - no readable sidecar
         return None
 
 
@@ -329,7 +329,7 @@ class BatchRunner:
                 load, _ = call_arguments(group[0].spec)
                 try:
                     generator = self.load_generator(load)
-                except Exception as error:  # the whole group fails, the batch goes on
+                except Exception as error:  # noqa: BLE001 - the whole group fails, the batch goes on
                     for job in group:
                         record(job, "failed", reason=f"cannot load model {load['model']}: {_reason(error)}")
                         if progress:
@@ -370,7 +370,7 @@ class BatchRunner:
                 for path in leftovers(image):
                     path.unlink(missing_ok=True)
             raise
-        except Exception as error:  # a bad option found late, out of memory, ...: the batch goes on
+        except Exception as error:  # noqa: BLE001 - a bad option found late, out of memory, ...: the batch goes on
             for path in leftovers(image):
                 path.unlink(missing_ok=True)
             record(job, "failed", reason=_reason(error), seconds=round(time.perf_counter() - started, 3))

@@ -71,7 +71,7 @@ def build_app(service: PanoramaService):
                 result.parameters, service.gallery())
 
     def generate(prompt, negative_prompt, method, preset, height, width, steps, guidance, seed, *rest,
-                 progress=gr.Progress()):
+                 progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker this way
         depth = rest[0] if rest else None
         try:
             result = service.generate(prompt, negative_prompt, method, None if preset == "none" else preset,
