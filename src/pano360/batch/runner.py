@@ -16,7 +16,6 @@ up. SIGINT/SIGTERM stop after the current job (a second SIGINT stops at once; no
 
 from __future__ import annotations
 
-import inspect
 import json
 import signal
 import sys
@@ -40,28 +39,22 @@ IMAGE_SUFFIXES = {"png": ".png", "jpg": ".jpg"}
 def call_arguments(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A normalised job → ``(from_pretrained keyword arguments, __call__ keyword arguments)``.
 
-    A ``preset`` fills the method, size and method options the job does not set (the job wins).
+    A ``preset`` (:mod:`pano360.presets`) fills the method, generation settings and method options the
+    job does not set (the job wins), here, so that the call and the loaded model are explicit.
     """
     from ..backbones.loading import DEFAULT_MODEL
+    from ..presets import GENERATION_KEYS, apply_preset
 
-    options = dict(spec.get("options") or {})
-    call: dict[str, Any] = {}
-    preset_name = spec.get("preset")
-    if preset_name is not None:
-        from ..methods.syncdiffusion import PRESETS
-
-        if preset_name not in PRESETS:
-            raise InvalidInputError(f"unknown preset {preset_name!r}; choose one of: {', '.join(sorted(PRESETS))}")
-        preset = PRESETS[preset_name]
-        call.update(method=preset["method"], height=preset["height"], width=preset["width"])
-        options = dict(preset["options"]) | options
-    for key in ("prompt", "negative_prompt", "method", "height", "width", "num_inference_steps", "guidance_scale",
-                "seed", "scheduler", "eta"):
+    method, options, generation = apply_preset(
+        spec.get("preset"), spec.get("method"), dict(spec.get("options") or {}),
+        {key: spec.get(key) for key in GENERATION_KEYS})
+    call: dict[str, Any] = {"prompt": spec["prompt"], "method": method}
+    for key in ("negative_prompt", "seed", "eta"):
         if spec.get(key) is not None:
             call[key] = spec[key]
-    call.setdefault("method", "circular")
+    call.update({key: value for key, value in generation.items() if key != "model"})
     call.update(options)
-    load: dict[str, Any] = {"model": spec.get("model") or DEFAULT_MODEL}
+    load: dict[str, Any] = {"model": generation.get("model") or DEFAULT_MODEL}
     loras = spec.get("lora") or []
     scales = [float(s) for s in spec.get("lora_scale") or []]
     if scales and len(scales) not in (1, len(loras)):
@@ -70,39 +63,45 @@ def call_arguments(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         load["loras"] = [(str(source), scales[i] if len(scales) > 1 else (scales or [1.0])[0])
                          for i, source in enumerate(loras)]
     if spec.get("adapter") is not None:
-        from ..generator import PanoramaGenerator
-
-        if "adapter" not in inspect.signature(PanoramaGenerator.from_pretrained).parameters:
-            raise InvalidInputError("this pano360 version cannot load panorama adapters; remove 'adapter'")
         load["adapter"] = spec["adapter"]
     return load, call
 
 
+_CALL_KEYS = {"prompt", "negative_prompt", "method", "height", "width", "num_inference_steps", "guidance_scale",
+              "seed", "scheduler", "eta"}
+
+
 def check_job(spec: dict[str, Any]) -> None:
-    """Every check of a job that needs no model (raises :class:`InvalidInputError` naming the fix)."""
+    """Every check of a job that needs no model (raises :class:`InvalidInputError` naming the fix).
+
+    The size is checked when the job (or its preset) gives it; otherwise it is the model's native size,
+    which the generator checks when the job runs.
+    """
     from ..backbones.adapters import check_adapter_path
     from ..backbones.loading import classify_model_argument
     from ..backbones.schedulers import check_scheduler_name
-    from ..methods import get_method
-    from ..validation import check_guidance, check_nonnegative, check_size, check_steps
+    from ..methods import GenerationRequest, get_method
+    from ..validation import check_generation_args, check_guidance, check_nonnegative, check_steps
 
     load, call = call_arguments(spec)
     classify_model_argument(load["model"])
     for source, _ in load.get("loras", []):
         check_adapter_path(source)
-    check_steps(call.get("num_inference_steps", 50))
-    check_guidance(call.get("guidance_scale", 7.5))
+    if load.get("adapter") is not None:
+        check_adapter_path(str(load["adapter"]), what="adapter")
+    steps, guidance = call.get("num_inference_steps", 50), call.get("guidance_scale", 7.5)
+    check_steps(steps)
+    check_guidance(guidance)
     check_nonnegative(call.get("eta", 0.0), "eta")
     if call.get("scheduler") is not None:
         check_scheduler_name(call["scheduler"])
-    known = {"prompt", "negative_prompt", "method", "height", "width", "num_inference_steps", "guidance_scale",
-             "seed", "scheduler", "eta"}
-    method = get_method(call["method"], **{k: v for k, v in call.items() if k not in known})
-    if "height" in call and "width" in call:
-        check_size(call["height"], call["width"])
-        method.check_size(call["height"], call["width"])
-    elif hasattr(method, "check_options"):
-        method.check_options(call.get("num_inference_steps"))
+    method = get_method(call["method"], **{k: v for k, v in call.items() if k not in _CALL_KEYS})
+    if "height" in call:
+        height = call["height"]
+        width = call.get("width", 2 * height if isinstance(height, int) else height)
+        check_generation_args(height=height, width=width, num_inference_steps=steps, guidance_scale=guidance)
+        method.check(GenerationRequest(height=height, width=width, num_inference_steps=steps,
+                                       guidance_scale=guidance))
 
 
 # --- files of a job ---------------------------------------------------------------------------------
@@ -319,9 +318,9 @@ class BatchRunner:
 
             prefix = f"rank {self.settings.rank}: " if self.settings.world_size > 1 else ""
             progress = tqdm(total=total, initial=total - len(todo), desc=f"{prefix}jobs", unit="job", file=sys.stderr)
-        groups: dict[str, list[Job]] = {}
+        groups: dict[str, list[Job]] = {}  # by what is loaded (a preset may name the model)
         for job in todo:
-            groups.setdefault(job.model_group, []).append(job)
+            groups.setdefault(json.dumps(call_arguments(job.spec)[0], sort_keys=True, default=str), []).append(job)
         try:
             for group in groups.values():
                 if self.stop.requested:

@@ -37,6 +37,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     defaults = parser.add_argument_group("job defaults (a job's own keys win)")
     defaults.add_argument("--model", default=DEFAULT_MODEL,
                           help="Hub id, diffusers folder, .safetensors/.ckpt file, or tiny / tiny-sd2 / tiny-sdxl")
+    defaults.add_argument("--adapter", default=None, metavar="PATH",
+                          help="trained panorama adapter (folder or reference checkpoint) for every job")
     defaults.add_argument("--method", default=None, help="panorama method (default: circular, or the preset's)")
     defaults.add_argument("--preset", default=None, help="reference settings (see pano360 generate --help)")
     defaults.add_argument("--height", type=int, default=None, help="height in pixels (default: the model's native)")
@@ -63,7 +65,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def job_defaults(args: argparse.Namespace) -> dict:
     """The CLI's job defaults, by the Python API's names (None = not given)."""
-    return {"model": args.model, "method": args.method, "preset": args.preset, "height": args.height,
+    return {"model": args.model, "adapter": args.adapter, "method": args.method, "preset": args.preset, "height": args.height,
             "width": args.width, "num_inference_steps": args.steps, "guidance_scale": args.guidance,
             "negative_prompt": args.negative_prompt, "scheduler": args.scheduler, "seed": args.seed,
             "seeds": args.seeds}

@@ -61,7 +61,7 @@ def build_app(service: PanoramaService):
     gr = require_gradio()
     from ..backbones.schedulers import DEFAULT_SCHEDULER
     from ..methods import available_methods
-    from ..methods.syncdiffusion import PRESETS
+    from ..presets import PRESETS
 
     info = service.generator.backbone.info
     native = info.native_size
