@@ -90,6 +90,21 @@ def test_uploads_are_size_limited_and_validated(service, tmp_path, monkeypatch):
         service.check_upload(good)
 
 
+def test_a_depth_map_is_part_of_the_request(tmp_path, tiny_generators, single_torch_thread):
+    service = PanoramaService(tiny_generators("tiny", controlnet="tiny"), tmp_path / "r", model_name="tiny")
+    assert service.needs_depth
+    with pytest.raises(InvalidInputError, match="upload a depth map"):
+        service.generate("x", **SMALL)
+    ramp, flat = tmp_path / "ramp.png", tmp_path / "flat.png"
+    Image.linear_gradient("L").resize((64, 32)).save(ramp)
+    Image.new("L", (64, 32), 0).save(flat)
+    first = service.generate("x", seed=1, depth=ramp, **SMALL)
+    second = service.generate("x", seed=1, depth=flat, **SMALL)
+    assert first.image != second.image  # another depth map is another job, another file
+    assert first.parameters["batch"]["job"]["depth_sha256"] != second.parameters["batch"]["job"]["depth_sha256"]
+    assert service.generate("x", seed=1, depth=ramp, **SMALL).image == first.image
+
+
 def test_missing_gradio_says_how_to_install(monkeypatch):
     from pano360.web.app import require_gradio
 
