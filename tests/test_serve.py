@@ -152,7 +152,7 @@ def server(tmp_path_factory, tiny_generators, single_torch_thread):
         port = _free_port()
         app = launch(service, port=port, block=False)
         try:
-            yield f"http://127.0.0.1:{port}/", out
+            yield f"http://127.0.0.1:{port}/", out, service
         finally:
             app.close()
 
@@ -171,7 +171,7 @@ def test_serve_cli_checks_before_loading(tmp_path, capsys, monkeypatch):
 def test_api_errors_then_returns_a_png_with_gpano_xmp_and_refuses_other_files(server):
     from gradio_client import Client
 
-    url, out = server
+    url, out, _ = server
     client = Client(url, verbose=False)
     with pytest.raises(Exception, match="multiple of 8"):  # shown to the caller; the server goes on
         client.predict("x", "", "circular", "none", 36, 64, 2, 7.5, 1, api_name="/generate")
@@ -198,7 +198,8 @@ def test_api_errors_then_returns_a_png_with_gpano_xmp_and_refuses_other_files(se
 def test_browser_types_a_prompt_generates_and_the_viewer_shows_it(server, browser):  # noqa: F811
     from selenium.webdriver.common.by import By
 
-    url, out = server
+    url, out, service = server
+    earlier = service.generate("an earlier result", seed=5, **SMALL).image.name
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     browser.set_window_size(1280, 1000)
     browser.get(url)
@@ -221,6 +222,24 @@ def test_browser_types_a_prompt_generates_and_the_viewer_shows_it(server, browse
     browser.find_element(By.CSS_SELECTOR, "#pano360-generate").click()
     frame = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#pano360-viewer iframe"))[0]
     assert "a-purple-desert" in frame.get_attribute("title")
+    _expect_viewer_loaded(browser, frame, wait_for)
+    assert [p.name for p in out.glob("a-purple-desert-*.png")]
+
+    # the gallery (refreshed after the request) holds the earlier result; clicking it shows it
+    def thumbnail():
+        for button in browser.find_elements(By.CSS_SELECTOR, "#pano360-gallery button"):
+            images = button.find_elements(By.TAG_NAME, "img")
+            if images and "an earlier result" in (images[0].get_attribute("alt") or "") + button.text:
+                return [button]
+        return []
+
+    wait_for(thumbnail)[0].click()
+    frame = wait_for(lambda: [f for f in browser.find_elements(By.CSS_SELECTOR, "#pano360-viewer iframe")
+                              if earlier in f.get_attribute("title")])[0]
+    _expect_viewer_loaded(browser, frame, wait_for)
+
+
+def _expect_viewer_loaded(browser, frame, wait_for):
     browser.switch_to.frame(frame)
     try:
         state = wait_for(lambda: [s for s in [browser.execute_script(
@@ -230,4 +249,3 @@ def test_browser_types_a_prompt_generates_and_the_viewer_shows_it(server, browse
         assert browser.execute_script("return window.pano360Viewer.getHfov()") > 0
     finally:
         browser.switch_to.default_content()
-    assert [p.name for p in out.glob("a-purple-desert-*.png")]

@@ -36,7 +36,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", default="outputs", help="folder for results (and the gallery)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 shares the app with your network")
-    parser.add_argument("--port", type=int, default=7860, help="port (0: any free port)")
+    parser.add_argument("--port", type=int, default=7860, help="port (0: the first free one from 7860 up)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload in MiB")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="weights dtype")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

@@ -70,9 +70,8 @@ def build_app(service: PanoramaService):
         return (viewer_iframe(result.image), str(result.image), str(result.sidecar), str(result.cubemap_zip),
                 result.parameters, service.gallery())
 
-    def generate(prompt, negative_prompt, method, preset, height, width, steps, guidance, seed, *rest,
+    def generate(prompt, negative_prompt, method, preset, height, width, steps, guidance, seed, depth=None,
                  progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker this way
-        depth = rest[0] if rest else None
         try:
             result = service.generate(prompt, negative_prompt, method, None if preset == "none" else preset,
                                       height, width, steps, guidance, seed, depth=depth,
