@@ -239,13 +239,13 @@ def test_browser_types_a_prompt_generates_and_the_viewer_shows_it(server, browse
     _expect_viewer_loaded(browser, frame, wait_for)
 
 
-def _expect_viewer_loaded(browser, frame, wait_for):
-    browser.switch_to.frame(frame)
+def _expect_viewer_loaded(driver, frame, wait_for):
+    driver.switch_to.frame(frame)
     try:
-        state = wait_for(lambda: [s for s in [browser.execute_script(
+        state = wait_for(lambda: [s for s in [driver.execute_script(
             "return [document.body.getAttribute('data-pano-loaded'), document.body.getAttribute('data-pano-error')]")]
             if s[0] or s[1]])[0]
         assert state == ["1", None], state
-        assert browser.execute_script("return window.pano360Viewer.getHfov()") > 0
+        assert driver.execute_script("return window.pano360Viewer.getHfov()") > 0
     finally:
-        browser.switch_to.default_content()
+        driver.switch_to.default_content()
