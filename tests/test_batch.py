@@ -232,6 +232,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_images(reference, tmp_path):
     unfinished = sorted(set(expected) - set(kept))
     (out / f".{unfinished[0]}.x1y2z3.tmp").write_bytes(b"partial")
     (out / unfinished[-1]).write_bytes(b"not the final image")
+    stale = out / ".manifest.jsonl.a1b2c3.tmp"  # a manifest merge cut short, a while ago
+    stale.write_text("{")
+    os.utime(stale, (time.time() - 120, time.time() - 120))
 
     rerun = subprocess.run(_cli(*_batch_args(jobs_file, out)), check=False, env=_env(), capture_output=True, text=True,
                            timeout=240)

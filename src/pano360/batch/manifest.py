@@ -98,6 +98,18 @@ def all_log_records(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r.get("clock", 0.0))
 
 
+def remove_stale_temporaries(out_dir: str | os.PathLike, older_than_s: float = 60.0) -> None:
+    """Remove the temporary files of manifest merges cut short by a kill. A merge takes milliseconds,
+    so only files older than ``older_than_s`` go: another rank may be merging right now."""
+    now = time.time()
+    for path in Path(out_dir).glob(f".{MANIFEST_NAME}.*.tmp"):
+        try:
+            if now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+        except OSError:
+            pass
+
+
 def merge_manifest(out_dir: str | os.PathLike, jobs: Iterable[dict[str, Any]]) -> Path:
     """Write ``out_dir/manifest.jsonl``: for each job (``{"job", "index", "prompt", "seed", ...}`` in
     order), its latest logged record, or a ``pending`` record. Atomic; returns the path."""

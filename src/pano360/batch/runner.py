@@ -29,7 +29,14 @@ from typing import Any
 
 from ..errors import InvalidInputError, OutputExistsError, Pano360Error
 from .jobs import Job, JobError, shard
-from .manifest import ManifestLog, count_statuses, log_path, merge_manifest, read_records
+from .manifest import (
+    ManifestLog,
+    count_statuses,
+    log_path,
+    merge_manifest,
+    read_records,
+    remove_stale_temporaries,
+)
 
 IMAGE_SUFFIXES = {"png": ".png", "jpg": ".jpg"}
 
@@ -261,6 +268,7 @@ class BatchRunner:
     def run(self) -> BatchSummary:
         settings = self.settings
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out_dir)
         mine = shard(self.jobs, settings.rank, settings.world_size)
         log = ManifestLog(log_path(self.out_dir, settings.rank, settings.world_size))
         statuses: list[dict[str, Any]] = []
