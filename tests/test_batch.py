@@ -284,4 +284,13 @@ def test_cli_errors_before_any_model(tmp_path, capsys):
     assert "holds no jobs" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "o"), "--seeds", "5-1"]) == 2
     assert "backwards" in capsys.readouterr().err
+    (tmp_path / "p.txt").write_text("a\nb\n")
+    assert main(["batch", str(tmp_path / "p.txt"), "-o", str(tmp_path / "o"), "--stride", "8"]) == 2
+    assert "need --method" in capsys.readouterr().err
+    # method flags as in generate, for every job; checked per job before any model loads
+    assert main(["batch", str(tmp_path / "p.txt"), "-o", str(tmp_path / "o"), "--model", "tiny", "--quiet",
+                 "--method", "multidiffusion", "--stride", "3", "--height", "32", "--width", "64"]) == 1
+    assert "2 jobs: 0 generated, 0 finished earlier, 2 failed" in capsys.readouterr().out
+    records = read_records(tmp_path / "o" / "manifest.jsonl")
+    assert all("stride 3" in r["reason"] for r in records) and not list((tmp_path / "o").glob("*.png"))
     shutil.rmtree(tmp_path / "o", ignore_errors=True)

@@ -52,6 +52,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                           help="one job per seed for every line without its own seeds: 0-9, 1,4,9")
     defaults.add_argument("--repeat", type=int, default=1,
                           help="N images per line with seeds seed, seed+1, ... (ignored where seeds are listed)")
+    from .generate import add_method_options
+
+    add_method_options(parser)  # the same method flags as generate, from the methods' declarations
     run_group = parser.add_argument_group("running (does not change the images)")
     run_group.add_argument("--format", dest="image_format", default="png", choices=["png", "jpg"], help="image format")
     run_group.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="weights dtype")
@@ -71,6 +74,25 @@ def job_defaults(args: argparse.Namespace) -> dict:
             "seeds": args.seeds}
 
 
+def cli_method_options(args: argparse.Namespace) -> dict:
+    """Method options given as flags (parsed as ``generate`` parses them), for every job that does not
+    set them itself. They need ``--method`` (or a ``--preset``) to say whose options they are."""
+    from ..errors import InvalidInputError
+    from ..methods import cli_options
+    from ..presets import get_preset
+    from .generate import OPTION_PREFIX, method_options
+
+    given = [flag for flag in cli_options() if getattr(args, OPTION_PREFIX + flag[2:].replace("-", "_"), None)
+             is not None]
+    if not given:
+        return {}
+    method = args.method or (get_preset(args.preset).method if args.preset else None)
+    if method is None:
+        raise InvalidInputError(f"{', '.join(given)} on the command line need --method (or --preset); options of "
+                                "single jobs go in the jobs file")
+    return method_options(argparse.Namespace(**{**vars(args), "method": method}))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..batch import BatchRunner, BatchSettings, load_jobs, process_rank
     from ..errors import InvalidInputError
@@ -81,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         from ..batch.jobs import parse_seeds
 
         parse_seeds(args.seeds)  # a bad range is the user's typo, not a failed job
-    jobs, errors = load_jobs(args.jobs, defaults=job_defaults(args), repeat=args.repeat)
+    defaults = job_defaults(args) | {"options": cli_method_options(args)}
+    jobs, errors = load_jobs(args.jobs, defaults=defaults, repeat=args.repeat)
     if not jobs and not errors:
         raise InvalidInputError(f"{args.jobs} holds no jobs; write one prompt (or JSON object) per line")
     rank, world_size, local_rank = process_rank()
