@@ -334,6 +334,9 @@ def test_eta_steps_prompts_and_sizes():
     with pytest.raises(InvalidInputError, match="1000 training steps"):
         check_steps_for_scheduler(1001, 1000)
     assert check_prompts("a") == ["a"] and check_prompts(("a", "b")) == ["a", "b"]
+    assert check_prompts([["view 1", "view 2"]]) == [["view 1", "view 2"]]  # per-view prompts (multi-view methods)
+    with pytest.raises(InvalidInputError, match=r"prompt\[0\]\[1\] is a int"):
+        check_prompts([["view 1", 2]])
     for bad, fix in ((3, "must be a str"), (None, "must be a str"), ([], "empty list"), (["a", 2], r"prompt\[1\]")):
         with pytest.raises(InvalidInputError, match=fix):
             check_prompts(bad)

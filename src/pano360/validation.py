@@ -96,19 +96,23 @@ def check_generation_args(
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 
 
-def check_prompts(prompt, name: str = "prompt") -> list[str]:
-    """``prompt``: a str or a non-empty list/tuple of str → list of prompts; anything else is an error
-    (a number or None would otherwise be encoded as its repr, or fail deep in the tokenizer)."""
+def check_prompts(prompt, name: str = "prompt") -> list:
+    """``prompt``: a str or a non-empty list/tuple whose items are str (or, for multi-view methods,
+    non-empty lists of str: one prompt per view) → the list; anything else is an error (a number or
+    None would otherwise be encoded as its repr, or fail deep in the tokenizer)."""
     if isinstance(prompt, str):
         return [prompt]
     if isinstance(prompt, (list, tuple)):
         if not prompt:
             raise InvalidInputError(f"{name} is an empty list; give at least one prompt")
         for index, item in enumerate(prompt):
-            if not isinstance(item, str):
-                raise InvalidInputError(
-                    f"{name}[{index}] is a {type(item).__name__} ({item!r}); every prompt must be a str"
-                )
+            views = item if isinstance(item, (list, tuple)) and item else [item]
+            for view, text in enumerate(views):
+                if not isinstance(text, str):
+                    where = f"{name}[{index}]" + (f"[{view}]" if views is item else "")
+                    raise InvalidInputError(
+                        f"{where} is a {type(text).__name__} ({text!r}); every prompt must be a str"
+                    )
         return list(prompt)
     raise InvalidInputError(f"{name} must be a str or a list of str, got {type(prompt).__name__} ({prompt!r})")
 
