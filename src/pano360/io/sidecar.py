@@ -54,7 +54,7 @@ def find_sidecar(image_path: str | os.PathLike) -> Path | None:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that influence the output."""
-    import importlib.metadata as metadata
+    from importlib import metadata
 
     versions = {"python": platform.python_version()}
     for name in ("pano360", "torch", "diffusers", "transformers", "peft", "safetensors", "numpy", "pillow"):
