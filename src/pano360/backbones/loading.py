@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import DEFAULT_MODEL  # defined torch-free for the CLI
 from ..errors import InvalidInputError, ModelLoadError
 from .families import FamilyInfo, family_of_checkpoint_keys, family_of_pipeline
 from .tiny import TINY_MODEL_NAMES
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
 # Depth ControlNets used when a depth image is given without --controlnet.
 DEFAULT_DEPTH_CONTROLNETS = {
     "sd1": "lllyasviel/control_v11f1p_sd15_depth",
@@ -45,7 +45,7 @@ class ModelSource:
     kind: str  # "tiny" | "single_file" | "folder" | "hub"
     path: str | None = None  # resolved local path
     revision: str | None = None  # Hub commit hash when known
-    sha256: str | None = None  # single files only
+    sha256: str | None = None  # single files: the file's SHA-256; folders: io.sidecar.directory_fingerprint
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -206,6 +206,10 @@ def load_backbone(
     elif kind == "folder":
         pipe = _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only=True, token=token)
         source.path = str(Path(model).expanduser().resolve())
+        if hash_single_files:  # same switch: hashing reads every byte once
+            from ..io.sidecar import directory_fingerprint
+
+            source.sha256 = directory_fingerprint(source.path)["sha256"]
     else:
         pipe = _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, token)
         source.revision = _hub_commit(model, cache_dir)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import TINY_MODEL_NAMES  # noqa: F401  (re-exported; defined torch-free for the CLI)
+
 TINY_FAMILIES = ("sd1", "sd2", "sdxl")
-TINY_MODEL_NAMES = {"tiny": "sd1", "tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
 TEXT_WIDTH = 32
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "turn one photo into a full 360° panorama around it"
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
@@ -16,7 +18,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "outpaint",
-        help="turn one photo into a full 360° panorama around it",
+        help=HELP,
         description=(
             "Place a photo on the sphere (its camera: --yaw, --pitch, horizontal --fov; the FoV is read from\n"
             "the EXIF focal length when --fov is not given), inpaint everything else with wraparound padding\n"

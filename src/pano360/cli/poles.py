@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "refine the zenith and nadir of a panorama (no pinched swirl in a 360 viewer)"
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
@@ -16,7 +18,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "poles",
-        help="refine the zenith and nadir of a panorama (no pinched swirl in a 360 viewer)",
+        help=HELP,
         description=(
             "Regenerate the caps around the poles of an equirectangular panorama. Each pole is rendered as a\n"
             "perspective view looking straight up/down whose outer ring comes from the panorama; the cap is\n"

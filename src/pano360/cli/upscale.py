@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "upscale a panorama 2x/4x (or to a width such as 8192) without reopening the seam"
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
@@ -11,7 +13,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "upscale",
-        help="upscale a panorama 2x/4x (or to a width such as 8192) without reopening the seam",
+        help=HELP,
         description=(
             "Bicubic upscale, then img2img refinement with the panorama's model family in tiles that wrap\n"
             "across the 0/360 seam and blend where they overlap; the VAE encode and decode are tiled and wrap\n"
