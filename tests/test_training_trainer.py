@@ -145,6 +145,9 @@ def test_data_and_output_problems_fail_before_any_model_loads(data, tmp_path, ca
     (tmp_path / "used" / "x").write_text("work")
     assert main(["train", str(data), "--model", "tiny", "-o", str(tmp_path / "used"), "--quiet"]) == 2
     assert "is not empty; pass --resume latest" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["train", str(data), "--model", "tiny", "-o", str(tmp_path / "afile" / "out"), "--quiet"]) == 2
+    assert "is a file" in capsys.readouterr().err
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)

@@ -133,6 +133,9 @@ def check_output(config: TrainingConfig) -> None:
         raise InvalidInputError(f"output folder {config.output!r} is not empty; pass --resume latest to continue "
                                 "its run, --overwrite to start again there, or choose another -o")
     probe_root = output if output.is_dir() else next((p for p in output.parents if p.exists()), Path("."))
+    if not probe_root.is_dir():
+        raise InvalidInputError(f"cannot create output folder {config.output!r}: {probe_root} is a file; choose "
+                                "another -o")
     if not os.access(probe_root, os.W_OK):
         raise InvalidInputError(f"cannot write to {probe_root} (for output {config.output!r}); choose a writable -o")
     if first and config.overwrite and config.resume is None and output.is_dir():
