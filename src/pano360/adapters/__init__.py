@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 ADAPTER_KINDS: dict[str, str] = {}  # kind -> "module:ClassName"; each adapter module adds itself here
+ADAPTER_KINDS["unipano"] = "pano360.adapters.unipano:UniPanoAdapter"
 
 
 def adapter_class(kind: str):
