@@ -137,6 +137,19 @@ def test_half_precision_input_with_float32_weights():
     assert torch.allclose(half.float(), full, atol=0.02, rtol=0.01)  # only the final rounding differs
 
 
+def test_inference_weight_cache_follows_weight_updates():
+    layer = MixtureOfLoRAExperts(D_IN, D_OUT, RANK, EXPERTS)
+    x = torch.randn(6, D_IN)
+    with torch.no_grad():
+        assert torch.count_nonzero(layer(x)) == 0
+        layer.experts[1].up.weight.fill_(0.5)  # in place, as optimizers and load_state_dict do
+        layer.shared_experts.up.weight.fill_(0.25)
+        changed = layer(x)
+        expected, _ = independent_forward(layer, x)
+    assert torch.count_nonzero(changed) > 0
+    torch.testing.assert_close(changed, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_top_k_checked():
     with pytest.raises(ValueError, match="top_k"):
         MixtureOfLoRAExperts(4, 4, num_experts=2, top_k=3)

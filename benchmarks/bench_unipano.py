@@ -1,0 +1,88 @@
+"""Cost of the UniPano adapter (v-LoRA + o-MoE-LoRA) over the plain circular UNet.
+
+Run: ``python benchmarks/bench_unipano.py`` (CPU; about a minute; prints two Markdown tables).
+
+1. FLOPs of one UNet call (classifier-free guidance batch 2) with and without the adapter, for the
+   full-size SD 2 base and SDXL architectures built on the meta device (``common.py``).
+2. Time of one wrapped UNet call on the tiny random models (batch 2, as with guidance), adapter
+   attached vs not, calls alternating, median of 25. The adapter's weights are random (an untrained
+   adapter would compute the same amount).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from common import SD2_BASE_UNET, SDXL_UNET, count_flops, meta_unet, tflop, unet_inputs
+from pano360.adapters.unipano import UniPanoAdapter
+from pano360.backbones.tiny import tiny_unet
+from pano360.backbones.wrap import wraparound
+
+FLOP_CASES = [("SD 2 base", SD2_BASE_UNET, 512, 1024), ("SD 2 base", SD2_BASE_UNET, 1024, 2048),
+              ("SDXL", SDXL_UNET, 1024, 2048)]
+TIME_CASES = [("sd2", 16, 32), ("sd2", 32, 64), ("sdxl", 32, 64)]
+
+
+def flops_table() -> None:
+    print("| model | size (H×W px) | UNet call, CFG batch 2 (TFLOP) | with UniPano (TFLOP) | overhead | "
+          "adapter parameters |")
+    print("|---|---|---|---|---|---|")
+    for name, config, height, width in FLOP_CASES:
+        unet = meta_unet(config)
+        inputs = unet_inputs(config, 2, height // 8, width // 8)
+        plain = count_flops(unet, **inputs)
+        adapter = UniPanoAdapter.for_unet(unet)
+        adapter.attach(unet)
+        adapted = count_flops(unet, **inputs)
+        adapter.detach(unet)
+        parameters = sum(p.numel() for p in adapter.parameters())
+        print(f"| {name} | {height}×{width} | {tflop(plain)} | {tflop(adapted)} | "
+              f"{100 * (adapted / plain - 1):+.2f}% | {parameters / 1e6:.2f} M |")
+
+
+def median_ms_interleaved(call, adapter, unet, repeats: int = 25) -> tuple[float, float]:
+    times = {False: [], True: []}
+    call()
+    for _ in range(repeats):
+        for attached in (False, True):
+            if attached:
+                adapter.attach(unet)
+            start = time.perf_counter()
+            call()
+            times[attached].append(time.perf_counter() - start)
+            adapter.detach(unet)
+    return statistics.median(times[False]) * 1e3, statistics.median(times[True]) * 1e3
+
+
+@torch.no_grad()
+def time_table() -> None:
+    torch.set_num_threads(2)
+    print("| model | latent (units) | wrapped UNet (ms) | + UniPano (ms) | overhead |")
+    print("|---|---|---|---|---|")
+    for family, latent_h, latent_w in TIME_CASES:
+        unet = tiny_unet(family)
+        adapter = UniPanoAdapter.for_unet(unet)
+        generator = torch.Generator().manual_seed(0)
+        for parameter in adapter.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+        latents = torch.randn(2, 4, latent_h, latent_w)
+        text = torch.randn(2, 77, unet.config.cross_attention_dim)
+        extra = {}
+        if family == "sdxl":
+            extra["added_cond_kwargs"] = {"text_embeds": torch.randn(2, 32), "time_ids": torch.zeros(2, 6)}
+
+        def call():
+            unet(latents, 500, encoder_hidden_states=text, **extra)
+
+        with wraparound(unet):
+            plain, adapted = median_ms_interleaved(call, adapter, unet)
+        print(f"| tiny {family} | {latent_h}×{latent_w} | {plain:.1f} | {adapted:.1f} | {100 * (adapted / plain - 1):+.0f}% |")
+
+
+if __name__ == "__main__":
+    flops_table()
+    print()
+    time_table()
