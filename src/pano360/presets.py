@@ -69,6 +69,14 @@ register_preset(Preset(
     {"stride": 8, "loop_closure": False},
 ))
 
+register_preset(Preset(
+    "unipano-paper", "circular",
+    "UniPano/PanFusion's sampling loop: 512x1024, DDIM 50 steps, guidance 9, the reference's pad/crop padding, "
+    "90-degree roll per step, padded decode (give the trained model with --adapter)",
+    {"height": 512, "width": 1024, "num_inference_steps": 50, "guidance_scale": 9.0, "scheduler": "ddim"},
+    {"padding": "reference", "roll_per_step": 90.0},
+))
+
 
 def apply_preset(name: str | None, method, options: dict, generation: dict) -> tuple[object, dict, dict]:
     """Fill what the user did not give from preset ``name``; what was given explicitly wins.
