@@ -224,3 +224,21 @@ def test_wrong_reference_layouts_name_the_keys(unets, tmp_path):
     # An adapter for one UNet refuses another.
     with pytest.raises(ModelLoadError, match="made for another UNet"):
         adapter.attach(unets["sdxl"])
+
+
+def test_training_door_options_and_seed(unets):
+    from pano360.errors import InvalidInputError
+
+    unet = unets["sd1"]
+    options = {"rank": 2, "unipano_experts": 3, "unipano_top_k": 2}
+    first = UniPanoAdapter.for_training(unet, options, seed=7)
+    second = UniPanoAdapter.for_training(unet, options, seed=7)
+    assert first.config["rank"] == 2 and first.config["num_experts"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    key = next(iter(first.layers))
+    other = UniPanoAdapter.for_training(unet, options, seed=8)
+    assert not torch.equal(other.layers[key].to_out.gate.weight, first.layers[key].to_out.gate.weight)
+    for bad, flag in (({"rank": 0}, "--rank"), ({"unipano_experts": 0}, "--unipano-experts"),
+                      ({"unipano_top_k": 5}, "--unipano-top-k")):
+        with pytest.raises(InvalidInputError, match=flag):
+            UniPanoAdapter.check_training_options(bad)

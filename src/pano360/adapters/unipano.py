@@ -130,6 +130,38 @@ class UniPanoAdapter(PanoramaAdapter):
         device = next(unet.parameters()).device
         return adapter.to(device)
 
+    # --- training (pano360 train --adapter unipano) ------------------------------------------------
+    @classmethod
+    def add_training_arguments(cls, group) -> None:
+        group.add_argument("--unipano-experts", type=int, default=4, metavar="N",
+                           help="routed LoRA experts per W_o (UniPano: 4; plus one shared expert)")
+        group.add_argument("--unipano-top-k", type=int, default=2, metavar="K",
+                           help="experts each token is routed to (UniPano: 2; weights not renormalised)")
+
+    @classmethod
+    def check_training_options(cls, options: dict) -> None:
+        from ..errors import InvalidInputError
+
+        rank, experts = int(options.get("rank", 4)), int(options.get("unipano_experts", 4))
+        top_k = int(options.get("unipano_top_k", 2))
+        if rank < 1:
+            raise InvalidInputError(f"--rank must be at least 1, got {rank}")
+        if experts < 1:
+            raise InvalidInputError(f"--unipano-experts must be at least 1, got {experts}")
+        if not 1 <= top_k <= experts:
+            raise InvalidInputError(f"--unipano-top-k must be between 1 and --unipano-experts ({experts}), got {top_k}")
+
+    @classmethod
+    def for_training(cls, unet: nn.Module, options: dict, seed: int) -> UniPanoAdapter:
+        """The trainer's door: ``--rank``, ``--unipano-experts``, ``--unipano-top-k``; ``seed`` fixes the
+        random initialisation (down projections and gates)."""
+        cls.check_training_options(options)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls.for_unet(unet, rank=int(options.get("rank", 4)),
+                                num_experts=int(options.get("unipano_experts", 4)),
+                                top_k=int(options.get("unipano_top_k", 2)))
+
     # --- wiring -------------------------------------------------------------------------------
     @property
     def paths(self) -> list[str]:
