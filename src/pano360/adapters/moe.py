@@ -119,7 +119,8 @@ class MixtureOfLoRAExperts(nn.Module):
         Takes the expert-major tensors of :meth:`forward`: logits and probabilities [N, T], indices [k, T].
         """
         mean_probability = probabilities.mean(dim=1)  # P_i [N]
-        counts = torch.bincount(indices.reshape(-1), minlength=self.num_experts).to(probabilities.dtype)
+        flat = indices.reshape(-1)  # (scatter_add rather than bincount: a fixed output shape, meta-device safe)
+        counts = probabilities.new_zeros(self.num_experts).scatter_add_(0, flat, probabilities.new_ones(flat.shape))
         load = counts * (self.num_experts / indices.numel())  # f_i [N], no gradient
         balance = (mean_probability * load).sum() * self.balance_weight
         z_loss = torch.logsumexp(logits, dim=0).square().mean() * self.z_loss_weight
