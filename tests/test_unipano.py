@@ -242,3 +242,21 @@ def test_training_door_options_and_seed(unets):
                       ({"unipano_top_k": 5}, "--unipano-top-k")):
         with pytest.raises(InvalidInputError, match=flag):
             UniPanoAdapter.check_training_options(bad)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(unets):
+    """The auxiliary loss is collected once per forward pass, not again in a checkpoint recomputation."""
+    grads = []
+    for checkpointing in (False, True):
+        unet = copy.deepcopy(unets["sd2"]).requires_grad_(False).train()
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        adapter = _randomise(UniPanoAdapter.for_unet(unet)).train()
+        adapter.attach(unet)
+        out = _call(unet, "sd2", *_inputs("sd2"))
+        (out.square().mean() + adapter.auxiliary_loss()).backward()
+        assert adapter.auxiliary_loss() is None  # nothing left over from the recomputation
+        grads.append([p.grad.clone() for p in adapter.parameters()])
+        adapter.detach(unet)
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(checkpointed, plain, atol=1e-6, rtol=1e-5)

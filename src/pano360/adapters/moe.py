@@ -165,9 +165,12 @@ class MixtureOfLoRAExperts(nn.Module):
         weights = F.pad(weights, (0, 0, 0, 1), value=1.0).to(tokens.dtype)  # [N+1, T]
         hidden = projected[n:].view(n + 1, r, -1) * weights.unsqueeze(1)  # [N+1, r, T]
         update = F.linear(hidden.view((n + 1) * r, -1).t(), up)  # [T, out]
-        if torch.is_grad_enabled() and not _in_backward() and (self.balance_weight or self.z_loss_weight):
+        if torch.is_grad_enabled() and (self.balance_weight or self.z_loss_weight):
+            # Computed in a gradient-checkpoint recomputation too (it must save the same tensors as the
+            # first pass) but only collected in the first pass.
             aux = self.auxiliary_terms(logits, probabilities, chosen.indices)
-            self._pending = aux if self._pending is None else self._pending + aux
+            if not _in_backward():
+                self._pending = aux if self._pending is None else self._pending + aux
         return update.reshape(*shape[:-1], self.out_features).to(dtype)
 
     def pop_auxiliary_loss(self) -> torch.Tensor | None:
