@@ -88,7 +88,7 @@ class CircularMethod(PanoramaMethod):
                "(UniPano/PanFusion use 90); no effect with exact wraparound padding", kind="float", minimum=0.0),
         Option("padding", "exact", "exact: wraparound padding in every convolution (wrap, wrap_vae); reference: "
                "the PanFusion/UniPano code's pad/crop around each UNet op and 8-column padded VAE decode, for "
-               "comparisons with those papers (replaces wrap and wrap_vae)", kind="str",
+               "comparisons with those papers (replaces wrap and wrap_vae)", kind="choice",
                choices=("exact", "reference")),
     )
     run_class = CircularRun
