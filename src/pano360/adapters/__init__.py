@@ -14,8 +14,10 @@ import importlib
 import os
 from pathlib import Path
 
-ADAPTER_KINDS: dict[str, str] = {}  # kind -> "module:ClassName"; each adapter module adds itself here
-ADAPTER_KINDS["unipano"] = "pano360.adapters.unipano:UniPanoAdapter"
+ADAPTER_KINDS: dict[str, str] = {  # kind -> "module:ClassName"; one line per adapter module
+    "lora": "pano360.adapters.lora:LoRAAdapter",
+    "unipano": "pano360.adapters.unipano:UniPanoAdapter",
+}
 
 
 def adapter_class(kind: str):
