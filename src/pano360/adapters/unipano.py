@@ -104,6 +104,18 @@ class UniPanoAdapter(PanoramaAdapter):
 
     kind: ClassVar[str] = "unipano"
     method: ClassVar[str | None] = None
+    #: ``pano360 train --preset unipano``: the reference code's training defaults (§1.4 of the digest:
+    #: PanFusion's PanoGenerator/main.py, which UniPano runs with). Differences that remain: diffusers'
+    #: per-step cosine to 0 instead of Lightning's per-epoch CosineAnnealingLR to 1e-7, and the
+    #: reference's un-padded VAE encode of the training panoramas (pano360 wraps the VAE).
+    training_presets: ClassVar[dict[str, dict]] = {"unipano": {
+        "description": "UniPano's training defaults: SD 2 base, 512x1024, AdamW lr 2e-4, cosine, rank 4, "
+                       "4 experts top-2, caption dropout 0.2, flip 0.5, no yaw roll, no gradient clipping, fp32",
+        "adapter": "unipano", "model": "stabilityai/stable-diffusion-2-base", "resolution": 512,
+        "learning_rate": 2e-4, "optimizer": "adamw", "lr_scheduler": "cosine", "rank": 4,
+        "unipano_experts": 4, "unipano_top_k": 2, "caption_dropout": 0.2, "random_flip": True,
+        "random_roll": False, "max_grad_norm": 0.0, "batch_size": 1, "mixed_precision": "no",
+    }}
 
     def __init__(self, layers: Mapping[str, Iterable[int]], rank: int = 4, num_experts: int = 4, top_k: int = 2,
                  balance_weight: float = BALANCE_WEIGHT, z_loss_weight: float = Z_LOSS_WEIGHT):

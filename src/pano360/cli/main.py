@@ -15,7 +15,7 @@ import sys
 from .. import __version__
 from ..errors import Pano360Error
 
-SUBCOMMANDS = ["generate", "info", "convert", "view", "eval", "train", "caption"]
+SUBCOMMANDS = ["generate", "info", "convert", "view", "eval", "train", "caption", "qkvo"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
