@@ -70,3 +70,21 @@ def test_qkvo_report_opens_in_headless_chromium_without_errors(run, tmp_path):
     dom = subprocess.run(common + ["--dump-dom", url], check=False, capture_output=True, text=True, timeout=120)
     assert 'data-report-ready="1"' in dom.stdout  # the page's script ran to its end
     assert [line for line in dom.stderr.splitlines() if "CONSOLE" in line] == []
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--subsets", "qx"], "letters from q, k, v, o"),
+    (["--subsets", "none"], "only a --switches entry"),
+    (["--eval-count", "4"], "nothing would be left to train on"),
+    (["--steps", "0"], "--steps must be at least 1"),
+])
+def test_bad_arguments_fail_before_any_model_loads(data, tmp_path, capsys, monkeypatch, extra, message):
+    import pano360.generator
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(pano360.generator.PanoramaGenerator, "from_pretrained", refuse)
+    monkeypatch.setattr("pano360.training.trainer.train", refuse)
+    assert main(["qkvo", str(data), "-o", str(tmp_path / "out"), "--model", "tiny", *extra]) == 2
+    assert message in capsys.readouterr().err
