@@ -157,13 +157,16 @@ class MixtureOfLoRAExperts(nn.Module):
         projected = F.linear(down, tokens)  # [N + (N+1)·r, T]: gate logits, then each expert's r rows
         logits = self._logits_t(projected[:n])
         probabilities = logits.softmax(dim=0)  # p [N, T]
-        chosen = probabilities.topk(self.top_k, dim=0, sorted=False)
+        chosen = probabilities.topk(self.top_k, dim=0, sorted=True)
         # p_i on the k chosen experts, 0 elsewhere (a k-th-place tie, possible only for equal logits,
-        # keeps every tied expert), then weight 1 for the shared expert.
-        kth = chosen.values.amin(dim=0, keepdim=True)
-        weights = probabilities * (probabilities >= kth)
-        weights = F.pad(weights, (0, 0, 0, 1), value=1.0).to(tokens.dtype)  # [N+1, T]
-        hidden = projected[n:].view(n + 1, r, -1) * weights.unsqueeze(1)  # [N+1, r, T]
+        # keeps every tied expert); the shared expert's rows keep weight 1.
+        kth = chosen.values[-1:]  # [1, T]
+        weights = (probabilities * (probabilities >= kth)).to(tokens.dtype).unsqueeze(1)  # [N, 1, T]
+        hidden = projected[n:].view(n + 1, r, -1)  # [N+1, r, T]
+        if torch.is_grad_enabled():
+            hidden = torch.cat([hidden[:n] * weights, hidden[n:]])
+        else:  # inference: scale the routed rows in place (one kernel less per layer)
+            hidden[:n].mul_(weights)
         update = F.linear(hidden.view((n + 1) * r, -1).t(), up)  # [T, out]
         if torch.is_grad_enabled() and (self.balance_weight or self.z_loss_weight):
             # Computed in a gradient-checkpoint recomputation too (it must save the same tensors as the
