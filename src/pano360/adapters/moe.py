@@ -113,15 +113,15 @@ class MixtureOfLoRAExperts(nn.Module):
         return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
     def auxiliary_terms(self, logits: torch.Tensor, probabilities: torch.Tensor,
-                        indices: torch.Tensor) -> torch.Tensor:
+                        selected: torch.Tensor) -> torch.Tensor:
         """balance_weight·Σ_i P_i·f_i + z_loss_weight·mean(logsumexp(logits)²), a scalar (see module doc).
 
-        Takes the expert-major tensors of :meth:`forward`: logits and probabilities [N, T], indices [k, T].
+        Takes the expert-major tensors of :meth:`forward`: logits, probabilities and the boolean top-k
+        mask, all [N, T].
         """
         mean_probability = probabilities.mean(dim=1)  # P_i [N]
-        flat = indices.reshape(-1)  # (scatter_add rather than bincount: a fixed output shape, meta-device safe)
-        counts = probabilities.new_zeros(self.num_experts).scatter_add_(0, flat, probabilities.new_ones(flat.shape))
-        load = counts * (self.num_experts / indices.numel())  # f_i [N], no gradient
+        counts = selected.sum(dim=1).to(probabilities.dtype)  # top-k slots given to each expert
+        load = counts * (self.num_experts / (self.top_k * selected.shape[1]))  # f_i [N], no gradient
         balance = (mean_probability * load).sum() * self.balance_weight
         z_loss = torch.logsumexp(logits, dim=0).square().mean() * self.z_loss_weight
         return balance + z_loss
@@ -157,12 +157,13 @@ class MixtureOfLoRAExperts(nn.Module):
         projected = F.linear(down, tokens)  # [N + (N+1)·r, T]: gate logits, then each expert's r rows
         logits = self._logits_t(projected[:n])
         probabilities = logits.softmax(dim=0)  # p [N, T]
-        chosen = probabilities.topk(self.top_k, dim=0, sorted=True)
-        # p_i on the k chosen experts, 0 elsewhere (a k-th-place tie, possible only for equal logits,
-        # keeps every tied expert); the shared expert's rows keep weight 1.
-        kth = chosen.values[-1:]  # [1, T]
-        weights = (probabilities * (probabilities >= kth)).to(tokens.dtype).unsqueeze(1)  # [N, 1, T]
-        hidden = projected[n:].view(n + 1, r, -1)  # [N+1, r, T]
+        # The top k per token: experts with fewer than k experts strictly more probable (a comparison of
+        # the N² pairs, cheaper than a sort along the short expert axis; a k-th-place tie, possible only
+        # for equal logits, keeps every tied expert). Weights p_i on them, 0 elsewhere.
+        ahead = (probabilities.unsqueeze(0) > probabilities.unsqueeze(1)).sum(dim=1)  # [N, T]
+        selected = ahead < self.top_k
+        weights = (probabilities * selected).to(tokens.dtype).unsqueeze(1)  # [N, 1, T]
+        hidden = projected[n:].view(n + 1, r, -1)  # [N+1, r, T]; the shared expert's rows keep weight 1
         if torch.is_grad_enabled():
             hidden = torch.cat([hidden[:n] * weights, hidden[n:]])
         else:  # inference: scale the routed rows in place (one kernel less per layer)
@@ -171,7 +172,7 @@ class MixtureOfLoRAExperts(nn.Module):
         if torch.is_grad_enabled() and (self.balance_weight or self.z_loss_weight):
             # Computed in a gradient-checkpoint recomputation too (it must save the same tensors as the
             # first pass) but only collected in the first pass.
-            aux = self.auxiliary_terms(logits, probabilities, chosen.indices)
+            aux = self.auxiliary_terms(logits, probabilities, selected)
             if not _in_backward():
                 self._pending = aux if self._pending is None else self._pending + aux
         return update.reshape(*shape[:-1], self.out_features).to(dtype)
