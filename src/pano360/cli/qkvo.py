@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "UniPano's q/k vs v/o LoRA analysis (isolation and switching experiments)"
+"""The one line ``pano360 --help`` shows for this command."""
+
 DESCRIPTION = """\
 UniPano's analysis of the attention projections as a tool. On the panoramas in DATA (a folder with
 captions, a Matterport3D skybox tree or hf:NAME, as for 'pano360 train'):
@@ -22,10 +25,10 @@ OUT/loras/ and every image under OUT/variants/. See docs/methods.md (UniPano).""
 
 def register(subparsers) -> argparse.ArgumentParser:
     from ..analysis.qkvo import DEFAULT_METRICS, DEFAULT_SUBSETS, DEFAULT_SWITCHES
-    from ..backbones.loading import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL
     from .main import HelpFormatter
 
-    parser = subparsers.add_parser("qkvo", help="UniPano's q/k vs v/o LoRA analysis (isolation and switching)",
+    parser = subparsers.add_parser("qkvo", help=HELP,
                                    description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("data", metavar="DATA", help="training panoramas with captions (as for pano360 train)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the run's files")
