@@ -260,3 +260,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(unets):
         adapter.detach(unet)
     for plain, checkpointed in zip(*grads):
         torch.testing.assert_close(checkpointed, plain, atol=1e-6, rtol=1e-5)
+
+
+def test_unreadable_reference_checkpoint_is_one_line(tmp_path):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="could not read"):
+        UniPanoAdapter.from_reference_checkpoint(path)

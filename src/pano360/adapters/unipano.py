@@ -255,8 +255,13 @@ class UniPanoAdapter(PanoramaAdapter):
         source = "reference state dict"
         if isinstance(path_or_state, (str, os.PathLike)):
             source = str(path_or_state)
-            try:
-                state = torch.load(path_or_state, map_location="cpu", weights_only=True)
+            try:  # memory-mapped: the frozen UNet/VAE/text encoder saved beside the adapter are never read
+                state = torch.load(path_or_state, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
+                try:
+                    state = torch.load(path_or_state, map_location="cpu", weights_only=True)
+                except Exception as error:
+                    raise ModelLoadError(f"could not read {source} ({type(error).__name__}: {error})") from error
             except Exception as error:
                 raise ModelLoadError(f"could not read {source} ({type(error).__name__}: {error})") from error
         else:
@@ -318,5 +323,6 @@ class UniPanoAdapter(PanoramaAdapter):
                      if keys]
             raise ModelLoadError(f"{source} is not a complete UniPano adapter: {'; '.join(parts)}")
         own = adapter.state_dict()
-        adapter.load_state_dict({ours: state[ref].to(own[ours].dtype) for ref, ours in expected.items()}, strict=True)
+        adapter.load_state_dict({ours: state[ref].to(own[ours].dtype).clone() for ref, ours in expected.items()},
+                                strict=True)
         return adapter
