@@ -167,7 +167,7 @@ def _shown(option) -> str:
 
 def apply_preset(args: argparse.Namespace) -> None:
     """Fill the method and size the user did not give from ``--preset`` (explicit arguments win)."""
-    from ..backbones.loading import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL
     from ..backbones.schedulers import DEFAULT_SCHEDULER
     from ..presets import apply_preset as resolve
 
