@@ -14,7 +14,9 @@ import importlib
 import os
 from pathlib import Path
 
-ADAPTER_KINDS: dict[str, str] = {}  # kind -> "module:ClassName"; each adapter module adds itself here
+ADAPTER_KINDS: dict[str, str] = {  # kind -> "module:ClassName"
+    "mvdiffusion": "pano360.adapters.mvdiffusion:MVDiffusionAdapter",
+}
 
 
 def adapter_class(kind: str):
