@@ -126,6 +126,7 @@ class MVDiffusionAdapter(PanoramaAdapter):
             if module is None:
                 continue
             own = module.state_dict()
+            state = ckpt.fit_prefix(state, own)
             cast = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
             load_strict(module, cast, f"the checkpoint's {name}")
             loaded.append(name)

@@ -123,6 +123,15 @@ def _old_vae_key(key: str) -> str:
     return key
 
 
+def fit_prefix(state: dict[str, torch.Tensor], own_keys, prefix: str = "text_model.") -> dict[str, torch.Tensor]:
+    """Drop ``prefix`` from the keys when the target model's own keys lack it (transformers ≥ 5 CLIP text
+    models are no longer wrapped in ``text_model``)."""
+    own = set(own_keys)
+    if any(k.startswith(prefix) for k in own) or not all(k.startswith(prefix) for k in state):
+        return state
+    return {k[len(prefix):]: v for k, v in state.items()}
+
+
 def reference_state_dict(adapter, unet=None, vae=None, text_encoder=None) -> dict[str, torch.Tensor]:
     """A state dict in the released checkpoints' layout (for tests and for exporting trained blocks):
     the adapter's blocks under ``mv_base_model.``, optionally the UNet, the VAE (old attention names)
@@ -134,6 +143,7 @@ def reference_state_dict(adapter, unet=None, vae=None, text_encoder=None) -> dic
         state.update({"vae." + _old_vae_key(key): value for key, value in vae.state_dict().items()})
     if text_encoder is not None:
         for key, value in text_encoder.state_dict().items():
+            key = key if key.startswith("text_model.") else "text_model." + key  # transformers 4.28 layout
             state["text_encoder." + key] = value.half() if value.is_floating_point() else value
         positions = text_encoder.config.max_position_embeddings
         state["text_encoder.text_model.embeddings.position_ids"] = torch.arange(positions)[None]
