@@ -67,6 +67,10 @@ class LevelGeometry:
             along the height: tap t occupies rows t·h … (t + 1)·h − 1).
         valid: [V, h, w, 18, 1] 1.0 for taps inside the neighbour image, 0.0 outside.
         delta: [V, h, w, 18, 2] displacement of each tap from the query pixel, query-feature pixels.
+        index, weights: [V·h·w·18, 4] the bilinear corners of each tap as rows of the views' flattened
+            pixels (view j, pixel (y, x) → j·h·w + y·w + x) and their weights (``grid_sample``'s
+            bilinear weights with ``align_corners=True``, 0 for corners outside the image, times the
+            tap's validity), for ``embedding_bag``.
     """
 
     views: int
@@ -76,12 +80,30 @@ class LevelGeometry:
     grid: Tensor
     valid: Tensor
     delta: Tensor
+    index: Tensor
+    weights: Tensor
     _encodings: dict = field(default_factory=dict, repr=False)
+    _group_index: dict = field(default_factory=dict, repr=False)
+
+    def bag_index(self, groups: int) -> Tensor:
+        """``index`` for ``groups`` stacked groups of views [G·V·h·w·18, 4] (offset by the group's rows)."""
+        if groups not in self._group_index:
+            offsets = torch.arange(groups, device=self.index.device) * (self.views * self.height * self.width)
+            self._group_index[groups] = (self.index[None] + offsets[:, None, None]).reshape(-1, 4)
+        return self._group_index[groups]
+
+    def bag_weights(self, groups: int, dtype: torch.dtype) -> Tensor:
+        """``weights`` repeated for ``groups`` groups [G·V·h·w·18, 4] in ``dtype``."""
+        key = (groups, dtype)
+        if key not in self._group_index:
+            self._group_index[key] = self.weights.to(dtype).repeat(groups, 1)
+        return self._group_index[key]
 
     def masked_encoding(self, encoder, dtype: torch.dtype) -> Tensor:
-        """γ(δ)·valid [V, h, w, 18, d] for a positional encoder, cached per (frequencies, dtype)."""
+        """γ(δ)·valid [V, h, w, 18, d] for a positional encoder, cached per (band count, dtype, device);
+        the bands are a function of their count (checkpoints with other bands are rejected on loading)."""
         bands = encoder.freq_bands
-        key = (bands.shape[-1], bands.detach().cpu().numpy().tobytes(), dtype)
+        key = (bands.shape[-1], dtype, str(bands.device))
         if key not in self._encodings:
             with torch.no_grad():
                 self._encodings[key] = (encoder(self.delta.to(bands.device)) * self.valid.to(bands.device)).to(dtype)
@@ -133,13 +155,42 @@ def level_geometry(cameras: Cameras, height: int, width: int, device=None) -> Le
         t = t.reshape(views, SLOTS, height, width, *t.shape[4:])
         return t.movedim(1, 3).contiguous()
 
+    index, weights = bilinear_corners(grid, neighbour_indices(views).reshape(-1), height, width)
+    weights = weights * query_major(valid.to(torch.float32)).reshape(-1, 1)
     return LevelGeometry(
-        views=views, height=height, width=width,
+        views=views, height=height, width=width, index=index.to(device), weights=weights.to(device),
         source=neighbour_indices(views).reshape(-1).to(device),
         grid=grid.to(device),
         valid=query_major(valid.to(torch.float32))[..., None].to(device),
         delta=query_major(delta).to(device),
     )
+
+
+def bilinear_corners(grid: Tensor, source: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Corner rows and weights [V·h·w·18, 4] of ``grid`` [V·2, 9·h, w, 2] (query-major order), as
+    ``grid_sample(bilinear, zeros, align_corners=True)`` computes them from normalised coordinates."""
+    pairs = grid.shape[0]
+    taps = grid.view(pairs, TAPS, height, width, 2)
+    ix = ((taps[..., 0] + 1) / 2) * (width - 1)
+    iy = ((taps[..., 1] + 1) / 2) * (height - 1)
+    ix, iy = ix.clamp(-2, width + 1), iy.clamp(-2, height + 1)  # far-away taps: all corners outside
+    x0, y0 = torch.floor(ix), torch.floor(iy)
+    x1, y1 = x0 + 1, y0 + 1
+    corners = [(x0, y0, (x1 - ix) * (y1 - iy)), (x1, y0, (ix - x0) * (y1 - iy)),
+               (x0, y1, (x1 - ix) * (iy - y0)), (x1, y1, (ix - x0) * (iy - y0))]
+    rows, weights = [], []
+    base = (source * height * width).view(pairs, 1, 1, 1)
+    for cx, cy, weight in corners:
+        inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
+        row = base + cy.clamp(0, height - 1).long() * width + cx.clamp(0, width - 1).long()
+        rows.append(row)
+        weights.append(weight * inside)
+    views = pairs // 2
+
+    def query_major(t: Tensor) -> Tensor:  # [V·2, 9, h, w, 4] -> [V·h·w·18, 4]
+        return t.reshape(views, SLOTS, height, width, 4).movedim(1, 3).reshape(-1, 4)
+
+    return query_major(torch.stack(rows, -1)), query_major(torch.stack(weights, -1))
 
 
 class CorrespondenceCache:
