@@ -206,9 +206,11 @@ def test_bad_input_fails_before_any_model_call(tiny_generators, monkeypatch, opt
 
 
 def test_model_free_checks():
+    from pano360.methods import GenerationRequest
+
     method = get_method("multidiffusion", window=64, stride=16)
-    method.check_size(512, 2048)
+    method.check(GenerationRequest(512, 2048, 50, 7.5))
     with pytest.raises(InvalidInputError, match="use a width of 2048 or 2176 px"):
-        method.check_size(512, 2056)
+        method.check(GenerationRequest(512, 2056, 50, 7.5))
     with pytest.raises(InvalidInputError, match="unknown|has no option"):
         get_method("multidiffusion", strides=8)

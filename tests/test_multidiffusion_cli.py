@@ -54,17 +54,13 @@ def test_preset_and_knobs_reach_the_sidecar(tmp_path):
 
 
 def test_preset_fills_size_and_options():
-    import argparse
-
     from pano360.cli.generate import apply_preset, method_options
+    from pano360.cli.main import build_parser
 
-    args = argparse.Namespace(preset="syncdiffusion-script", method=None, height=None, width=None, window=None,
-                              stride=None, view_batch_size=None, sync_weight=None, sync_decay_rate=None,
-                              sync_freq=None, sync_threshold=None, anchor=None, sync_batch_size=None,
-                              sync_decoder=None, gradient_checkpointing=False, loop_closure="on", no_wrap_vae=False)
+    args = build_parser().parse_args(["generate", "a room", "--preset", "syncdiffusion-script", "--loop-closure", "on"])
     apply_preset(args)
-    assert (args.method, args.height, args.width) == ("syncdiffusion", 512, 3072)
-    options = method_options(args)
+    assert (args.method, args.height, args.width, args.steps) == ("syncdiffusion", 512, 3072, 50)
+    options = {**args.preset_options, **method_options(args)}
     assert options["sync_threshold"] == 10 and options["stride"] == 16 and options["sync_weight"] == 20.0
     assert options["loop_closure"] is True  # explicit arguments win over the preset
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pano360.errors import InvalidInputError
-from pano360.methods.syncdiffusion import SyncDiffusionMethod
+from pano360.methods.syncdiffusion import SyncDiffusionMethod, SyncDiffusionRun
 from pano360.nets.lpips import LPIPS
 
 H, W = 64, 192  # pixels: 8 x 24 latents; window 8 x 16 (tiny native 16, clipped), stride 8: 2 windows
@@ -31,13 +31,20 @@ def run(gen, latents, method, steps=2, **kwargs):
                progress=False, **kwargs)
 
 
-class Recording(SyncDiffusionMethod):
-    """Keeps the context, the latents before each sync and the latents after each step."""
+class RecordingRun(SyncDiffusionRun):
+    def denoise(self, model, latents, t, i):
+        self.method.seen.append((self, model, latents.detach().clone(), t))
+        return super().denoise(model, latents, t, i)
 
-    def before_step(self, ctx, latents, t, i):
-        self.seen = getattr(self, "seen", [])
-        self.seen.append((ctx, latents.detach().clone(), t))
-        return super().before_step(ctx, latents, t, i)
+
+class Recording(SyncDiffusionMethod):
+    """Keeps the run, the guided model and the latents before each step."""
+
+    run_class = RecordingRun
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.seen = []
 
 
 def test_zero_weight_equals_multidiffusion(tiny_generators, lpips):
@@ -117,20 +124,20 @@ def test_sync_step_lowers_distance_to_anchor(tiny_generators, lpips):
     method = Recording(stride=8, sync_weight=5.0, sync_threshold=1, perceptual_loss=lpips)
     gen(PROMPT, method=method, height=H, width=256, latents=noise(3, H, 256), num_inference_steps=1,
         output_type="latent", progress=False)
-    ctx, latents, t = method.seen[0]
-    grid = method.grid(ctx)
+    run, model, latents, t = method.seen[0]
+    grid = run.grid
     windows = grid.crop(latents)
-    anchor = method.anchor_index(ctx)
+    anchor = run.anchor
     assert len(grid) == 4 and anchor == 2
     pairs = [(0, v) for v in range(len(grid)) if v != anchor]
 
     def distances(w):
         with torch.no_grad():
-            target = method.decode_prediction(ctx, w[:, anchor], t, [(0, anchor)], 1)
-            images = method.decode_prediction(ctx, torch.stack([w[0, v] for _, v in pairs]), t, pairs, 8)
+            target = run.decode_prediction(model, w[:, anchor], t, [(0, anchor)], 1)
+            images = run.decode_prediction(model, torch.stack([w[0, v] for _, v in pairs]), t, pairs, 8)
             return lpips(images, target)
 
-    gradients = method.sync_gradients(ctx, windows, t)
+    gradients, _ = run.sync_gradients(model, windows, t)
     assert torch.all(gradients[:, anchor] == 0)
     before = distances(windows)
     after = distances(windows - 5.0 * gradients)
@@ -179,15 +186,15 @@ def test_out_of_memory_halves_the_gradient_batch_with_the_same_result(tiny_gener
                   progress=False, stride=8, sync_weight=20.0, perceptual_loss=lpips)
     expected = gen(PROMPT, method="syncdiffusion", sync_batch_size=1, **common).latents
     sizes = []
-    window_gradients = SyncDiffusionMethod.window_gradients
+    window_gradients = SyncDiffusionRun.window_gradients
 
-    def limited(self, ctx, leaf, *args):
+    def limited(self, model, leaf, *args):
         sizes.append(leaf.shape[0])
         if leaf.shape[0] > 1:
             raise torch.OutOfMemoryError("pretend: 1 window fits")
-        return window_gradients(self, ctx, leaf, *args)
+        return window_gradients(self, model, leaf, *args)
 
-    monkeypatch.setattr(SyncDiffusionMethod, "window_gradients", limited)
+    monkeypatch.setattr(SyncDiffusionRun, "window_gradients", limited)
     got = gen(PROMPT, method="syncdiffusion", sync_batch_size="auto", **common).latents
     assert sizes == [3, 1, 1, 1]  # auto starts with min(4, 3 windows) on a CPU, halves to 1, keeps 1
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

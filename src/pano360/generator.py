@@ -13,23 +13,24 @@ import numpy as np
 import torch
 
 from . import __version__
-from .backbones import adapters
+from .backbones import adapters as lora_files
+from .backbones.conditioning import TextConditioning, encode_prompts
 from .backbones.device import apply_memory_format, resolve_channels_last, resolve_device, resolve_dtype
+from .backbones.guided import GuidedModel
+from .backbones.components import BackboneComponents
 from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
 from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
-from .backbones.wrap import wraparound
-from .backbones.conditioning import TextConditioning, encode_prompts
-from .backbones.guided import GuidedModel
 from .errors import InvalidInputError
 from .io.sidecar import library_versions
-from .methods import GenerationContext, get_method
+from .methods import GenerationRequest, PanoramaMethod, RunContext, get_method
 from .output import PanoramaOutput
+from .presets import apply_preset
 from .validation import check_generation_args
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class PanoramaGenerator:
+class PanoramaGenerator(BackboneComponents):
     """Text → 360° panorama with any method, on SD 1.x/2.x/SDXL backbones.
 
     Build it with :meth:`from_pretrained`, then call it::
@@ -45,6 +46,8 @@ class PanoramaGenerator:
         self.base_scheduler_config = backbone.pipe.scheduler.config
         self.channels_last = channels_last
         resolve_channels_last(channels_last, self.device)  # checks the value
+        self.adapters: list = []  # trained panorama adapters (pano360.adapters), attached for each run
+        self.adapter_sources: list[dict] = []
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -65,6 +68,7 @@ class PanoramaGenerator:
         token: str | bool | None = None,
         prediction_type: str | None = None,
         channels_last: bool | str = "auto",
+        adapter: str | Sequence[str] | None = None,
     ) -> PanoramaGenerator:
         """Load a backbone (Hub id, diffusers folder, single ``.safetensors``/``.ckpt`` file, or ``tiny``).
 
@@ -80,6 +84,8 @@ class PanoramaGenerator:
             prediction_type: override the scheduler's (``"epsilon"`` or ``"v_prediction"``).
             channels_last: run convolutions in channels-last memory layout: ``"auto"`` (on the CPU, where
                 it is measurably faster), True or False. Results agree to float rounding.
+            adapter: trained panorama adapter(s): a pano360 adapter folder (``pano360 train``) or a
+                reference checkpoint (MVDiffusion, UniPano), see :func:`pano360.adapters.load_adapter`.
         """
         check_scheduler_name(scheduler)
         device = resolve_device(device)
@@ -89,9 +95,12 @@ class PanoramaGenerator:
         embedding_list = [(entry, None) if isinstance(entry, (str, os.PathLike)) else tuple(entry)
                           for entry in embeddings or []]
         for source, _ in lora_list:
-            adapters.check_adapter_path(str(source))
+            lora_files.check_adapter_path(str(source))
         for source, _ in embedding_list:
-            adapters.check_adapter_path(str(source), what="embedding")
+            lora_files.check_adapter_path(str(source), what="embedding")
+        adapter_list = [adapter] if isinstance(adapter, (str, os.PathLike)) else list(adapter or [])
+        for source in adapter_list:
+            lora_files.check_adapter_path(str(source), what="adapter")
         backbone = load_backbone(
             model, torch_dtype=dtype, device=device, config=config, variant=variant, cache_dir=cache_dir,
             local_files_only=local_files_only, token=token, prediction_type=prediction_type,
@@ -100,10 +109,12 @@ class PanoramaGenerator:
         if controlnet:
             load_controlnet(backbone, controlnet, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         if lora_list:
-            adapters.load_loras(backbone, [(str(s), float(w)) for s, w in lora_list], cache_dir=cache_dir,
+            lora_files.load_loras(backbone, [(str(s), float(w)) for s, w in lora_list], cache_dir=cache_dir,
                                 local_files_only=local_files_only, token=token)
         for source, embedding_token in embedding_list:
-            adapters.load_embedding(backbone, str(source), token=embedding_token)
+            lora_files.load_embedding(backbone, str(source), token=embedding_token)
+        for source in adapter_list:
+            generator.load_adapter(source)
         return generator
 
     @classmethod
@@ -116,23 +127,7 @@ class PanoramaGenerator:
         backbone = Backbone(pipe=pipe, info=family_info(pipe), source=ModelSource(name, "pipeline"))
         return cls(backbone, scheduler, channels_last=channels_last)
 
-    # --- components ------------------------------------------------------------------------
-    @property
-    def pipe(self):
-        return self.backbone.pipe
-
-    @property
-    def unet(self):
-        return self.backbone.pipe.unet
-
-    @property
-    def vae(self):
-        return self.backbone.pipe.vae
-
-    @property
-    def controlnet(self):
-        return self.backbone.controlnet
-
+    # --- components (pipe, unet, vae, controlnet, info: BackboneComponents) ---------------------
     @property
     def device(self) -> torch.device:
         return self.unet.device
@@ -147,16 +142,27 @@ class PanoramaGenerator:
 
     def load_lora(self, source: str, scale: float = 1.0, weight_name: str | None = None) -> None:
         """Add a LoRA (file or Hub repo) with ``scale``; earlier LoRAs stay active."""
-        adapters.load_loras(self.backbone, [(source, scale)], weight_names=[weight_name])
-        adapters.set_lora_scales(self.backbone, [entry["scale"] for entry in self.backbone.loras])
+        lora_files.load_loras(self.backbone, [(source, scale)], weight_names=[weight_name])
+        lora_files.set_lora_scales(self.backbone, [entry["scale"] for entry in self.backbone.loras])
 
     def set_lora_scales(self, *scales: float) -> None:
         """New scales for the loaded LoRAs, in load order (0 disables one exactly)."""
-        adapters.set_lora_scales(self.backbone, list(scales))
+        lora_files.set_lora_scales(self.backbone, list(scales))
 
     def load_embedding(self, path: str, token: str | None = None) -> list[str]:
         """Load a textual-inversion embedding; returns the tokens to use in prompts."""
-        return adapters.load_embedding(self.backbone, path, token=token)
+        return lora_files.load_embedding(self.backbone, path, token=token)
+
+    def load_adapter(self, source) -> None:
+        """Add a trained panorama adapter (folder, reference checkpoint, or a PanoramaAdapter object)."""
+        from .adapters import load_adapter
+        from .adapters.base import PanoramaAdapter
+
+        adapter = source if isinstance(source, PanoramaAdapter) else load_adapter(source)
+        adapter.check_backbone(self.unet)
+        adapter.to(device=self.device, dtype=self.dtype)
+        self.adapters.append(adapter)
+        self.adapter_sources.append({"source": str(getattr(source, "kind", source)), "kind": adapter.kind})
 
     def load_controlnet(self, controlnet: str) -> None:
         load_controlnet(self.backbone, controlnet)
@@ -169,13 +175,14 @@ class PanoramaGenerator:
     # --- generation ------------------------------------------------------------------------
     def __call__(
         self,
-        prompt: str | list[str],
-        method: str = "circular",
+        prompt: str | list,
+        method: str | PanoramaMethod | None = None,
         *,
+        preset: str | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
         seed: int | Sequence[int] | None = None,
@@ -194,15 +201,19 @@ class PanoramaGenerator:
         """Generate panoramas.
 
         Args:
-            prompt: one prompt or a list (one panorama per prompt, times ``num_images_per_prompt``).
-            method: ``"circular"`` (see :func:`pano360.available_methods`); ``**method_options`` go to it.
+            prompt: one prompt or a list (one panorama per prompt, times ``num_images_per_prompt``);
+                multi-view methods also take one prompt per view (see the method's documentation).
+            method: a name from :func:`pano360.available_methods` (default ``"circular"``, or the preset's)
+                or a configured method; ``**method_options`` are its options.
+            preset: settings of a reference run (:mod:`pano360.presets`); explicit arguments win.
             height, width: pixels, multiples of 8, height ≤ width. Default: the model's native height
                 (512 for SD 1/2, 1024 for SDXL) and twice that width (a full 2:1 sphere).
-            num_inference_steps, guidance_scale, negative_prompt, eta: as in diffusers.
+            num_inference_steps (default 50), guidance_scale (default 7.5), negative_prompt, eta: as in diffusers.
             seed: base seed; image i uses ``seed + i`` (or a list of seeds). Random if neither ``seed``
                 nor ``generator`` is given; the seeds used are in ``output.parameters["seeds"]``.
             generator: a ``torch.Generator`` or one per image (diffusers style), instead of ``seed``.
-            latents: initial noise [B, 4, H/8, W/8] (unit variance; scaled by the scheduler here).
+            latents: initial noise [B, *latent shape] (unit variance; scaled by the scheduler here); the
+                latent shape is the method's: [B, 4, H/8, W/8] for equirect methods.
             control_image: depth image for the ControlNet (PIL image, path, array or [B|1, 3, H, W]
                 tensor in [0, 1]); resized to the panorama size.
             output_type: ``"pil"``, ``"np"`` ([B, H, W, 3] in [0, 1]), ``"pt"`` or ``"latent"``.
@@ -211,85 +222,97 @@ class PanoramaGenerator:
         """
         started = time.perf_counter()
         info = self.backbone.info
-        height = height or info.native_size
-        width = width or 2 * height
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise InvalidInputError("give at least one prompt")
+        chosen, options, settings = apply_preset(preset, method, method_options, {
+            "height": height, "width": width, "num_inference_steps": num_inference_steps,
+            "guidance_scale": guidance_scale, "scheduler": scheduler})
+        method_obj = get_method(chosen, **options)
+        default_height, default_width = method_obj.default_size(info)
+        height = settings.get("height") or default_height
+        width = settings.get("width") or (2 * height if settings.get("height") else default_width)
+        num_inference_steps = settings.get("num_inference_steps", 50)
+        guidance_scale = settings.get("guidance_scale", 7.5)
         check_generation_args(height=height, width=width, num_inference_steps=num_inference_steps,
                               guidance_scale=guidance_scale, num_images_per_prompt=num_images_per_prompt)
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        scheduler_name = check_scheduler_name(scheduler or self.scheduler_name)
-        method_obj = get_method(method, **method_options)
-        method_obj.check_size(height, width)
-        method_obj.check_for_model(height, width, info, num_inference_steps)
+        scheduler_name = check_scheduler_name(settings.get("scheduler") or self.scheduler_name)
+        units = method_obj.prompt_units(prompt)
+        batch = len(units) * num_images_per_prompt
+        request = GenerationRequest(height=height, width=width, num_inference_steps=num_inference_steps,
+                                    guidance_scale=guidance_scale, batch_size=batch,
+                                    has_control=control_image is not None)
+        method_obj.check(request)
+        method_obj.check_for_model(request, info, scheduler_name, self.adapters)
         if control_image is not None and self.controlnet is None:
             raise InvalidInputError("a control image was given but no ControlNet is loaded; pass controlnet=... "
                                     "to from_pretrained (CLI: --controlnet)")
         if self.controlnet is not None and control_image is None:
             raise InvalidInputError("a ControlNet is loaded: give a control_image (CLI: --depth IMAGE)")
-        method_obj.fetch_resources(num_inference_steps)
+        method_obj.fetch_resources(request)
 
-        batch = len(prompts) * num_images_per_prompt
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        negatives = _expand_negative(negative_prompt, len(prompts) // num_images_per_prompt, num_images_per_prompt)
+        prompts = [u for u in units for _ in range(num_images_per_prompt)]
+        negatives = _expand_negative(negative_prompt, len(units), num_images_per_prompt)
         generators, seeds = _make_generators(seed, generator, batch)
-        latent_shape = (4, height // info.vae_scale_factor, width // info.vae_scale_factor)
-        noise = _initial_noise(latents, generators, batch, latent_shape, self.device, self.dtype)
         control = _prepare_control_image(control_image, batch, height, width, self.device, self.dtype)
-
         channels_last = resolve_channels_last(self.channels_last, self.device)
         apply_memory_format(channels_last, self.unet, self.vae, self.controlnet)
         sched = make_scheduler(scheduler_name, self.base_scheduler_config)
         sched.set_timesteps(num_inference_steps, device=self.device)
-        text = self.encode_prompt(prompts, negatives, guidance=guidance_scale != 1.0)
-        denoiser = GuidedModel(self.unet, text, guidance_scale, controlnet=self.controlnet,
-                               controlnet_scale=controlnet_conditioning_scale)
-        ctx = GenerationContext(height=height, width=width, info=info, pipe=self.pipe, denoiser=denoiser,
-                                scheduler=sched, batch_size=batch, control_image=control,
-                                generator=generators if batch > 1 else generators[0], channels_last=channels_last)
-        step_kwargs = _scheduler_step_kwargs(sched, eta, ctx.generator)
+        ctx = RunContext(request=request, backbone=self.backbone, scheduler=sched, prompts=prompts,
+                         negative_prompts=negatives, generators=generators, control_image=control,
+                         adapters=list(self.adapters), channels_last=channels_last)
+        run = method_obj.start(ctx)
+        noise = _initial_noise(latents, generators, batch, run.latent_shape, self.device, self.dtype)
+        step_kwargs = _scheduler_step_kwargs(sched, eta, ctx.step_generator)
+        text = self.encode_prompt(run.prompts, run.negative_prompts, guidance=request.guidance)
 
-        timesteps = sched.timesteps
-        iterator = timesteps
+        iterator = sched.timesteps
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(timesteps, desc=f"{method_obj.name} {width}x{height}", unit="step")
-        with wraparound(*method_obj.modules_to_wrap(ctx)):
-            state = method_obj.init_latents(ctx, noise * sched.init_noise_sigma)
+            iterator = tqdm(iterator, desc=f"{method_obj.name} {width}x{height}", unit="step")
+        with run.patches():
+            model = GuidedModel(run.network, text, guidance_scale, controlnet=self.controlnet,
+                                controlnet_scale=controlnet_conditioning_scale)
+            state = run.init_latents(noise * sched.init_noise_sigma)
             for i, t in enumerate(iterator):
-                state = method_obj.before_step(ctx, state, t, i)
                 with torch.no_grad():
-                    model_input = sched.scale_model_input(state, t)
-                    output = method_obj.predict(ctx, model_input, t, i)
+                    state, output = run.denoise(model, state, t, i)
                     state = sched.step(output, t, state, **step_kwargs).prev_sample
                 if callback_on_step_end is not None:
                     tensors = {"latents": state} if "latents" in callback_on_step_end_tensor_inputs else {}
                     returned = callback_on_step_end(self, i, t, tensors) or {}
                     state = returned.get("latents", state)
-            images = None
+            decoded = None
             if output_type != "latent":
                 with torch.no_grad():
-                    images = method_obj.decode(ctx, state)
-        final_latents = state.detach().float().cpu()
+                    decoded = run.decode(state)
         parameters = self._parameters(
             prompts, negatives, method_obj, height, width, num_inference_steps, guidance_scale, scheduler_name,
             eta, seeds, control_image, controlnet_conditioning_scale, latents is not None,
         )
+        parameters["preset"] = preset
         parameters["channels_last"] = channels_last
+        if any(text.truncated):
+            parameters["truncated_prompts"] = [p for p, cut in zip(run.prompts, text.truncated) if cut]
+        if decoded is not None and decoded.geometry is not None:
+            parameters["pano_geometry"] = decoded.geometry
         parameters["elapsed_seconds"] = round(time.perf_counter() - started, 3)
-        return PanoramaOutput(images=_postprocess(images, output_type), latents=final_latents, parameters=parameters)
+        return PanoramaOutput(
+            images=None if decoded is None else _postprocess(decoded.images, output_type),
+            latents=state.detach().float().cpu(), parameters=parameters,
+            views=None if decoded is None or decoded.views is None else _postprocess_views(decoded.views, output_type),
+        )
 
     def _parameters(self, prompts, negatives, method_obj, height, width, steps, guidance, scheduler_name, eta,
                     seeds, control_image, control_scale, custom_latents) -> dict:
         backbone = self.backbone
+        flat = [p[0] if len(p) == 1 else list(p) for p in prompts]
         record = {
-            "prompt": prompts[0] if len(set(prompts)) == 1 else prompts,
+            "prompt": flat[0] if all(p == flat[0] for p in flat) else flat,
             "negative_prompt": (negatives[0] if negatives and len(set(negatives)) == 1 else negatives),
             "method": method_obj.name,
-            "method_options": method_obj.options(),
+            "method_options": method_obj.record(),
             "height": height,
             "width": width,
             "num_inference_steps": steps,
@@ -305,6 +328,7 @@ class PanoramaGenerator:
             "device": str(self.device),
             "loras": [dict(entry) for entry in backbone.loras],
             "embeddings": [dict(entry) for entry in backbone.embeddings],
+            "adapters": [dict(entry) for entry in self.adapter_sources],
             "versions": library_versions() | {"pano360": __version__},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -349,16 +373,16 @@ def _make_generators(seed, generator, batch: int) -> tuple[list[torch.Generator]
 
 
 def _initial_noise(latents, generators, batch, shape, device, dtype) -> torch.Tensor:
-    """Unit Gaussian noise [B, 4, h, w]; drawn on the generator's device (CPU by default, so a seed gives
-    the same panorama on every machine)."""
+    """Unit Gaussian noise [B, *shape] (shape: the method's latent shape per image); drawn on the
+    generator's device (CPU by default, so a seed gives the same panorama on every machine)."""
     if latents is not None:
         latents = torch.as_tensor(latents)
-        if latents.ndim == 3:
+        if latents.ndim == len(shape):
             latents = latents[None]
         if tuple(latents.shape[1:]) != shape or latents.shape[0] not in (1, batch):
             raise InvalidInputError(
                 f"latents have shape {tuple(latents.shape)}, expected ({batch}, {', '.join(map(str, shape))}) "
-                "for this size (height/8 × width/8 latent units)"
+                "for this method and size (latent units = pixels / 8)"
             )
         return latents.expand(batch, *shape).to(device=device, dtype=dtype)
     noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in generators]
@@ -421,3 +445,11 @@ def _postprocess(images: torch.Tensor | None, output_type: str):
     from PIL import Image
 
     return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
+
+
+def _postprocess_views(views: torch.Tensor, output_type: str):
+    """[B, V, 3, h, w] in [-1, 1] → per image, the V views in the output type (latent: None)."""
+    if output_type == "latent":
+        return None
+    processed = [_postprocess(v, output_type) for v in views]
+    return torch.stack(processed) if output_type == "pt" else (np.stack(processed) if output_type == "np" else processed)

@@ -22,7 +22,8 @@ class PanoramaOutput:
     Attributes:
         images: ``output_type="pil"``: list of ``PIL.Image``; ``"np"``: float32 array [B, H, W, 3] in
             [0, 1]; ``"pt"``: tensor [B, 3, H, W] in [0, 1]; ``"latent"``: None.
-        latents: final latents [B, 4, H/8, W/8] (on the CPU, float32).
+        latents: final latents [B, *latent shape] (on the CPU, float32): [B, 4, H/8, W/8] for equirect
+            methods, [B, V, 4, h, w] for multi-view methods.
         parameters: everything needed to reproduce the run (prompt, sizes, seeds, model ids/hashes,
             method options, versions); ``parameters["seeds"][i]`` is image i's seed.
     """
@@ -30,6 +31,7 @@ class PanoramaOutput:
     images: Any
     latents: torch.Tensor
     parameters: dict[str, Any] = field(default_factory=dict)
+    views: Any = None  # multi-view methods: per image, the V view images in the output type
 
     def pil_images(self) -> list:
         """The images as PIL images whatever the output type (decoding is not redone)."""

@@ -18,6 +18,8 @@ DEFAULT_OUTPUT_DIR = "outputs"
 def register(subparsers) -> argparse.ArgumentParser:
     from ..backbones.loading import DEFAULT_MODEL
     from ..backbones.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+    from ..methods import available_methods, method_class
+    from ..presets import PRESETS
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
@@ -37,15 +39,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", help="what the panorama shows")
     what = parser.add_argument_group("what to generate")
-    what.add_argument("--method", default=None, choices=["circular", "multidiffusion", "syncdiffusion"],
-                      help="panorama method (default: circular, or the --preset's): circular = wraparound padding "
-                      "of every convolution; multidiffusion = overlapping native-size windows averaged each step; "
-                      "syncdiffusion = multidiffusion + LPIPS gradient pulling windows towards an anchor window")
-    what.add_argument("--preset", default=None, choices=sorted(_presets()),
-                      help="reference settings (size, method, knobs; explicit options win): syncdiffusion-paper = "
-                      "512x2048, stride 16, weight 20, decay 0.95, sync all 50 steps; syncdiffusion-script = 512x3072, "
-                      "threshold 10; multidiffusion-paper = 512x4096, stride 8 (all without loop closure, as the "
-                      "references; add --loop-closure on for a 360 seam)")
+    what.add_argument("--method", default=None, choices=available_methods(), metavar="METHOD",
+                      help="panorama method (default: circular, or the --preset's): " + "; ".join(
+                          f"{name} = {method_class(name).summary}" for name in available_methods()))
+    what.add_argument("--preset", default=None, choices=sorted(PRESETS), metavar="PRESET",
+                      help="reference settings (method, size, steps, options; explicit options win): " + "; ".join(
+                          f"{name} = {PRESETS[name].description}" for name in sorted(PRESETS)))
     what.add_argument("--height", type=int, default=None,
                       help="height in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1/2, "
                       "1024 for SDXL)")
@@ -55,46 +54,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     what.add_argument("--negative-prompt", default=None, help="what to avoid")
     what.add_argument("--num-images", type=int, default=1, help="panoramas to generate (seeds seed, seed+1, ...)")
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=int, default=50, help="denoising steps")
-    sampling.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (1 = off)")
+    sampling.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50, or the preset's)")
+    sampling.add_argument("--guidance", type=float, default=None,
+                          help="classifier-free guidance scale, 1 = off (default: 7.5, or the preset's)")
     sampling.add_argument("--seed", type=int, default=None, help="random seed (random if omitted; always recorded)")
-    sampling.add_argument("--scheduler", default=DEFAULT_SCHEDULER,
-                          help="sampler: " + ", ".join(SCHEDULERS))
+    sampling.add_argument("--scheduler", default=None,
+                          help=f"sampler (default: {DEFAULT_SCHEDULER}, or the preset's): " + ", ".join(SCHEDULERS))
     sampling.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
-    sampling.add_argument("--no-wrap-vae", action="store_true",
-                          help="circular: do not wrap the VAE (for comparisons; leaves a pixel seam)")
-    windows = parser.add_argument_group("multidiffusion / syncdiffusion (sizes in latent units = pixels / 8)")
-    windows.add_argument("--window", type=int, default=None,
-                         help="window size (default: the model's native size, 64 for SD 1/2, 128 for SDXL)")
-    windows.add_argument("--stride", type=int, default=None,
-                         help="window stride; must divide width/8 (with loop closure) or width/8 - window "
-                         "(default: 8 multidiffusion, 16 syncdiffusion)")
-    windows.add_argument("--loop-closure", choices=["on", "off"], default=None,
-                         help="windows wrap across the left/right seam at every offset, wrapped VAE decode "
-                         "(default: on)")
-    windows.add_argument("--view-batch-size", type=int, default=None,
-                         help="windows per UNet call (memory vs speed, same result; default 8)")
-    windows.add_argument("--sync-weight", type=float, default=None, help="syncdiffusion: gradient step weight w "
-                         "(default 20)")
-    windows.add_argument("--sync-decay-rate", type=float, default=None,
-                         help="syncdiffusion: step i uses w * decay^i (default 0.95)")
-    windows.add_argument("--sync-freq", type=int, default=None, help="syncdiffusion: sync every n-th step (default 1)")
-    windows.add_argument("--sync-threshold", type=int, default=None,
-                         help="syncdiffusion: sync only at steps i < threshold (default: every step; the "
-                         "reference script uses 10)")
-    windows.add_argument("--anchor", type=int, default=None,
-                         help="syncdiffusion: anchor window index, row-major (default: the middle window)")
-    windows.add_argument("--sync-batch-size", default=None, metavar="N|auto",
-                         help="syncdiffusion: windows per gradient pass (memory vs speed, same result; default "
-                              "auto: 4 on a CPU, 8 on a GPU, halved on out-of-memory)")
-    windows.add_argument("--gradient-checkpointing", action="store_true",
-                         help="syncdiffusion: recompute activations in the backward pass (less memory, slower)")
-    windows.add_argument("--sync-decoder", default=None,
-                         help="syncdiffusion fast mode (approximate): taesd, taesdxl or an AutoencoderTiny id/folder "
-                         "to compute the sync loss through instead of the VAE")
-    windows.add_argument("--weights-dir", default=None, metavar="DIR",
-                         help="syncdiffusion: offline folder with the LPIPS files vgg16-397923af.pth and vgg.pth "
-                              "(default: ~/.cache/pano360/weights, downloaded once)")
+    add_method_options(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=DEFAULT_MODEL,
                        help="Hub id, diffusers folder, .safetensors/.ckpt file, or tiny / tiny-sd2 / tiny-sdxl "
@@ -113,6 +80,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--embedding-token", action="append", default=[], metavar="TOKEN",
                        help="token for each --embedding in order (default: from the file, or <s0><s1>... "
                        "for SDXL pivotal-tuning files)")
+    model.add_argument("--adapter", action="append", default=[], metavar="PATH",
+                       help="trained panorama adapter: a folder from 'pano360 train' or a reference checkpoint "
+                       "(MVDiffusion pano.ckpt, UniPano .ckpt); repeat for several")
     model.add_argument("--depth", default=None, metavar="IMAGE",
                        help="depth image for a depth ControlNet (360 depth, resized to the panorama)")
     model.add_argument("--controlnet", default=None,
@@ -139,68 +109,76 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _presets() -> dict:
-    from ..methods.syncdiffusion import PRESETS
-
-    return PRESETS
+OPTION_PREFIX = "method_option__"  # argparse dest of a method option's flag
 
 
-_WINDOW_OPTIONS = {  # CLI attribute -> method option
-    "window": "window", "stride": "stride", "view_batch_size": "view_batch_size", "sync_weight": "sync_weight",
-    "sync_decay_rate": "sync_decay_rate", "sync_freq": "sync_freq", "sync_threshold": "sync_threshold",
-    "anchor": "anchor", "sync_batch_size": "sync_batch_size", "sync_decoder": "sync_decoder",
-    "weights_dir": "weights_dir",
-}
-_SYNC_ONLY = {"sync_weight", "sync_decay_rate", "sync_freq", "sync_threshold", "anchor", "sync_batch_size",
-              "sync_decoder", "gradient_checkpointing", "weights_dir"}
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """One argument per CLI flag of the registered methods' options, built from their declarations.
+
+    A flag shared by several methods (``--stride``) appears once; its help names the methods and
+    their defaults. Every flag defaults to "not given", so the method's own default (or a preset's
+    value) applies unless the user gives one.
+    """
+    from ..methods import cli_options
+
+    group = parser.add_argument_group("method options (sizes in latent units = pixels / 8 unless stated)")
+    for flag, entries in cli_options().items():
+        option = entries[0][1]
+        defaults = ", ".join(f"{name} {_shown(opt)}" for name, opt in entries)
+        text = f"{option.help} [{defaults}]"
+        kwargs = {"dest": OPTION_PREFIX + flag[2:].replace("-", "_"), "default": None, "help": text}
+        if option.kind == "bool" and option.switch:
+            kwargs.update(action="store_const", const=True)
+        elif option.kind == "bool":
+            kwargs.update(choices=["on", "off"])
+        elif option.kind == "choice":
+            kwargs.update(choices=list(option.choices))
+        else:
+            kwargs["metavar"] = option.metavar or option.kind.upper()
+        group.add_argument(flag, **kwargs)
+
+
+def _shown(option) -> str:
+    value = option.describe(option.default)
+    if option.kind == "bool":
+        return "on" if value else "off"
+    return "default" if value is None else str(value)
 
 
 def apply_preset(args: argparse.Namespace) -> None:
-    """Fill what the user did not give from ``--preset`` (explicit arguments win)."""
-    if getattr(args, "preset", None) is None:
-        args.method = args.method or "circular"
-        return
-    preset = _presets()[args.preset]
-    args.method = args.method or preset["method"]
-    args.height = args.height or preset["height"]
-    args.width = args.width or preset["width"]
-    args.preset_options = dict(preset["options"])
+    """Fill the method and size the user did not give from ``--preset`` (explicit arguments win)."""
+    from ..backbones.schedulers import DEFAULT_SCHEDULER
+    from ..presets import apply_preset as resolve
+
+    method, options, settings = resolve(args.preset, args.method, {}, {
+        "height": args.height, "width": args.width, "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance, "scheduler": args.scheduler})
+    args.method = method
+    args.height, args.width = settings.get("height"), settings.get("width")
+    args.steps = settings.get("num_inference_steps", 50)
+    args.guidance = settings.get("guidance_scale", 7.5)
+    args.scheduler = settings.get("scheduler", DEFAULT_SCHEDULER)
+    args.preset_options = options
 
 
 def method_options(args: argparse.Namespace) -> dict:
-    """Method options from the CLI arguments (and the preset)."""
+    """The method options given on the command line, parsed by their declarations (the preset's
+    options are added by the generator; explicit ones win). A flag the chosen method does not have is
+    an error naming the methods that have it."""
     from ..errors import InvalidInputError
+    from ..methods import cli_options, method_class
 
-    options = dict(getattr(args, "preset_options", {}) or {})
-    if args.method == "circular":
-        given = [f"--{k.replace('_', '-')}" for k in [*_WINDOW_OPTIONS, "loop_closure"]
-                 if getattr(args, k, None) is not None] + (["--gradient-checkpointing"]
-                                                           if getattr(args, "gradient_checkpointing", False) else [])
-        if given:
-            raise InvalidInputError(f"{', '.join(given)} apply to --method multidiffusion/syncdiffusion, "
-                                    "not circular")
-        return {"wrap_vae": False} if args.no_wrap_vae else {}
-    for attribute, option in _WINDOW_OPTIONS.items():
-        value = getattr(args, attribute, None)
-        if value is not None:
-            options[option] = value
-    if isinstance(options.get("sync_batch_size"), str) and options["sync_batch_size"] != "auto":
-        try:
-            options["sync_batch_size"] = int(options["sync_batch_size"])
-        except ValueError:
-            raise InvalidInputError(f"--sync-batch-size must be 'auto' or a whole number, "
-                                    f"got {options['sync_batch_size']!r}") from None
-    if getattr(args, "gradient_checkpointing", False):
-        options["gradient_checkpointing"] = True
-    if getattr(args, "loop_closure", None) is not None:
-        options["loop_closure"] = args.loop_closure == "on"
-    if args.no_wrap_vae:
-        options["decode_wrap"] = "none"
-    if args.method == "multidiffusion":
-        sync = sorted(k for k in options if k in _SYNC_ONLY)
-        if sync:
-            raise InvalidInputError(f"{', '.join('--' + k.replace('_', '-') for k in sync)} apply to --method "
-                                    "syncdiffusion only")
+    specs = {spec.cli_flag: spec for spec in method_class(args.method).option_specs().values() if spec.cli}
+    options = {}
+    for flag, entries in cli_options().items():
+        value = getattr(args, OPTION_PREFIX + flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        if flag not in specs:
+            owners = ", ".join(name for name, _ in entries)
+            raise InvalidInputError(f"{flag} applies to --method {owners} only, not {args.method}")
+        spec = specs[flag]
+        options[spec.name] = value if value is True else spec.parse_cli(str(value))
     return options
 
 
@@ -229,7 +207,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     from ..io.atomic import ensure_writable
     from ..io.images import image_format_for
     from ..io.sidecar import sidecar_path
-    from ..methods import get_method
+    from ..methods import GenerationRequest, get_method
     from ..validation import check_existing_file, check_generation_args, check_nonnegative
 
     apply_preset(args)
@@ -237,10 +215,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     width = args.width or 2 * height
     check_generation_args(height=height, width=width, num_inference_steps=args.steps,
                           guidance_scale=args.guidance, num_images_per_prompt=args.num_images)
-    method = get_method(args.method, **method_options(args))
-    method.check_size(height, width)
-    if hasattr(method, "check_options"):
-        method.check_options(args.steps)
+    method = get_method(args.method, **{**args.preset_options, **method_options(args)})
+    request = GenerationRequest(height=height, width=width, num_inference_steps=args.steps,
+                                guidance_scale=args.guidance, batch_size=args.num_images,
+                                has_control=bool(args.depth))
+    method.check(request)
     check_scheduler_name(args.scheduler)
     check_nonnegative(args.eta, "--eta")
     check_nonnegative(args.controlnet_scale, "--controlnet-scale")
@@ -252,6 +231,8 @@ def check_arguments(args: argparse.Namespace) -> None:
                                 "give one scale, or one per --lora")
     for embedding in args.embedding:
         check_adapter_path(embedding, what="embedding")
+    for adapter in args.adapter:
+        check_adapter_path(adapter, what="adapter")
     if len(args.embedding_token) > len(args.embedding):
         raise InvalidInputError("more --embedding-token values than --embedding files")
     if args.depth:
@@ -268,7 +249,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         targets = [output] if args.num_images == 1 else [
             output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(args.num_images)]
         ensure_writable([p for t in targets for p in (t, sidecar_path(t))], args.overwrite)
-    method.fetch_resources(args.steps)  # last, after the cheap checks: SyncDiffusion's LPIPS weights
+    method.fetch_resources(request)  # last, after the cheap checks: SyncDiffusion's LPIPS weights
 
 
 def run(args: argparse.Namespace) -> int:
@@ -289,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     generator = PanoramaGenerator.from_pretrained(
         args.model, torch_dtype=args.dtype, device=args.device, scheduler=args.scheduler, loras=loras,
         embeddings=embeddings, config=args.config, variant=args.variant, cache_dir=args.cache_dir,
-        local_files_only=args.offline, prediction_type=args.prediction_type,
+        local_files_only=args.offline, prediction_type=args.prediction_type, adapter=args.adapter,
         channels_last={"on": True, "off": False}.get(args.channels_last, "auto"),
     )
     if args.depth:
@@ -302,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = method_options(args)
     result = generator(
-        args.prompt, method=args.method, height=args.height, width=args.width, num_inference_steps=args.steps,
+        args.prompt, method=args.method, preset=args.preset, height=args.height, width=args.width,
+        num_inference_steps=args.steps,
         guidance_scale=args.guidance, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images,
         seed=args.seed, eta=args.eta, control_image=args.depth, controlnet_conditioning_scale=args.controlnet_scale,
         progress=not args.quiet, **options,

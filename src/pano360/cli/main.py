@@ -18,11 +18,19 @@ from ..errors import Pano360Error
 SUBCOMMANDS = ["generate", "info", "convert", "view", "eval"]
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default and keeps hand-made line breaks in descriptions.
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows an option's default once (unless its help already says it, or it has none) and keeps
+    hand-made line breaks in descriptions.
 
     Model ids such as ``stabilityai/stable-diffusion-2-base`` are never broken at their hyphens.
     """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, [], argparse.SUPPRESS) or "default" in text.lower() or action.nargs == 0:
+            return text
+        return text + " (default: %(default)s)"
 
     def _split_lines(self, text, width):
         import textwrap

@@ -1,50 +1,85 @@
 """The contract every panorama method fulfils inside the shared denoising loop.
 
-::
+A method is configuration (:class:`PanoramaMethod`: typed options, model-free checks); calling
+:meth:`PanoramaMethod.start` for one generation returns a :class:`MethodRun` that holds that
+generation's state in typed attributes and declares what the loop needs::
 
-    latents = method.init_latents(ctx, noise)              # [B, 4, h, w] equirect latent by default
-    for i, t in enumerate(timesteps):
-        latents = method.before_step(ctx, latents, t, i)   # e.g. SyncDiffusion's gradient step
-        model_in = scheduler.scale_model_input(latents, t)
-        output = method.predict(ctx, model_in, t, i)       # one prediction for the whole panorama
-        latents = scheduler.step(output, t, latents).prev_sample
-    images = method.decode(ctx, latents)                   # [B, 3, H, W] in [-1, 1]
+    run = method.start(ctx)                      # ctx: RunContext (sizes, models, prompts, generators)
+    with run.patches():                          # wraparound padding, adapters, attention blocks
+        model = GuidedModel(run.network, encode_prompts(run.prompts, ...), guidance, controlnet)
+        latents = run.init_latents(noise)        # noise has run.latent_shape per image
+        for i, t in enumerate(timesteps):
+            latents, output = run.denoise(model, latents, t, i)   # before_step + predict by default
+            latents = scheduler.step(output, t, latents).prev_sample
+        decoded = run.decode(latents)            # Decoded(images [B, 3, H, W] in [-1, 1], views=...)
 
-A method never encodes prompts, applies guidance or steps the scheduler: the generator does that
-once for all methods (``ctx.denoiser`` carries conditioning and guidance).
+A run never encodes prompts, applies guidance or steps the scheduler: the generator does that once
+for all methods, and ``model`` (a :class:`~pano360.backbones.guided.GuidedModel`) is the only way to
+call the network. A method that changes coordinates (rolls the latent each step) does so inside
+:meth:`MethodRun.predict`, so a multistep scheduler's history stays in one frame.
+
+This module imports no torch at import time (``--help`` lists methods and their options quickly).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
-
-from ..backbones.vae import decode_latents
+from .._lazy import lazy_module
+from ..backbones.components import BackboneComponents
 from ..errors import InvalidInputError
+from ..options import Option, coerce_all, merged_options
+
+torch = lazy_module("torch")
 
 
-@dataclass
-class GenerationContext:
-    """What a method can see during one generation.
-
-    Sizes: ``height``/``width`` in pixels, ``latent_height``/``latent_width`` in latent units
-    (pixels / ``info.vae_scale_factor``). ``control_image`` is [B, 3, H, W] in [0, 1] or None.
-    """
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What was asked for, before any model is loaded. Sizes in pixels."""
 
     height: int
     width: int
-    info: Any  # backbones.families.FamilyInfo
-    pipe: Any  # the diffusers pipeline (unet, vae, scheduler, ...)
-    denoiser: Any  # pano360.denoiser.Denoiser
+    num_inference_steps: int
+    guidance_scale: float
+    batch_size: int = 1
+    has_control: bool = False
+
+    @property
+    def guidance(self) -> bool:
+        return self.guidance_scale != 1.0
+
+
+@dataclass
+class RunContext(BackboneComponents):
+    """What a run can see of one generation.
+
+    ``prompts[b]`` are image b's prompts, one per conditioning unit (one for a panorama, one per view
+    for a multi-view method); ``negative_prompts[b]`` its negative prompt (None: the empty prompt).
+    ``control_image`` is [B, 3, H, W] in [0, 1] or None. ``generators`` has one ``torch.Generator`` per
+    image. ``adapters`` are the loaded panorama adapters (:mod:`pano360.adapters`).
+    """
+
+    request: GenerationRequest
+    backbone: Any  # pano360.backbones.loading.Backbone
     scheduler: Any
-    batch_size: int
-    control_image: torch.Tensor | None = None
-    generator: Any = None
-    channels_last: bool = False  # the generator's memory layout for convolutions (extra networks follow it)
-    extras: dict = field(default_factory=dict)
+    prompts: list[list[str]]
+    negative_prompts: list[str] | None = None
+    generators: list = field(default_factory=list)
+    control_image: Any = None
+    adapters: list = field(default_factory=list)
+    channels_last: bool = False
+
+    # --- shortcuts (pipe, unet, vae, controlnet, info: BackboneComponents) -----------------------
+    @property
+    def height(self) -> int:
+        return self.request.height
+
+    @property
+    def width(self) -> int:
+        return self.request.width
 
     @property
     def latent_height(self) -> int:
@@ -54,55 +89,166 @@ class GenerationContext:
     def latent_width(self) -> int:
         return self.width // self.info.vae_scale_factor
 
+    @property
+    def batch_size(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def step_generator(self):
+        """What ``scheduler.step(generator=...)`` gets: one generator, or one per image."""
+        return self.generators[0] if len(self.generators) == 1 else self.generators
+
 
 @dataclass
-class PanoramaMethod:
-    """Base class: a plain full-image pass (no wrap). Subclasses override what they change.
+class Decoded:
+    """Decoded output: ``images`` [B, 3, H, W] in about [-1, 1]; ``views`` [B, V, 3, h, w] for multi-view
+    methods; ``geometry`` the part of the sphere the images cover when it is not what their size says
+    (``{"full_width", "full_height", "crop_top"}`` in pixels, for GPano), else None."""
 
-    Options are dataclass fields, so ``get_method(name, **options)`` rejects unknown ones and every
-    option is recorded in the sidecar.
+    images: Any
+    views: Any = None
+    geometry: dict | None = None
+
+
+class MethodRun:
+    """One generation of one method. Subclasses override what they change.
+
+    ``latent_shape`` (per image, latent units) decides the noise, the ``latents=`` check and
+    ``output.latents``; ``prompts`` / ``negative_prompts`` the conditioning units (image-major, one row
+    per unit); ``network`` what the guided model calls.
+    """
+
+    def __init__(self, method: PanoramaMethod, ctx: RunContext):
+        self.method = method
+        self.ctx = ctx
+        self.latent_shape: tuple[int, ...] = (ctx.latent_channels, ctx.latent_height, ctx.latent_width)
+        self.prompts: list[str] = [p for units in ctx.prompts for p in units]
+        self.negative_prompts: list[str] | None = None
+        if ctx.negative_prompts is not None:
+            self.negative_prompts = [n for n, units in zip(ctx.negative_prompts, ctx.prompts) for _ in units]
+        self.network = ctx.unet
+
+    @property
+    def units_per_image(self) -> int:
+        return len(self.ctx.prompts[0])
+
+    # --- module patches -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def patches(self) -> Iterator[None]:
+        """Everything patched into the models for this generation, undone on exit."""
+        with contextlib.ExitStack() as stack:
+            self.enter_patches(stack)
+            yield
+
+    def enter_patches(self, stack: contextlib.ExitStack) -> None:
+        """Attach the loaded adapters (subclasses add wraparound padding etc. after calling this)."""
+        unet = self.ctx.unet
+        for adapter in self.ctx.adapters:
+            network = adapter.attach(unet)
+            stack.callback(adapter.detach, unet)
+            if network is not unet:
+                self.network = network
+
+    # --- the loop hooks -------------------------------------------------------------------------
+    def init_latents(self, noise):
+        """Initial latents from unit Gaussian ``noise`` [B, *latent_shape], already scaled by the scheduler."""
+        return noise
+
+    def denoise(self, model, latents, t, i: int):
+        """(latents the scheduler steps from, guided model output for them) at step ``i``."""
+        latents = self.before_step(model, latents, t, i)
+        output = self.predict(model, self.ctx.scheduler.scale_model_input(latents, t), t, i)
+        return latents, output
+
+    def before_step(self, model, latents, t, i: int):
+        """Change the latents before step ``i`` (default: nothing)."""
+        return latents
+
+    def predict(self, model, model_input, t, i: int):
+        """Guided model output [B, *latent_shape] for the scaled model input."""
+        return model(model_input, t, control=self.ctx.control_image, size_px=(self.ctx.height, self.ctx.width))
+
+    def decode(self, latents) -> Decoded:
+        """Final latents [B, *latent_shape] → :class:`Decoded`."""
+        from ..backbones.vae import decode_latents
+
+        return Decoded(decode_latents(self.ctx.vae, latents))
+
+
+class PanoramaMethod:
+    """Base class of methods: typed options (``options``, merged along the class hierarchy) and checks.
+
+    ``PanoramaMethod(**options)`` validates and normalises every option once; unknown names raise. A
+    subclass sets ``name``, ``summary`` (one line for ``--help``), ``options`` and ``run_class``.
     """
 
     name: ClassVar[str] = "base"
+    summary: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+    run_class: ClassVar[type[MethodRun]] = MethodRun
 
-    # --- checks ------------------------------------------------------------------------------
-    def check_size(self, height: int, width: int) -> None:
-        """Model-free size checks specific to the method (pixels); raise InvalidInputError."""
+    def __init__(self, **values: Any):
+        for key, value in coerce_all(self.option_specs(), values, f"method {self.name!r}").items():
+            setattr(self, key, value)
+        self.check_options()
 
-    def check_for_model(self, height: int, width: int, info, num_inference_steps: int) -> None:
-        """Checks that need the loaded model's facts (e.g. its downsampling factor)."""
+    @classmethod
+    def option_specs(cls) -> dict[str, Option]:
+        return merged_options(cls)
 
-    def fetch_resources(self, num_inference_steps: int) -> None:
-        """Make sure the files the method needs besides the diffusion model (e.g. LPIPS weights) are
-        on disk, downloading them if allowed; raise ModelLoadError naming the fix. Called before any
-        model call (the CLI calls it before it even loads the model)."""
+    def check_options(self) -> None:
+        """Checks across options (each option's own type and range are checked by its declaration)."""
 
-    # --- loop hooks --------------------------------------------------------------------------
-    def modules_to_wrap(self, ctx: GenerationContext) -> list:
-        """Modules patched with wraparound padding for the whole generation."""
-        return []
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.option_specs()}
 
-    def init_latents(self, ctx: GenerationContext, noise: torch.Tensor) -> torch.Tensor:
-        """Initial latents from unit Gaussian ``noise`` [B, 4, h, w] (already scaled by the scheduler)."""
-        return noise
+    def replace(self, **changes: Any) -> PanoramaMethod:
+        return type(self)(**{**self.values(), **changes})
 
-    def before_step(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
-        return latents
+    def record(self) -> dict[str, Any]:
+        """The options as recorded in the sidecar (JSON-friendly)."""
+        return {name: spec.describe(getattr(self, name)) for name, spec in self.option_specs().items()}
 
-    def predict(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
-        """Guided model output [B, 4, h, w] for the scaled panorama latents [B, 4, h, w]."""
-        return ctx.denoiser(latents, t, control=ctx.control_image, size_px=(ctx.height, ctx.width))
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.values().items())
+        return f"{type(self).__name__}({options})"
 
-    def decode(self, ctx: GenerationContext, latents: torch.Tensor) -> torch.Tensor:
-        """Pixels [B, 3, H, W] in about [-1, 1] from final latents [B, 4, h, w]."""
-        return decode_latents(ctx.pipe.vae, latents)
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.values() == self.values()
 
-    def options(self) -> dict:
-        return dataclasses.asdict(self)
+    # --- before any model loads -------------------------------------------------------------------
+    def prompt_units(self, prompt: str | list) -> list[list[str]]:
+        """The user's ``prompt`` → per image, one prompt per conditioning unit (default: one per image)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise InvalidInputError("give at least one prompt")
+        for p in prompts:
+            if not isinstance(p, str):
+                raise InvalidInputError(f"prompts must be text, got {type(p).__name__} ({p!r})")
+        return [[p] for p in prompts]
 
+    def default_size(self, info) -> tuple[int, int]:
+        """(height, width) in pixels when the user gives none: a full 2:1 sphere at the native height."""
+        return info.native_size, 2 * info.native_size
 
-def unknown_option_error(method: str, unknown: set[str], valid: list[str]) -> InvalidInputError:
-    return InvalidInputError(
-        f"method {method!r} has no option(s) {', '.join(sorted(unknown))}; its options are: "
-        f"{', '.join(valid) if valid else '(none)'}"
-    )
+    def check(self, request: GenerationRequest) -> None:
+        """Model-free checks of the request for this method; raise InvalidInputError."""
+
+    def check_for_model(self, request: GenerationRequest, info, scheduler_name: str, adapters=()) -> None:
+        """Checks that need the loaded model's facts (its downsampling, family) or its adapters."""
+        for adapter in adapters:
+            needed = getattr(adapter, "method", None)
+            if needed is not None and needed != self.name:
+                raise InvalidInputError(f"the {adapter.kind} adapter runs with method {needed!r}, not {self.name!r}; "
+                                        f"use --method {needed}")
+
+    def fetch_resources(self, request: GenerationRequest) -> None:
+        """Make sure files the method needs besides the diffusion model are on disk (downloading them if
+        allowed); raise ModelLoadError naming the fix. Called before any model call."""
+
+    def start(self, ctx: RunContext) -> MethodRun:
+        return self.run_class(self, ctx)

@@ -6,47 +6,78 @@ panorama are computed as neighbours and meet without a seam. This is the recipe 
 Coherent_Panorama_SD (SDXL + circular padding of every Conv2d in UNet and VAE, optionally a 360 LoRA
 and a depth ControlNet; ``shared/reference/ecosystem.md`` §2.1 explains why the VAE must wrap too).
 
+``roll_per_step`` turns the panorama by that many degrees more at every step, inside the prediction
+(the latent is rolled, predicted and the prediction rolled back), as PanFusion/UniPano's ``rot_diff``
+does. With exact wraparound padding and rolls that are multiples of the UNet's downsampling this
+changes nothing (a test checks it); it matters for padding schemes that are not exactly periodic.
+
 Cost: one UNet call per step on the whole ``h × w`` latent (no overlapping windows), plus padding
 copies (measured in ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
+from .._lazy import lazy_module
 from ..errors import InvalidInputError
-from .base import GenerationContext, PanoramaMethod
+from ..options import Option
+from .base import MethodRun, PanoramaMethod
+
+torch = lazy_module("torch")
 
 
-@dataclass
+class CircularRun(MethodRun):
+    method: CircularMethod
+
+    def __init__(self, method, ctx):
+        super().__init__(method, ctx)
+        self.roll_columns = int(method.roll_per_step / 360.0 * ctx.latent_width)  # latent columns per step
+
+    def enter_patches(self, stack) -> None:
+        from ..backbones.wrap import wraparound
+
+        super().enter_patches(stack)
+        modules = []
+        if self.method.wrap:
+            modules += [self.ctx.unet, self.ctx.controlnet]
+        if self.method.wrap_vae:
+            modules.append(self.ctx.vae)
+        stack.enter_context(wraparound(*modules))
+
+    def predict(self, model, model_input, t, i: int):
+        shift = (i + 1) * self.roll_columns % self.ctx.latent_width
+        if not shift:
+            return super().predict(model, model_input, t, i)
+        control = self.ctx.control_image
+        if control is not None:
+            control = torch.roll(control, shift * self.ctx.info.vae_scale_factor, dims=-1)
+        output = model(torch.roll(model_input, shift, dims=-1), t, control=control,
+                       size_px=(self.ctx.height, self.ctx.width))
+        return torch.roll(output, -shift, dims=-1)
+
+
 class CircularMethod(PanoramaMethod):
-    """Options:
+    """Wraparound padding in every convolution; one UNet pass over the whole panorama per step."""
 
-    * ``wrap`` (default True): wraparound padding in the UNet/ControlNet; False gives plain SD at the
-      panorama size (for comparisons: its left and right edges do not meet).
-    * ``wrap_vae`` (default True): wraparound padding in the VAE too, so pixels meet as latents do.
-    """
+    name = "circular"
+    summary = "one UNet pass over the whole panorama with wraparound padding in every convolution"
+    options = (
+        Option("wrap", True, "wraparound padding in the UNet and ControlNet (off: plain SD at the panorama size, "
+               "whose left and right edges do not meet; for comparisons)", kind="bool"),
+        Option("wrap_vae", True, "wraparound padding in the VAE too, so pixels meet at the seam as latents do",
+               kind="bool"),
+        Option("roll_per_step", 0.0, "degrees the panorama turns at every step inside the prediction "
+               "(UniPano/PanFusion use 90); no effect with exact wraparound padding", kind="float", minimum=0.0),
+    )
+    run_class = CircularRun
 
-    name: ClassVar[str] = "circular"
-    wrap: bool = True
-    wrap_vae: bool = True
-
-    def check_for_model(self, height: int, width: int, info, num_inference_steps: int) -> None:
-        latent_width = width // info.vae_scale_factor
+    def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
+        super().check_for_model(request, info, scheduler_name, adapters)
+        width = request.width
         multiple = info.unet_downsampling
-        if self.wrap and latent_width % multiple:
+        if self.wrap and (width // info.vae_scale_factor) % multiple:
             step = multiple * info.vae_scale_factor
             lower = max(step, width - width % step)
             raise InvalidInputError(
                 f"width {width} is not a multiple of {step} pixels, which this model needs to wrap seamlessly "
                 f"(its UNet downsamples latents by {multiple}); use width {lower} or {lower + step}"
             )
-
-    def modules_to_wrap(self, ctx: GenerationContext) -> list:
-        modules = []
-        if self.wrap:
-            modules += [ctx.pipe.unet, ctx.denoiser.controlnet]
-        if self.wrap_vae:
-            modules.append(ctx.pipe.vae)
-        return modules

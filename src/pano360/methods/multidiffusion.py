@@ -21,173 +21,129 @@ With a ControlNet each window gets its own crop of the control image (wrapped at
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from .._lazy import lazy_module
+from ..options import Option
+from .base import Decoded, MethodRun, PanoramaMethod
+from .windows import WindowGrid, check_axis, in_batches
 
-import torch
-
-from ..errors import InvalidInputError
-from ..backbones.vae import decode_latents
-from .base import GenerationContext, PanoramaMethod
-from .windows import WindowGrid, in_batches
+torch = lazy_module("torch")
 
 DECODE_WRAP_MODES = ("conv", "pad", "none")
 DIFFUSERS_DECODE_PADDING = 8  # latent columns diffusers' panorama pipeline pads with (circular_padding=True)
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise InvalidInputError(f"{name} must be one number or (vertical, horizontal), got {value!r}")
-        pair = tuple(value)
+def make_grid(method, latent_height: int, latent_width: int, native: int | None, scale: int = 8) -> WindowGrid:
+    """The window grid of ``method`` (window/stride/loop_closure options) on a latent of that size
+    (latent units); ``native`` is the model's native size in latent units (the default window),
+    ``scale`` pixels per latent (for messages). Raises InvalidInputError unless every latent is covered."""
+    if method.window is not None:
+        size = method.window
     else:
-        pair = (value, value)
-    for v in pair:
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise InvalidInputError(f"{name} must be a whole number of latent units >= 1 (pixels / 8), got {value!r}")
-    return pair  # type: ignore[return-value]
+        size = (min(native, latent_height), min(native, latent_width))
+    check_axis(latent_height, size[0], method.stride[0], False, "vertical", scale)
+    check_axis(latent_width, size[1], method.stride[1], method.loop_closure, "horizontal", scale)
+    return WindowGrid.make((latent_height, latent_width), size, method.stride, wrap=method.loop_closure, check=False)
 
 
-def _describe(value: Any):
-    """A JSON-friendly record of an option value (modules by class name)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (tuple, list)):
-        return [_describe(v) for v in value]
-    return f"<{type(value).__module__}.{type(value).__name__}>"
+class MultiDiffusionRun(MethodRun):
+    """State of one MultiDiffusion generation: the window grid, the per-window control crops and the
+    number of windows per UNet call that fits (halved on out-of-memory, then kept)."""
 
+    method: MultiDiffusionMethod
 
-@dataclass
-class MultiDiffusionMethod(PanoramaMethod):
-    """Options (sizes in latent units = pixels / 8):
+    def __init__(self, method, ctx):
+        super().__init__(method, ctx)
+        factor = ctx.info.vae_scale_factor
+        self.grid = make_grid(method, ctx.latent_height, ctx.latent_width, ctx.info.native_size // factor, factor)
+        self.window_size_px = tuple(s * factor for s in self.grid.size)
+        self.view_batch_size = method.view_batch_size
+        self._window_controls = None
 
-    * ``window`` (default: the backbone's native size, 64 for SD 1/2, 128 for SDXL, clipped to the
-      panorama): window size, one number or ``(height, width)``.
-    * ``stride`` (default 8): distance between window origins, one number or ``(vertical, horizontal)``.
-      It must divide ``width - window`` (``width`` with loop closure) and ``height - window``.
-    * ``loop_closure`` (default True): wrap windows across the left/right seam at every offset.
-    * ``decode_wrap`` (default ``"conv"``, with loop closure only): ``"conv"`` wraps every VAE
-      convolution (exactly periodic pixels); ``"pad"`` decodes with 8 wrapped latent columns on each
-      side and crops them, as diffusers' ``circular_padding`` does; ``"none"`` decodes plainly.
-    * ``view_batch_size`` (default 8): windows per UNet call (memory vs. speed; results do not change).
-      A call that runs out of GPU memory is retried with half as many windows, and that size is kept.
-    """
-
-    name: ClassVar[str] = "multidiffusion"
-    window: Any = None
-    stride: Any = 8
-    loop_closure: bool = True
-    decode_wrap: str = "conv"
-    view_batch_size: int = 8
-
-    # --- checks ------------------------------------------------------------------------------
-    def check_options(self, num_inference_steps: int | None = None) -> None:
-        """Model-free checks of the options themselves."""
-        if self.window is not None:
-            _pair(self.window, "window")
-        _pair(self.stride, "stride")
-        if not isinstance(self.loop_closure, bool):
-            raise InvalidInputError(f"loop_closure must be True or False, got {self.loop_closure!r}")
-        if self.decode_wrap not in DECODE_WRAP_MODES:
-            raise InvalidInputError(f"decode_wrap must be one of {', '.join(DECODE_WRAP_MODES)}, got {self.decode_wrap!r}")
-        if not isinstance(self.view_batch_size, int) or isinstance(self.view_batch_size, bool) \
-                or self.view_batch_size < 1:
-            raise InvalidInputError(f"view_batch_size must be a whole number >= 1, got {self.view_batch_size!r}")
-
-    def check_size(self, height: int, width: int) -> None:
-        self.check_options()
-        if self.window is not None:
-            self.make_grid(height // 8, width // 8, native=None)
-        elif self.loop_closure:  # the default window depends on the model, but wrap strides only on the width
-            from .windows import check_axis
-
-            check_axis(width // 8, width // 8, _pair(self.stride, "stride")[1], True, "horizontal")
-
-    def check_for_model(self, height: int, width: int, info, num_inference_steps: int) -> None:
-        self.check_options(num_inference_steps)
-        factor = info.vae_scale_factor
-        self.make_grid(height // factor, width // factor, native=info.native_size // factor, scale=factor)
-
-    # --- the grid ----------------------------------------------------------------------------
-    def window_size(self, latent_height: int, latent_width: int, native: int | None) -> tuple[int, int]:
-        """The window in latent units: explicit, or the native size clipped to the panorama."""
-        if self.window is not None:
-            return _pair(self.window, "window")
-        return min(native, latent_height), min(native, latent_width)
-
-    def make_grid(self, latent_height: int, latent_width: int, native: int | None, scale: int = 8) -> WindowGrid:
-        size = self.window_size(latent_height, latent_width, native)
-        stride = _pair(self.stride, "stride")
-        from .windows import check_axis
-
-        check_axis(latent_height, size[0], stride[0], False, "vertical", scale)
-        check_axis(latent_width, size[1], stride[1], self.loop_closure, "horizontal", scale)
-        return WindowGrid.make((latent_height, latent_width), size, stride, wrap=self.loop_closure, check=False)
-
-    def grid(self, ctx: GenerationContext) -> WindowGrid:
-        """The window grid of this generation (built once, kept in ``ctx.extras``)."""
-        if "window_grid" not in ctx.extras:
-            factor = ctx.info.vae_scale_factor
-            ctx.extras["window_grid"] = self.make_grid(ctx.latent_height, ctx.latent_width,
-                                                       ctx.info.native_size // factor, scale=factor)
-        return ctx.extras["window_grid"]
-
-    # --- prediction ----------------------------------------------------------------------------
-    def window_controls(self, ctx: GenerationContext) -> torch.Tensor | None:
+    def window_controls(self):
         """The control image cut per window: [B, N, 3, 8·wh, 8·ww] (wrapped at the seam), or None."""
-        if ctx.control_image is None:
+        if self.ctx.control_image is None:
             return None
-        if "window_controls" not in ctx.extras:
-            ctx.extras["window_controls"] = self.grid(ctx).crop(ctx.control_image, scale=ctx.info.vae_scale_factor)
-        return ctx.extras["window_controls"]
+        if self._window_controls is None:
+            self._window_controls = self.grid.crop(self.ctx.control_image, scale=self.ctx.info.vae_scale_factor)
+        return self._window_controls
 
-    def predict_windows(self, ctx: GenerationContext, windows: torch.Tensor, t, pairs=None,
-                        batch_size: int | None = None) -> torch.Tensor:
+    def all_pairs(self) -> list[tuple[int, int]]:
+        """(image b, window n) for every window of every image, image-major."""
+        return [(b, n) for b in range(self.ctx.batch_size) for n in range(len(self.grid))]
+
+    def predict_windows(self, model, windows, t, pairs=None, batch_size: int | None = None):
         """Guided predictions for window latents.
 
         ``windows``: [M, C, wh, ww] scaled model inputs, one per ``pairs[m] = (image b, window n)``
         (default: all B·N windows in order). Returns [M, C, wh, ww]; runs ``batch_size`` windows
-        (default ``view_batch_size``) per UNet call. Gradients flow if enabled by the caller.
+        (default: the run's ``view_batch_size``, which an out-of-memory halving lowers) per call.
+        Gradients flow if enabled by the caller.
         """
-        grid = self.grid(ctx)
-        n_windows = len(grid)
-        if pairs is None:
-            pairs = [(b, n) for b in range(windows.shape[0] // n_windows) for n in range(n_windows)]
-        controls = self.window_controls(ctx)
-        size_px = tuple(s * ctx.info.vae_scale_factor for s in grid.size)
-        remember = batch_size is None  # an explicit size is the caller's (the sync pass keeps its own)
-        batch_size = batch_size or ctx.extras.get("view_batch_size") or self.view_batch_size
+        pairs = self.all_pairs() if pairs is None else pairs
+        controls = self.window_controls()
+        keep = batch_size is None  # an explicit size is the caller's (the sync pass keeps its own)
 
-        def run(start: int, stop: int) -> torch.Tensor:
+        def run(start: int, stop: int):
             chunk = pairs[start:stop]
-            images = torch.tensor([b for b, _ in chunk], device=windows.device)
+            images = torch.tensor([b for b, _ in chunk])
             control = None if controls is None else torch.stack([controls[b, n] for b, n in chunk])
-            return ctx.denoiser(windows[start:stop], t, units=images, control=control, size_px=size_px)
+            return model(windows[start:stop], t, units=images, control=control, size_px=self.window_size_px)
 
-        outputs, working_size = in_batches(len(pairs), batch_size, run)
-        if remember:
-            ctx.extras["view_batch_size"] = working_size
+        outputs, working_size = in_batches(len(pairs), batch_size or self.view_batch_size, run)
+        if keep:
+            self.view_batch_size = working_size
         return torch.cat(outputs)
 
-    def predict(self, ctx: GenerationContext, latents: torch.Tensor, t, i: int) -> torch.Tensor:
-        grid = self.grid(ctx)
-        windows = grid.crop(latents)  # [B, N, C, wh, ww]
+    def predict(self, model, model_input, t, i: int):
+        windows = self.grid.crop(model_input)  # [B, N, C, wh, ww]
         b, n = windows.shape[:2]
-        outputs = self.predict_windows(ctx, windows.flatten(0, 1), t)
-        return grid.average(outputs.view(b, n, *outputs.shape[1:]))
+        outputs = self.predict_windows(model, windows.flatten(0, 1), t)
+        return self.grid.average(outputs.view(b, n, *outputs.shape[1:]))
 
-    # --- decoding --------------------------------------------------------------------------------
-    def decode(self, ctx: GenerationContext, latents: torch.Tensor) -> torch.Tensor:
-        vae = ctx.pipe.vae
-        if not self.loop_closure or self.decode_wrap == "none":
-            return decode_latents(vae, latents)
-        if self.decode_wrap == "pad":
-            return decode_latents(vae, latents, wrap_padding=DIFFUSERS_DECODE_PADDING)
+    def decode(self, latents) -> Decoded:
+        from ..backbones.vae import decode_latents
         from ..backbones.wrap import wraparound
 
-        with wraparound(vae):
-            return decode_latents(vae, latents)
+        vae = self.ctx.vae
+        mode = self.method.decode_wrap if self.method.loop_closure else "none"
+        if mode == "pad":
+            return Decoded(decode_latents(vae, latents, wrap_padding=DIFFUSERS_DECODE_PADDING))
+        with wraparound(vae, enabled=mode == "conv"):
+            return Decoded(decode_latents(vae, latents))
 
-    def options(self) -> dict:
-        return {f.name: _describe(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+WINDOW_OPTION = Option("window", None, "window size in latent units (pixels / 8), one number or H,W (default: the "
+                       "model's native size, 64 for SD 1/2, 128 for SDXL, clipped to the panorama)",
+                       kind="pair", none_ok=True, metavar="N|H,W")
+STRIDE_OPTION = Option("stride", (8, 8), "distance between window origins in latent units, one number or V,H; it must "
+                       "divide width/8 with loop closure (else width/8 - window) and height/8 - window",
+                       kind="pair", metavar="N|V,H")
+
+
+class MultiDiffusionMethod(PanoramaMethod):
+    """Overlapping native-size windows whose predictions are averaged every step."""
+
+    name = "multidiffusion"
+    summary = "overlapping native-size windows, predictions averaged every step; loop closure across the seam"
+    options = (
+        WINDOW_OPTION,
+        STRIDE_OPTION,
+        Option("loop_closure", True, "windows also wrap across the left/right seam, at every offset", kind="bool"),
+        Option("decode_wrap", "conv", "with loop closure: conv = wrap every VAE convolution (exactly periodic "
+               "pixels); pad = decode with 8 wrapped latent columns a side and crop them (diffusers' "
+               "circular_padding); none = plain decode", kind="choice", choices=DECODE_WRAP_MODES),
+        Option("view_batch_size", 8, "windows per UNet call (memory vs speed, same result; halved on out-of-memory)",
+               kind="int", minimum=1),
+    )
+    run_class = MultiDiffusionRun
+
+    def check(self, request) -> None:
+        if self.window is not None:
+            make_grid(self, request.height // 8, request.width // 8, native=None)
+        elif self.loop_closure:  # the default window depends on the model, but wrap strides only on the width
+            check_axis(request.width // 8, request.width // 8, self.stride[1], True, "horizontal")
+
+    def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
+        super().check_for_model(request, info, scheduler_name, adapters)
+        factor = info.vae_scale_factor
+        make_grid(self, request.height // factor, request.width // factor, info.native_size // factor, factor)

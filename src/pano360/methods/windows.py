@@ -26,9 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-import torch
-
+from .._lazy import lazy_module
 from ..errors import InvalidInputError
+
+torch = lazy_module("torch")
 
 
 def axis_origins(length: int, window: int, stride: int, wrap: bool = False) -> list[int]:
@@ -128,9 +129,10 @@ class WindowGrid:
         width = self.latent_size[1] * scale
         return rows[:, :, None] * width + cols[:, None, :]
 
-    def coverage(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        """How many windows cover each latent: [h, w]."""
+    def coverage(self, device=None, dtype=None) -> torch.Tensor:
+        """How many windows cover each latent: [h, w] (float32 unless ``dtype``)."""
         h, w = self.latent_size
+        dtype = dtype or torch.float32
         count = torch.zeros(h * w, dtype=dtype, device=device)
         index = self.flat_index().flatten().to(device)
         count.index_add_(0, index, torch.ones(index.numel(), dtype=dtype, device=device))

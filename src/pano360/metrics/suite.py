@@ -31,71 +31,58 @@ __all__ = ["GROUPS", "METRICS", "EvalConfig", "EvalResult", "MetricInfo", "evalu
 
 @dataclass(frozen=True)
 class MetricInfo:
+    """One metric: how it is shown, what it needs, and the function that computes it.
+
+    ``compute(runner) -> (entry, per-image values or None)``. Needs: a reference set, a prompt per image,
+    full 2:1 panoramas (in both sets), two side-by-side square crops, ``min_images`` in each set (2 for
+    Fréchet/kernel statistics), a height that is a multiple of ``height_multiple``, both sets of one
+    height (``same_height``), and ``min_reference`` reference images (a number, or the name of an
+    :class:`EvalConfig` field such as ``"giqa_k"``).
+    """
+
     key: str
     label: str
     protocol: str  # "PanFusion", "SyncDiffusion" or "geometry"
     description: str
     lower_is_better: bool
+    compute: Callable = field(default=None, repr=False, compare=False)
     needs_reference: bool = False
     needs_prompts: bool = False
-    needs_sphere: bool = False  # a full 2:1 equirectangular panorama
-    needs_two_crops: bool = False  # at least two non-overlapping square crops
+    needs_sphere: bool = False
+    needs_two_crops: bool = False
+    min_images: int = 1
+    height_multiple: int = 1
+    same_height: bool = False
+    min_reference: int | str = 0
 
-
-def _m(*args, **kwargs) -> MetricInfo:
-    return MetricInfo(*args, **kwargs)
-
-
-METRICS: dict[str, MetricInfo] = {
-    m.key: m
-    for m in [
-        _m("fid", "FID", "PanFusion", "FID of the whole panoramas (squeezed to 299x299)", True, needs_reference=True),
-        _m("kid", "KID", "PanFusion", "Kernel Inception Distance of the whole panoramas", True, needs_reference=True),
-        _m("is", "IS", "PanFusion", "Inception Score of the whole panoramas", False),
-        _m("clip", "CS", "PanFusion", "CLIP score (ViT-B/16) of the panorama vs its prompt", False, needs_prompts=True),
-        _m("rot_fid", "rot-FID", "PanFusion", "FID with both sets rolled by W/2 (seam in the middle)", True,
-           needs_reference=True),
-        _m("rot_is", "rot-IS", "PanFusion", "IS of the panoramas rolled by W/2", False),
-        _m("rot_clip", "rot-CS", "PanFusion", "CLIP score of the panoramas rolled by W/2", False, needs_prompts=True),
-        _m("crop_fid", "crop-FID", "PanFusion", "FID of 20 random 90° views per panorama (299x299)", True,
-           needs_reference=True, needs_sphere=True),
-        _m("crop_is", "crop-IS", "PanFusion", "IS of 20 random 90° views per panorama", False, needs_sphere=True),
-        _m("seam_fid", "seam-FID", "PanFusion", "FID of 20 views per panorama centred on the seam (yaw 180°)", True,
-           needs_reference=True, needs_sphere=True),
-        _m("seam_is", "seam-IS", "PanFusion", "IS of 20 views per panorama centred on the seam", False,
-           needs_sphere=True),
-        _m("mv_fid", "mv-FID", "PanFusion", "FID of the 8 horizon views (MVDiffusion protocol)", True,
-           needs_reference=True, needs_sphere=True),
-        _m("mv_is", "mv-IS", "PanFusion", "IS of the 8 horizon views", False, needs_sphere=True),
-        _m("mv_clip", "mv-CS", "PanFusion", "CLIP score of the 8 horizon views vs per-view (or panorama) prompts",
-           False, needs_prompts=True, needs_sphere=True),
-        _m("faed", "FAED", "PanFusion", "Fréchet AutoEncoder Distance (PanFusion's panorama autoencoder)", True,
-           needs_reference=True, needs_sphere=True),
-        _m("intra_lpips", "Intra-LPIPS", "SyncDiffusion", "mean LPIPS-VGG between non-overlapping square crops", True,
-           needs_two_crops=True),
-        _m("intra_style", "Intra-Style-L", "SyncDiffusion", "sum of VGG19 Gram losses between square crops", True,
-           needs_two_crops=True),
-        _m("sync_clip", "Mean-CLIP-S", "SyncDiffusion", "CLIP score of one random square crop per panorama", False,
-           needs_prompts=True),
-        _m("sync_fid", "crop-FID (clean)", "SyncDiffusion", "clean-fid-style FID of one random square crop per panorama",
-           True, needs_reference=True),
-        _m("sync_kid", "crop-KID (clean)", "SyncDiffusion", "clean-fid-style KID of one random square crop per panorama",
-           True, needs_reference=True),
-        _m("giqa", "Mean-GIQA", "SyncDiffusion", "KNN-GIQA (K nearest reference crops, 8 by default) of one random square crop per panorama", False,
-           needs_reference=True),
-        _m("ds", "DS", "geometry", "Discontinuity Score at the wrap seam", True),
-        _m("omnifid", "OmniFID", "geometry", "mean FID over cubemap view groups {sides, up, down}", True,
-           needs_reference=True, needs_sphere=True),
-    ]
-}
-
-GROUPS: dict[str, list[str]] = {
-    "panfusion": ["fid", "is", "clip", "rot_fid", "rot_is", "rot_clip", "crop_fid", "crop_is", "seam_fid",
-                  "seam_is", "mv_fid", "mv_is", "mv_clip", "faed"],
-    "syncdiffusion": ["intra_lpips", "intra_style", "sync_clip", "sync_fid", "sync_kid", "giqa"],
-    "geometry": ["ds", "omnifid"],
-    "all": list(METRICS),
-}
+    def unmet_need(self, generated: ImageSet, reference: ImageSet | None, crop: int, config: EvalConfig) -> str | None:
+        """Why this metric cannot be computed from these inputs, or None."""
+        height, width = generated.size
+        has_prompts = bool(generated.prompts) and all(p is not None for p in generated.prompts)
+        if self.needs_reference and reference is None:
+            return "needs a reference set (--reference FOLDER)"
+        if self.needs_prompts and not has_prompts:
+            return "needs a prompt for every image (--prompts FILE, or pano360 sidecar JSON files)"
+        if self.needs_sphere and not generated.is_full_sphere:
+            return f"needs full 2:1 equirectangular panoramas; the images are {width}x{height}"
+        if self.needs_sphere and reference is not None and not reference.is_full_sphere:
+            h, w = reference.size
+            return f"needs full 2:1 equirectangular reference panoramas; they are {w}x{h}"
+        if self.needs_two_crops and width < 2 * crop:
+            return f"needs at least two {crop}-px square crops side by side; the images are {width}x{height}"
+        if self.same_height and reference is not None and reference.size[0] != height:
+            rh, rw = reference.size
+            return (f"needs generated and reference panoramas of one height ({width}x{height} vs {rw}x{rh}); "
+                    f"pass --size {height}x{width}")
+        if height % self.height_multiple:
+            return (f"needs a panorama height divisible by {self.height_multiple}, got {height}; pass --size, "
+                    "e.g. 512x1024")
+        least = getattr(config, self.min_reference) if isinstance(self.min_reference, str) else self.min_reference
+        if reference is not None and self.needs_reference and len(reference) < least:
+            return f"needs at least {least} reference images ({self.min_reference}={least}), got {len(reference)}"
+        if len(generated) < self.min_images or (self.needs_reference and len(reference) < self.min_images):
+            return f"needs at least {self.min_images} images in each set"
+        return None
 
 
 @dataclass
@@ -160,39 +147,16 @@ def _expand(requested: Iterable[str]) -> list[str]:
 
 
 def select_metrics(
-    requested: list[str] | None, generated: ImageSet, reference: ImageSet | None, crop: int, giqa_k: int = 8
+    requested: list[str] | None, generated: ImageSet, reference: ImageSet | None, crop: int,
+    config: EvalConfig | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The metrics to compute and, for those left out, why. Explicit requests that cannot be met raise."""
+    config = config or EvalConfig()
     explicit = requested is not None and not (len(requested) == 1 and requested[0] in ("auto", ""))
     candidates = _expand(requested) if explicit else list(METRICS)
-    has_prompts = bool(generated.prompts) and all(p is not None for p in generated.prompts)
-    height, width = generated.size
     chosen, skipped = [], {}
     for name in candidates:
-        info = METRICS[name]
-        reason = None
-        if info.needs_reference and reference is None:
-            reason = "needs a reference set (--reference FOLDER)"
-        elif info.needs_prompts and not has_prompts:
-            reason = "needs a prompt for every image (--prompts FILE, or pano360 sidecar JSON files)"
-        elif info.needs_sphere and not generated.is_full_sphere:
-            reason = f"needs full 2:1 equirectangular panoramas; the images are {width}x{height}"
-        elif info.needs_sphere and reference is not None and not reference.is_full_sphere:
-            h, w = reference.size
-            reason = f"needs full 2:1 equirectangular reference panoramas; they are {w}x{h}"
-        elif info.needs_two_crops and width < 2 * crop:
-            reason = f"needs at least two {crop}-px square crops side by side; the images are {width}x{height}"
-        elif name == "faed" and reference is not None and reference.size[0] != height:
-            rh, rw = reference.size
-            reason = (f"needs generated and reference panoramas of one height ({width}x{height} vs {rw}x{rh}); "
-                      f"pass --size {height}x{width}")
-        elif name == "faed" and height % 32:
-            reason = f"needs a panorama height divisible by 32, got {height}; pass --size, e.g. 512x1024"
-        elif name == "giqa" and reference is not None and len(reference) < giqa_k:
-            reason = f"needs at least {giqa_k} reference images (K={giqa_k}), got {len(reference)}"
-        if name in ("fid", "kid", "rot_fid", "crop_fid", "seam_fid", "mv_fid", "faed", "omnifid", "sync_fid",
-                    "sync_kid") and reason is None and (len(generated) < 2 or len(reference) < 2):
-            reason = "needs at least 2 images in each set"
+        reason = METRICS[name].unmet_need(generated, reference, crop, config)
         if reason is None:
             chosen.append(name)
         elif explicit:
@@ -414,68 +378,16 @@ def evaluate(
     from .views import sync_crop_size
 
     crop = config.crop_size or sync_crop_size(generated.size[0])
-    chosen, skipped = select_metrics(config.metrics, generated, reference, crop, config.giqa_k)
+    chosen, skipped = select_metrics(config.metrics, generated, reference, crop, config)
     runner = _Runner(config, generated, reference)
     results: dict[str, dict] = {}
     per_image: dict[str, list[float | None]] = {}
     count = len(generated)
-
-    def fid_of(kind: str, resize: str | None = None) -> float:
-        gen_pool, _ = runner.inception_features("generated", kind, resize)
-        ref_pool, _ = runner.inception_features("reference", kind, resize)
-        return frechet_distance_from_features(gen_pool, ref_pool)
-
-    def is_of(kind: str) -> tuple[float, float]:
-        _, logits = runner.inception_features("generated", kind)
-        return inception_score(logits, splits=config.is_splits)
-
     for name in chosen:
         info = METRICS[name]
-        if name in ("fid", "rot_fid", "crop_fid", "seam_fid", "mv_fid"):
-            kind = {"fid": "pano", "rot_fid": "rot", "crop_fid": "crop", "seam_fid": "seam", "mv_fid": "mv"}[name]
-            n_gen = runner.inception_features("generated", kind)[0].shape[0]
-            results[name] = _entry(fid_of(kind), count=n_gen)
-        elif name in ("is", "rot_is", "crop_is", "seam_is", "mv_is"):
-            kind = {"is": "pano", "rot_is": "rot", "crop_is": "crop", "seam_is": "seam", "mv_is": "mv"}[name]
-            mean, std = is_of(kind)
-            results[name] = _entry(mean, std, count=runner.inception_features("generated", kind)[1].shape[0])
-        elif name == "kid":
-            gen_pool, _ = runner.inception_features("generated", "pano")
-            ref_pool, _ = runner.inception_features("reference", "pano")
-            mean, std = kernel_inception_distance(gen_pool, ref_pool, config.kid_subsets, config.kid_subset_size, config.seed)
-            results[name] = _entry(mean, std, count=count)
-        elif name in ("clip", "rot_clip", "sync_clip", "mv_clip"):
-            results[name], per_image[name] = _clip_metric(runner, name)
-        elif name == "faed":
-            results[name] = _entry(_faed(runner), count=count)
-        elif name == "omnifid":
-            value, groups = _omnifid(runner)
-            results[name] = _entry(value, count=count, groups=groups)
-        elif name == "ds":
-            from .seam import discontinuity_score
-
-            values = discontinuity_score(generated.images).numpy().astype(np.float64)
-            per_image[name] = [_finite(v) for v in values]
-            results[name] = _entry(values.mean(), values.std(), count=count)
-        elif name in ("intra_lpips", "intra_style"):
-            values = _intra(runner, name)
-            per_image[name] = [_finite(v) for v in values]
-            results[name] = _entry(values.mean(), values.std(), count=count)
-        elif name in ("sync_fid", "sync_kid"):
-            gen_pool, _ = runner.inception_features("generated", "sync", "clean")
-            ref_pool, _ = runner.inception_features("reference", "sync", "clean")
-            if name == "sync_fid":
-                results[name] = _entry(frechet_distance_from_features(gen_pool, ref_pool), count=count)
-            else:
-                mean, std = kernel_inception_distance(gen_pool, ref_pool, config.kid_subsets, config.kid_subset_size,
-                                                      config.seed)
-                results[name] = _entry(mean, std, count=count)
-        elif name == "giqa":
-            gen_pool, _ = runner.inception_features("generated", "sync", "pytorch-fid")
-            ref_pool, _ = runner.inception_features("reference", "sync", "pytorch-fid")
-            values = knn_giqa(gen_pool, ref_pool, k=config.giqa_k)
-            per_image[name] = [_finite(v) for v in values]
-            results[name] = _entry(values.mean(), values.std(), count=count)
+        results[name], values = info.compute(runner)
+        if values is not None:
+            per_image[name] = values
         results[name].update(label=info.label, protocol=info.protocol, lower_is_better=info.lower_is_better,
                              description=info.description)
 
@@ -580,3 +492,130 @@ def _intra(runner: _Runner, name: str) -> np.ndarray:
             values.append(function(image, network, crop, runner.device))
             bar.update(1)
     return np.asarray(values, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------- computations
+# Each returns (entry, per-image values or None) for one metric.
+
+
+def _fid(kind: str, resize: str | None = None):
+    def compute(runner: _Runner):
+        gen_pool, _ = runner.inception_features("generated", kind, resize)
+        ref_pool, _ = runner.inception_features("reference", kind, resize)
+        return _entry(frechet_distance_from_features(gen_pool, ref_pool), count=gen_pool.shape[0]), None
+    return compute
+
+
+def _is(kind: str):
+    def compute(runner: _Runner):
+        _, logits = runner.inception_features("generated", kind)
+        mean, std = inception_score(logits, splits=runner.config.is_splits)
+        return _entry(mean, std, count=logits.shape[0]), None
+    return compute
+
+
+def _kid(kind: str, resize: str | None = None):
+    def compute(runner: _Runner):
+        gen_pool, _ = runner.inception_features("generated", kind, resize)
+        ref_pool, _ = runner.inception_features("reference", kind, resize)
+        config = runner.config
+        mean, std = kernel_inception_distance(gen_pool, ref_pool, config.kid_subsets, config.kid_subset_size,
+                                              config.seed)
+        return _entry(mean, std, count=len(runner.generated)), None
+    return compute
+
+
+def _clip(name: str):
+    return lambda runner: _clip_metric(runner, name)
+
+
+def _per_image(function):
+    """A metric given as per-image values: their mean ± std, and the values."""
+    def compute(runner: _Runner):
+        values = function(runner)
+        return _entry(values.mean(), values.std(), count=len(values)), [_finite(v) for v in values]
+    return compute
+
+
+def _discontinuity(runner: _Runner) -> np.ndarray:
+    from .seam import discontinuity_score
+
+    return discontinuity_score(runner.generated.images).numpy().astype(np.float64)
+
+
+def _giqa(runner: _Runner) -> np.ndarray:
+    gen_pool, _ = runner.inception_features("generated", "sync", "pytorch-fid")
+    ref_pool, _ = runner.inception_features("reference", "sync", "pytorch-fid")
+    return knn_giqa(gen_pool, ref_pool, k=runner.config.giqa_k)
+
+
+def _faed_metric(runner: _Runner):
+    return _entry(_faed(runner), count=len(runner.generated)), None
+
+
+def _omnifid_metric(runner: _Runner):
+    value, groups = _omnifid(runner)
+    return _entry(value, count=len(runner.generated), groups=groups), None
+
+
+def _m(key, label, protocol, description, lower_is_better, compute, **needs) -> MetricInfo:
+    return MetricInfo(key, label, protocol, description, lower_is_better, compute, **needs)
+
+
+_FID = dict(needs_reference=True, min_images=2)
+_SPHERE_FID = dict(_FID, needs_sphere=True)
+METRICS: dict[str, MetricInfo] = {
+    m.key: m
+    for m in [
+        _m("fid", "FID", "PanFusion", "FID of the whole panoramas (squeezed to 299x299)", True, _fid("pano"), **_FID),
+        _m("kid", "KID", "PanFusion", "Kernel Inception Distance of the whole panoramas", True, _kid("pano"), **_FID),
+        _m("is", "IS", "PanFusion", "Inception Score of the whole panoramas", False, _is("pano")),
+        _m("clip", "CS", "PanFusion", "CLIP score (ViT-B/16) of the panorama vs its prompt", False, _clip("clip"),
+           needs_prompts=True),
+        _m("rot_fid", "rot-FID", "PanFusion", "FID with both sets rolled by W/2 (seam in the middle)", True,
+           _fid("rot"), **_FID),
+        _m("rot_is", "rot-IS", "PanFusion", "IS of the panoramas rolled by W/2", False, _is("rot")),
+        _m("rot_clip", "rot-CS", "PanFusion", "CLIP score of the panoramas rolled by W/2", False, _clip("rot_clip"),
+           needs_prompts=True),
+        _m("crop_fid", "crop-FID", "PanFusion", "FID of 20 random 90° views per panorama (299x299)", True,
+           _fid("crop"), **_SPHERE_FID),
+        _m("crop_is", "crop-IS", "PanFusion", "IS of 20 random 90° views per panorama", False, _is("crop"),
+           needs_sphere=True),
+        _m("seam_fid", "seam-FID", "PanFusion", "FID of 20 views per panorama centred on the seam (yaw 180°)", True,
+           _fid("seam"), **_SPHERE_FID),
+        _m("seam_is", "seam-IS", "PanFusion", "IS of 20 views per panorama centred on the seam", False, _is("seam"),
+           needs_sphere=True),
+        _m("mv_fid", "mv-FID", "PanFusion", "FID of the 8 horizon views (MVDiffusion protocol)", True, _fid("mv"),
+           **_SPHERE_FID),
+        _m("mv_is", "mv-IS", "PanFusion", "IS of the 8 horizon views", False, _is("mv"), needs_sphere=True),
+        _m("mv_clip", "mv-CS", "PanFusion", "CLIP score of the 8 horizon views vs per-view (or panorama) prompts",
+           False, _clip("mv_clip"), needs_prompts=True, needs_sphere=True),
+        _m("faed", "FAED", "PanFusion", "Fréchet AutoEncoder Distance (PanFusion's panorama autoencoder)", True,
+           _faed_metric, **_SPHERE_FID, same_height=True, height_multiple=32),
+        _m("intra_lpips", "Intra-LPIPS", "SyncDiffusion", "mean LPIPS-VGG between non-overlapping square crops", True,
+           _per_image(lambda runner: _intra(runner, "intra_lpips")), needs_two_crops=True),
+        _m("intra_style", "Intra-Style-L", "SyncDiffusion", "sum of VGG19 Gram losses between square crops", True,
+           _per_image(lambda runner: _intra(runner, "intra_style")), needs_two_crops=True),
+        _m("sync_clip", "Mean-CLIP-S", "SyncDiffusion", "CLIP score of one random square crop per panorama", False,
+           _clip("sync_clip"), needs_prompts=True),
+        _m("sync_fid", "crop-FID (clean)", "SyncDiffusion", "clean-fid-style FID of one random square crop per panorama",
+           True, _fid("sync", "clean"), **_FID),
+        _m("sync_kid", "crop-KID (clean)", "SyncDiffusion", "clean-fid-style KID of one random square crop per panorama",
+           True, _kid("sync", "clean"), **_FID),
+        _m("giqa", "Mean-GIQA", "SyncDiffusion",
+           "KNN-GIQA (K nearest reference crops, 8 by default) of one random square crop per panorama", False,
+           _per_image(_giqa), needs_reference=True, min_reference="giqa_k"),
+        _m("ds", "DS", "geometry", "Discontinuity Score at the wrap seam", True, _per_image(_discontinuity)),
+        _m("omnifid", "OmniFID", "geometry", "mean FID over cubemap view groups {sides, up, down}", True,
+           _omnifid_metric, **_SPHERE_FID),
+    ]
+}
+
+GROUPS: dict[str, list[str]] = {
+    "panfusion": ["fid", "is", "clip", "rot_fid", "rot_is", "rot_clip", "crop_fid", "crop_is", "seam_fid",
+                  "seam_is", "mv_fid", "mv_is", "mv_clip", "faed"],
+    "syncdiffusion": ["intra_lpips", "intra_style", "sync_clip", "sync_fid", "sync_kid", "giqa"],
+    "geometry": ["ds", "omnifid"],
+    "all": [],  # filled below
+}
+GROUPS["all"] = list(METRICS)
