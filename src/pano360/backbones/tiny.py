@@ -230,3 +230,18 @@ def save_tiny_pipeline(folder: str | os.PathLike, family: str = "sd1", seed: int
     if controlnet:
         tiny_controlnet(pipe.unet, seed).save_pretrained(folder / "controlnet")
     return folder
+
+
+def tiny_inpainting_pipeline(seed: int = 0):
+    """A tiny SD 2-like ``StableDiffusionInpaintPipeline`` (9-channel UNet input: noisy latent 4, mask 1,
+    masked-image latent 4), the layout of ``stabilityai/stable-diffusion-2-inpainting``."""
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    base = tiny_unet("sd2", seed)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config({**base.config, "in_channels": 9}).eval()
+    return StableDiffusionInpaintPipeline(
+        vae=tiny_vae("sd2", seed + 1), text_encoder=tiny_text_encoder(openclip_style=True, seed=seed + 2),
+        tokenizer=tiny_tokenizer(), unet=unet, scheduler=tiny_scheduler("sd2"), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )

@@ -37,6 +37,13 @@ class PositionalEncoding(nn.Module):
         base = 2 if bands <= 80 else 5000 ** (1 / (bands / 2.5))
         self.register_buffer("freq_bands", base ** torch.linspace(0, bands - 1, bands)[None, None])
 
+    def _apply(self, fn, recurse=True):
+        """Device moves apply, dtype casts do not: the bands reach 2^79 and must stay float32."""
+        bands = self.freq_bands
+        super()._apply(fn, recurse)
+        self.freq_bands = bands.to(self.freq_bands.device, torch.float32)
+        return self
+
     def forward(self, delta: Tensor) -> Tensor:
         """[..., 2] → [..., 4N] laid out [sin δx (N), sin δy (N), cos δx (N), cos δy (N)]."""
         shape = delta.shape[:-1]
