@@ -289,3 +289,48 @@ def test_batches_must_be_whole_view_groups(unet):
         network(torch.zeros(12, 4, 8, 8), 1, torch.zeros(12, 77, 32))
     with pytest.raises(ValueError, match="cameras describe 128×128"):
         network(torch.zeros(8, 4, 8, 8), 1, torch.zeros(8, 77, 32), cameras=ring_cameras(8, 90.0, 128))
+
+
+def test_only_the_blocks_train_and_gradients_reach_all_of_them(unet, inputs):
+    """With the UNet frozen (no gradients), an ε-MSE step gives every CAA block a gradient, through the
+    gathered keys of later blocks too; gradient checkpointing gives the same gradients."""
+    latents, embeds = inputs
+    adapter = randomised(MVDiffusionAdapter.for_unet(unet), seed=11)
+    unet.requires_grad_(False)
+    network = adapter.attach(unet)
+    x, e = latents[:1].flatten(0, 1), embeds[:1].flatten(0, 1)
+
+    def grads():
+        adapter.zero_grad()
+        loss = torch.nn.functional.mse_loss(network(x, 300, e)[0], torch.zeros_like(x))
+        loss.backward()
+        return {n: p.grad.clone() for n, p in adapter.named_parameters()}
+
+    plain = grads()
+    assert set(plain) == {n for n, _ in adapter.named_parameters()}
+    assert all(g.abs().sum() > 0 for n, g in plain.items() if "norm" not in n or "weight" in n)
+    assert all(p.grad is None for p in unet.parameters())
+    assert [p for p in adapter.trainable_parameters()] == list(adapter.parameters())
+    adapter.set_gradient_checkpointing(True)
+    checkpointed = grads()
+    adapter.set_gradient_checkpointing(False)
+    adapter.detach(unet)
+    assert all(torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
+
+
+def test_half_precision_keeps_the_frequency_bands(unet, inputs):
+    import copy
+
+    latents, embeds = inputs
+    adapter = randomised(MVDiffusionAdapter.for_unet(unet), seed=2)
+    half_unet = copy.deepcopy(unet).to(torch.bfloat16)
+    half = copy.deepcopy(adapter).to(torch.bfloat16)
+    assert half.cp_blocks_mid.pe.freq_bands.dtype == torch.float32
+    assert half.cp_blocks_encoder[0].transformer.norm1.weight.dtype == torch.bfloat16
+    x, e = latents.flatten(0, 1), embeds.flatten(0, 1)
+    with torch.no_grad():
+        full = adapter.attach(unet)(x, 500, e)[0]
+        low = half.attach(half_unet)(x.bfloat16(), 500, e.bfloat16())[0]
+    adapter.detach(unet)
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert torch.nn.functional.cosine_similarity(low.float().flatten(), full.flatten(), dim=0) > 0.98
