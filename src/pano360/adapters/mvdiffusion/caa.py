@@ -65,13 +65,15 @@ class CorrespondenceAttention(nn.Module):
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
 
-    def forward(self, query: Tensor, keys: Tensor) -> Tensor:
-        """query [P, 1, d], keys [P, S, d] → [P, 1, d].
+    def forward(self, query: Tensor, keys: Tensor, norm: nn.LayerNorm) -> Tensor:
+        """query [P, 1, d] (already normalised), raw keys [P, S, d] normalised here by ``norm`` → [P, 1, d].
 
         With one query per token the key and value projections are applied on the query side, which is
-        the same sum reassociated: q·(W_k k_n) = (W_kᵀ q)·k_n per head, and Σ_n a_n W_v k_n =
-        W_v (Σ_n a_n k_n). That costs d·inner + 2·S·heads·d multiply-adds per token for each of the
-        two instead of S·d·inner (about 11× fewer for the S = 18 keys and 32-channel heads).
+        the same sum reassociated: q·(W_k k̂_n) = (W_kᵀ q)·k̂_n per head, and Σ_n a_n W_v k̂_n =
+        W_v (Σ_n a_n k̂_n). The LayerNorm of the keys, k̂ = γ⊙(k − μ)/σ + β, is folded in the same way,
+        so normalised keys are never written: scores (q̃⊙γ)·(k − μ)/σ + q̃·β, and Σ_n a_n k̂_n =
+        γ⊙Σ_n (a_n/σ_n)(k_n − μ_n) + β. Per token that costs d·inner + 2·S·heads·d multiply-adds for each
+        projection instead of S·d·inner (about 11× fewer for the S = 18 keys and 32-channel heads).
         """
         tokens, _, dim = keys.shape
         q = self.to_q(query[:, 0]).view(tokens, self.heads, -1)  # [P, heads, e]
@@ -79,8 +81,19 @@ class CorrespondenceAttention(nn.Module):
         w_k = self.to_k.weight.view(self.heads, head_dim, dim)
         w_v = self.to_v.weight.view(self.heads, head_dim, dim)
         q_keys = torch.bmm(q.transpose(0, 1), w_k).transpose(0, 1)  # [P, heads, d]: W_kᵀ q per head
-        scores = torch.bmm(q_keys, keys.transpose(1, 2)) * head_dim ** -0.5  # [P, heads, S]
-        mixed = torch.bmm(scores.softmax(dim=-1), keys)  # [P, heads, d]: Σ_n a_n k_n
+        # per-key statistics in float32 (E[k²] − μ², two light reductions: ``var_mean`` is slow on CPUs)
+        mean = keys.mean(dim=-1, dtype=torch.float32)  # [P, S]
+        square = torch.linalg.vector_norm(keys, dim=-1, dtype=torch.float32).square() / dim
+        inv_std = torch.rsqrt((square - mean * mean).clamp_min(0) + norm.eps).to(keys.dtype)
+        mean = mean.to(keys.dtype)
+        gamma, beta = norm.weight, norm.bias
+        q_gamma = q_keys * gamma
+        scores = torch.bmm(q_gamma, keys.transpose(1, 2))  # [P, heads, S]: (q̃⊙γ)·k
+        scores = (scores - q_gamma.sum(-1, keepdim=True) * mean[:, None]) * inv_std[:, None] \
+            + (q_keys @ beta)[..., None]
+        weights = (scores * head_dim ** -0.5).softmax(dim=-1) * inv_std[:, None]  # a_n / σ_n
+        mixed = torch.bmm(weights, keys) - (weights * mean[:, None]).sum(-1, keepdim=True)
+        mixed = mixed * gamma + beta  # [P, heads, d]: Σ_n a_n k̂_n
         out = torch.bmm(mixed.transpose(0, 1), w_v.transpose(1, 2))  # [heads, P, e]
         return self.to_out(out.transpose(0, 1).reshape(tokens, 1, -1))
 
@@ -118,7 +131,7 @@ class CorrespondenceTransformer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, keys: Tensor, query_pe: Tensor) -> Tensor:
-        x = self.attn1(self.norm1(x + query_pe), self.norm1(keys)) + x
+        x = self.attn1(self.norm1(x + query_pe), keys, self.norm1) + x
         return self.ff(self.norm2(x)) + x
 
 
