@@ -35,8 +35,6 @@ from .base import Decoded, MethodRun, PanoramaMethod
 
 torch = lazy_module("torch")
 
-DOWNLOADS = "https://github.com/Tangshitao/MVDiffusion#pretrained-models"
-
 
 def read_view_prompts(path: str, views: int) -> list[str]:
     """The first ``views`` non-empty lines of a text file (one prompt per view, view 0 first)."""
@@ -287,7 +285,7 @@ class MVDiffusionMethod(PanoramaMethod):
     def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
         super().check_for_model(request, info, scheduler_name, adapters)
         from ..adapters.mvdiffusion import MVDiffusionAdapter
-        from ..adapters.mvdiffusion.checkpoint import SD2_BASE, SD2_INPAINTING
+        from ..adapters.mvdiffusion.checkpoint import DOWNLOADS, SD2_BASE, SD2_INPAINTING
 
         blocks = [a for a in adapters if isinstance(a, MVDiffusionAdapter)]
         if not blocks:

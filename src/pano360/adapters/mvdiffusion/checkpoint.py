@@ -33,7 +33,7 @@ CAA_PREFIX = PREFIX + "cp_blocks_"
 UNET_PREFIX = PREFIX + "unet."
 SD2_BASE = "stabilityai/stable-diffusion-2-base"
 SD2_INPAINTING = "stabilityai/stable-diffusion-2-inpainting"
-DOWNLOADS = "https://github.com/Tangshitao/MVDiffusion#pretrained-models"  # the reference README's links
+DOWNLOADS = "https://github.com/Tangshitao/MVDiffusion#model-zoo"  # the reference README's Dropbox links
 VAE_RENAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
