@@ -14,7 +14,8 @@ import importlib
 import os
 from pathlib import Path
 
-ADAPTER_KINDS: dict[str, str] = {  # kind -> "module:ClassName"
+ADAPTER_KINDS: dict[str, str] = {  # kind -> "module:ClassName"; one line per adapter module
+    "lora": "pano360.adapters.lora:LoRAAdapter",
     "mvdiffusion": "pano360.adapters.mvdiffusion:MVDiffusionAdapter",
 }
 
