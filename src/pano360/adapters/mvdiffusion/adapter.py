@@ -7,10 +7,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ...errors import ModelLoadError
-from ..base import PanoramaAdapter, load_strict
+from ...errors import InvalidInputError, ModelLoadError
+from ..base import PanoramaAdapter, TrainingExample, load_strict
 from . import checkpoint as ckpt
 from .caa import CAABlock
+from .training import TrainingViews
 
 
 def unet_widths(unet) -> tuple[list[int], int, list[int]]:
@@ -35,6 +36,7 @@ class MVDiffusionAdapter(PanoramaAdapter):
 
     kind: ClassVar[str] = "mvdiffusion"
     method: ClassVar[str | None] = "mvdiffusion"
+    training_views: ClassVar[TrainingViews] = TrainingViews()  # for_training sets the model's view size
 
     def __init__(self, encoder_dims, mid_dim: int, decoder_dims, in_channels: int = 4, base: str | None = None):
         super().__init__(encoder_dims=[int(d) for d in encoder_dims], mid_dim=int(mid_dim),
@@ -88,6 +90,49 @@ class MVDiffusionAdapter(PanoramaAdapter):
         for module in self.modules():
             if isinstance(module, CAABlock):
                 module.gradient_checkpointing = bool(enabled)
+
+    # --- pano360 train --adapter mvdiffusion ------------------------------------------------------------
+    @classmethod
+    def add_training_arguments(cls, group) -> None:
+        group.add_argument("--mvdiffusion-view-size", type=int, default=None, metavar="PX",
+                           help="size of the 8 training views in pixels (default: the model's native size, "
+                                "512 for SD 2, as in the reference)")
+        group.add_argument("--mvdiffusion-checkpointing", default="on", choices=("on", "off"),
+                           help="recompute the CAA blocks in the backward pass (the reference does; saves memory)")
+
+    @classmethod
+    def check_training_options(cls, options: dict) -> None:
+        size = options.get("mvdiffusion_view_size")
+        if size is not None and (int(size) < 64 or int(size) % 64):
+            raise InvalidInputError(f"--mvdiffusion-view-size must be a multiple of 64 pixels, got {size}")
+
+    @classmethod
+    def for_training(cls, unet, options: dict, seed: int) -> MVDiffusionAdapter:
+        """Fresh blocks (an exact identity) for the frozen ``unet``; 8 views of 90° at the native size
+        (or ``--mvdiffusion-view-size``), each panorama's views sharing one timestep."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            adapter = cls.for_unet(unet)
+        size = options.get("mvdiffusion_view_size") or int(unet.config.sample_size) * 8
+        adapter.training_views = TrainingViews(size_px=int(size))
+        adapter.set_gradient_checkpointing(options.get("mvdiffusion_checkpointing", "on") == "on")
+        return adapter
+
+    def training_example(self, batch) -> TrainingExample:
+        """The views of each panorama: latents [B, 8, 4, s/8, s/8], per-view caption embeddings
+        [B, 8, L, D] and the ring's cameras (the same for every sample)."""
+        if batch.view_latents is None:
+            raise InvalidInputError("MVDiffusion trains on perspective views; the training batch has none")
+        yaws = batch.view_yaw_deg
+        if yaws is not None and not bool((yaws == yaws[:1]).all()):
+            raise InvalidInputError("MVDiffusion training needs the same view yaws for every sample of a batch")
+        views = self.training_views
+        if yaws is not None:
+            views = TrainingViews(tuple(float(y) for y in yaws[0].tolist()), views.pitch_deg, views.fov_deg,
+                                  int(batch.view_latents.shape[-1]) * 8)
+        size = views.size_px
+        return TrainingExample(batch.view_latents, batch.view_embeds, batch.view_pooled, (size, size),
+                               {"cameras": views.cameras()})
 
     # --- reference checkpoints -----------------------------------------------------------------------
     @classmethod
