@@ -222,3 +222,24 @@ def test_cli_generates_with_view_prompts(tmp_path):
 
     with Image.open(out) as image:
         assert image.size == (512, 256 - 2 * covered_rows(256, 8, 90.0))
+
+
+def test_a_reference_checkpoint_brings_its_own_weights(tmp_path):
+    """The file's UNet/VAE/text encoder replace the base's on the first generation; an ε checkpoint on a
+    v-prediction base is refused before generating."""
+    source = PanoramaGenerator.from_pretrained("tiny-sd2", device="cpu", torch_dtype="fp32")
+    blocks = randomised(MVDiffusionAdapter.for_unet(source.unet), seed=6)
+    unet = source.unet
+    with torch.no_grad():
+        unet.conv_in.weight.mul_(-1)  # the checkpoint's UNet differs from the base's
+    path = tmp_path / "pano.ckpt"
+    torch.save({"state_dict": blocks.reference_state_dict(unet=unet, vae=source.vae,
+                                                          text_encoder=source.pipe.text_encoder)}, path)
+    v_base = PanoramaGenerator.from_pretrained("tiny-sd2", device="cpu", torch_dtype="fp32", adapter=str(path))
+    with pytest.raises(InvalidInputError, match="ε-prediction weights.*predicts v_prediction"):
+        v_base("a room", method="mvdiffusion", num_inference_steps=1, progress=False, **SIZE)
+    gen = PanoramaGenerator.from_pretrained("tiny-sd2", device="cpu", torch_dtype="fp32", adapter=str(path),
+                                            prediction_type="epsilon")
+    assert not torch.equal(gen.unet.conv_in.weight, unet.conv_in.weight)
+    gen("a room", method="mvdiffusion", num_inference_steps=1, progress=False, output_type="latent", **SIZE)
+    assert torch.equal(gen.unet.conv_in.weight, unet.conv_in.weight) and not gen.adapters[0].components

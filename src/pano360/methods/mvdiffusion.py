@@ -294,6 +294,11 @@ class MVDiffusionMethod(PanoramaMethod):
                 f"(CLI: --adapter pano.ckpt) on {SD2_BASE}, or an adapter folder from 'pano360 train "
                 f"--adapter mvdiffusion'; the checkpoints are linked from {DOWNLOADS}")
         channels = blocks[0].config["in_channels"]
+        if blocks[0].components and info.prediction_type != "epsilon":
+            base = SD2_INPAINTING if channels == 9 else SD2_BASE
+            raise InvalidInputError(f"this MVDiffusion checkpoint brings {base}'s ε-prediction weights but the "
+                                    f"model's scheduler predicts {info.prediction_type}; load {base} (or pass "
+                                    "prediction_type='epsilon', CLI --prediction-type epsilon)")
         if self.image is None and channels == 9:
             raise InvalidInputError("these MVDiffusion weights outpaint a photo (9-channel inpainting UNet): "
                                     "give image=PHOTO (CLI: --image PHOTO), or use pano.ckpt on " + SD2_BASE)
