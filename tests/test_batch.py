@@ -141,7 +141,7 @@ def test_runner_generates_skips_fails_and_stops_on_sigint(tmp_path, tiny_generat
     assert summary.total == {"done": 3, "skipped": 0, "failed": 2, "pending": 0} and len(loads) == 1
     records = {r["prompt"]: r for r in read_records(out / "manifest.jsonl")}
     assert "stride 3" in records["b"]["reason"] and "multiple of 8" in records["c"]["reason"]
-    sidecar = json.loads((out / records["a"]["file"]).with_suffix(".json").read_text())
+    sidecar = json.loads((out / (records["a"]["file"] + ".json")).read_text())
     assert sidecar["batch"]["job_id"] == records["a"]["job"] and sidecar["seed"] == 0
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
 
@@ -195,7 +195,7 @@ def _batch_args(jobs_file, out, steps=STEPS):
 def _finished(out: Path) -> dict[str, tuple[bytes, int]]:
     """Images whose sidecar (written last) exists: name -> (bytes, mtime in ns)."""
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.glob("*.png"))
-            if p.with_suffix(".json").exists()}
+            if p.with_name(p.name + ".json").exists()}
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +244,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_images(reference, tmp_path):
     assert {name: data for name, (data, _) in after.items()} == expected
     assert {name: after[name] for name in kept} == kept  # same bytes and mtimes
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*expected, *(Path(n).with_suffix(".json").name for n in expected), "manifest.jsonl", "manifest.d"])
+        [*expected, *(n + ".json" for n in expected), "manifest.jsonl", "manifest.d"])
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     statuses = [r["status"] for r in read_records(out / "manifest.jsonl")]
     assert sorted(statuses) == sorted(["skipped"] * len(kept) + ["done"] * (N_JOBS - len(kept)))

@@ -140,7 +140,7 @@ def test_needs_the_blocks_and_the_right_weights(tmp_path):
     # the outpainting checkpoint on a text-to-image base fails when loading, naming the inpainting base
     from pano360.backbones.tiny import tiny_inpainting_pipeline
 
-    inpaint_unet = tiny_inpainting_pipeline().unet
+    inpaint_unet = tiny_inpainting_pipeline("sd2").unet
     path = tmp_path / "pano_outpaint.ckpt"
     torch.save({"state_dict": MVDiffusionAdapter.for_unet(inpaint_unet).reference_state_dict(unet=inpaint_unet)}, path)
     with pytest.raises(ModelLoadError, match="stabilityai/stable-diffusion-2-inpainting"):
@@ -158,7 +158,7 @@ def test_outpainting_keeps_the_photo(tmp_path):
     from pano360.backbones.tiny import tiny_inpainting_pipeline
     from pano360.methods.mvdiffusion import load_photo
 
-    gen = PanoramaGenerator.from_pipe(tiny_inpainting_pipeline(), name="tiny-inpaint")
+    gen = PanoramaGenerator.from_pipe(tiny_inpainting_pipeline("sd2"), name="tiny-inpaint")
     gen.load_adapter(randomised(MVDiffusionAdapter.for_unet(gen.unet), seed=3))
     yy, xx = np.mgrid[0:80, 0:120]
     photo = Image.fromarray(np.stack([xx * 2, yy * 3, (xx + yy)], -1).astype(np.uint8))  # 120×80, smooth

@@ -64,7 +64,7 @@ def test_results_are_read_only_by_bare_name_inside_the_output_folder(service, tm
     assert service.resolve(result.image.name) == result.image
     secret = tmp_path / "secret.png"
     secret.write_bytes(result.image.read_bytes())
-    secret.with_suffix(".json").write_text("{}")
+    secret.with_name(secret.name + ".json").write_text("{}")  # its sidecar
     (service.out_dir / "link.png").symlink_to(secret)
     (service.out_dir / "link.json").write_text("{}")
     for name in ("../secret.png", str(secret), "sub/x.png", "..", "", "a\x00.png", "link.png",

@@ -77,6 +77,18 @@ register_preset(Preset(
 ))
 
 
+# A true-360 backbone: SDXL fine-tuned on tens of thousands of equirectangular images resized to
+# 2048x1024 (model card of ProGamerGov/sdxl-360-diffusion, base stabilityai/stable-diffusion-xl-base-1.0).
+# Its card asks for the trigger phrase "equirectangular 360 view" or "360 panorama" in the prompt; the
+# poles and the seam are still left to pano360 (wraparound padding; `pano360 poles` / --refine-poles).
+register_preset(Preset(
+    "sdxl-360", "circular",
+    "ProGamerGov/sdxl-360-diffusion (SDXL trained on 2048x1024 equirect images) at 2048x1024 with wraparound "
+    "padding; put 'equirectangular 360 view' in the prompt",
+    {"model": "ProGamerGov/sdxl-360-diffusion", "height": 1024, "width": 2048},
+    {"wrap": True, "wrap_vae": True},
+))
+
 def apply_preset(name: str | None, method, options: dict, generation: dict) -> tuple[object, dict, dict]:
     """Fill what the user did not give from preset ``name``; what was given explicitly wins.
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import TINY_MODEL_NAMES  # noqa: F401  (re-exported; defined torch-free for the CLI)
+
 TINY_FAMILIES = ("sd1", "sd2", "sdxl")
-TINY_MODEL_NAMES = {"tiny": "sd1", "tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
 TEXT_WIDTH = 32
 
 
@@ -232,16 +233,25 @@ def save_tiny_pipeline(folder: str | os.PathLike, family: str = "sd1", seed: int
     return folder
 
 
-def tiny_inpainting_pipeline(seed: int = 0):
-    """A tiny SD 2-like ``StableDiffusionInpaintPipeline`` (9-channel UNet input: noisy latent 4, mask 1,
-    masked-image latent 4), the layout of ``stabilityai/stable-diffusion-2-inpainting``."""
-    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+TINY_INPAINTING_NAMES = {"tiny-inpaint": "sd1", "tiny-sd2-inpaint": "sd2", "tiny-sdxl-inpaint": "sdxl"}
 
-    base = tiny_unet("sd2", seed)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_config({**base.config, "in_channels": 9}).eval()
-    return StableDiffusionInpaintPipeline(
-        vae=tiny_vae("sd2", seed + 1), text_encoder=tiny_text_encoder(openclip_style=True, seed=seed + 2),
-        tokenizer=tiny_tokenizer(), unet=unet, scheduler=tiny_scheduler("sd2"), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
+
+def tiny_inpainting_pipeline(family: str = "sd1", seed: int = 0):
+    """A random 9-channel inpainting pipeline of ``family`` (``StableDiffusionInpaintPipeline`` or
+    ``StableDiffusionXLInpaintPipeline``): the tiny UNet with in_channels 9 (noisy latent, mask,
+    masked-image latent), the tiny VAE, text encoder(s) and scheduler of :func:`tiny_pipeline`."""
+    from diffusers import (
+        StableDiffusionInpaintPipeline,
+        StableDiffusionXLInpaintPipeline,
+        UNet2DConditionModel,
     )
+
+    base = tiny_pipeline(family, seed)
+    torch.manual_seed(seed + 10)
+    unet = UNet2DConditionModel.from_config(base.unet.config, in_channels=9).eval()
+    parts = {name: getattr(base, name) for name in ("vae", "text_encoder", "tokenizer", "scheduler")}
+    if family == "sdxl":
+        return StableDiffusionXLInpaintPipeline(unet=unet, text_encoder_2=base.text_encoder_2,
+                                                tokenizer_2=base.tokenizer_2, **parts)
+    return StableDiffusionInpaintPipeline(unet=unet, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False, **parts)

@@ -2,7 +2,7 @@
 
 Resumable by construction:
 
-- a job's files are ``DIR/<stem>.png`` + ``DIR/<stem>.json`` where the stem holds the job id (see
+- a job's files are ``DIR/<stem>.png`` + its sidecar ``DIR/<stem>.png.json`` where the stem holds the job id (see
   :attr:`~pano360.batch.jobs.Job.file_stem`); both are written with :mod:`pano360.io.atomic`
   (temporary file, fsync, hard link), image first, sidecar last;
 - a job is *finished* when its image is a complete image file and its sidecar names the same job id
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, OutputExistsError, Pano360Error
+from ..io.sidecar import sidecar_path
 from .jobs import Job, JobError, shard
 from .manifest import (
     ManifestLog,
@@ -121,7 +122,7 @@ def is_finished(image_path: Path, job_id: str) -> bool:
     """The image is a complete image file and its sidecar records ``job_id``."""
     from PIL import Image
 
-    sidecar = image_path.with_suffix(".json")
+    sidecar = sidecar_path(image_path)
     if not (image_path.is_file() and sidecar.is_file()):
         return False
     try:
@@ -138,8 +139,8 @@ def is_finished(image_path: Path, job_id: str) -> bool:
 def leftovers(image_path: Path) -> list[Path]:
     """Files an unfinished job may have left: its image, its sidecar, and the writers' temporary files."""
     folder = image_path.parent
-    found = [p for p in (image_path, image_path.with_suffix(".json")) if p.exists()]
-    for name in (image_path.name, image_path.with_suffix(".json").name):
+    found = [p for p in (image_path, sidecar_path(image_path)) if p.exists()]
+    for name in (image_path.name, sidecar_path(image_path).name):
         found.extend(folder.glob(f".{name}.*.tmp"))
     return found
 
@@ -147,7 +148,7 @@ def leftovers(image_path: Path) -> list[Path]:
 def owner_of(image_path: Path) -> str | None:
     """The job id recorded in an existing sidecar, if any."""
     try:
-        return json.loads(image_path.with_suffix(".json").read_text(encoding="utf-8")).get("batch", {}).get("job_id")
+        return json.loads(sidecar_path(image_path).read_text(encoding="utf-8")).get("batch", {}).get("job_id")
     except Exception:  # noqa: BLE001 - no readable sidecar
         return None
 

@@ -6,14 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+HELP = "generate many panoramas from a jobs file (resumable; many GPUs with accelerate launch)"
+"""The one line ``pano360 --help`` shows for this command."""
+
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from ..backbones.loading import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "batch",
-        help="generate many panoramas from a jobs file (resumable; many GPUs with accelerate launch)",
+        help=HELP,
         description=(
             "Generate one panorama per job into DIR: DIR/<prompt>-s<seed>-<id>.png with GPano XMP and a\n"
             "JSON sidecar, and DIR/manifest.jsonl with each job's status, file and reason on failure.\n\n"

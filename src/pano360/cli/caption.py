@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+HELP = "caption a folder of panoramas for training (BLIP-2 or any image-to-text model)"
+"""The one line ``pano360 --help`` shows for this command."""
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     from ..captioning import DEFAULT_CAPTIONER
@@ -12,7 +15,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "caption",
-        help="caption a folder of panoramas for training (BLIP-2 or any image-to-text model)",
+        help=HELP,
         description=(
             "Caption every 2:1 panorama in FOLDER (recursively) and write <image>.txt beside it, or one\n"
             "metadata.jsonl; with --views also the 8 horizon views (yaw 0..315 in 45 degree steps, FoV 90),\n"

@@ -7,14 +7,17 @@ import os
 import sys
 from pathlib import Path
 
+HELP = "web app: generate in the browser with a 360° preview (needs pano360[web])"
+"""The one line ``pano360 --help`` shows for this command."""
+
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from ..backbones.loading import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "serve",
-        help="web app: generate in the browser with a 360° preview (needs pano360[web])",
+        help=HELP,
         description=(
             "Start a web app (Gradio): prompt, negative prompt, method, preset, size, steps and seed;\n"
             "a progress bar; the result in the 360 viewer; downloads (PNG with 360 XMP, JSON sidecar,\n"

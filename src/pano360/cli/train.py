@@ -26,15 +26,19 @@ def _adapter_classes() -> dict:
     return classes
 
 
+HELP = "train a panorama adapter (LoRA, ...) on a folder of 2:1 panoramas"
+"""The one line ``pano360 --help`` shows for this command."""
+
+
 def register(subparsers) -> argparse.ArgumentParser:
-    from ..backbones.loading import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL
     from ..training.config import LR_SCHEDULERS, MIXED_PRECISION, OPTIMIZERS, REPORT_TO
     from .main import HelpFormatter
 
     classes = _adapter_classes()
     parser = subparsers.add_parser(
         "train",
-        help="train a panorama adapter (LoRA, ...) on a folder of 2:1 panoramas",
+        help=HELP,
         description=(
             "Train a panorama adapter on equirectangular images with captions (.txt beside each image, or\n"
             "metadata.jsonl with file_name + text), a Matterport3D skybox tree, or hf:NAME. Images are resized\n"

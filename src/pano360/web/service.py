@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..io.sidecar import sidecar_path
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 64 * 1024 * 1024  # refuses decompression bombs before decoding
@@ -129,14 +130,14 @@ class PanoramaService:
             raise InvalidInputError(f"{name!r} is not the name of a result in the output folder")
         path = (self.out_dir / name).resolve()
         if path.parent != self.out_dir or path.suffix.lower() not in (".png", ".jpg", ".jpeg") \
-                or not path.is_file() or not path.with_suffix(".json").is_file():
+                or not path.is_file() or not sidecar_path(path).is_file():
             raise InvalidInputError(f"{name!r} is not the name of a result in the output folder")
         return path
 
     def result(self, name: str) -> Result:
         """A result by its image file name, with its cube-map zip (made on first request)."""
         image = self.resolve(name)
-        sidecar = image.with_suffix(".json")
+        sidecar = sidecar_path(image)
         try:
             parameters = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
@@ -147,13 +148,13 @@ class PanoramaService:
         """Earlier results, newest first: ``(image path, caption)`` with the prompt and seed."""
         items = []
         for image in self.out_dir.iterdir():
-            if image.suffix.lower() in (".png", ".jpg", ".jpeg") and image.with_suffix(".json").is_file() \
+            if image.suffix.lower() in (".png", ".jpg", ".jpeg") and sidecar_path(image).is_file() \
                     and not image.name.startswith("."):
                 items.append((image.stat().st_mtime, image))
         results = []
         for _, image in sorted(items, reverse=True)[:limit]:
             try:
-                record = json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))
+                record = json.loads(sidecar_path(image).read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 continue
             prompt = record.get("prompt")
