@@ -1,12 +1,12 @@
 """Training data: folder and Matterport3D layouts, checks before any model, panorama augmentation,
 latent caching that is exact under yaw rolls, and the sample order that makes resume/DDP exact."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.panoramas import panorama_array, write_panoramas
 
 from pano360.errors import InvalidInputError
 from pano360.training.augment import Augmentation, AugmentConfig, apply_to_image, resize_panorama
@@ -17,7 +17,6 @@ from pano360.training.datasets import (
     open_dataset,
 )
 from pano360.training.sampler import SampleOrder, micro_batch_positions
-from support.panoramas import panorama_array, write_panoramas
 
 
 def test_folder_captions_from_txt_and_metadata_recursively(tmp_path):
@@ -146,3 +145,27 @@ def test_sample_positions_split_a_global_batch_between_processes():
     epoch = [order.index(p) for p in range(5)]
     assert sorted(epoch) == list(range(5)) and [order.index(p) for p in range(5, 10)] != epoch
     assert [SampleOrder(5, seed=1).index(p) for p in range(12)] == [order.index(p) for p in range(12)]
+
+
+def test_hugging_face_dataset_by_name(monkeypatch):
+    import sys
+    import types
+
+    class Table:
+        column_names = ("image", "text")
+        info = types.SimpleNamespace(license="cc-by-4.0")
+
+        def __init__(self):
+            self.rows = [{"image": Image.fromarray(panorama_array(i, 32)), "text": f"pano {i}"} for i in range(2)]
+
+        def __getitem__(self, key):
+            return [row[key] for row in self.rows] if isinstance(key, str) else self.rows[key]
+
+    calls = []
+    fake = types.SimpleNamespace(load_dataset=lambda name, split: calls.append((name, split)) or Table())
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    dataset = open_dataset("hf:someone/panoramas:train")
+    assert calls == [("someone/panoramas", "train")] and dataset.captions == ["pano 0", "pano 1"]
+    assert dataset.load(1, 16).shape == (3, 16, 32) and dataset.license == "cc-by-4.0"
+    with pytest.raises(InvalidInputError, match="no column 'caption'"):
+        open_dataset("hf:someone/panoramas", caption_column="caption")

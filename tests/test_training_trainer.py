@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from support.panoramas import write_panoramas
 
 from pano360.cli.main import main
 from pano360.training import TrainingConfig, train
-from support.panoramas import write_panoramas
 
-TINY = dict(model="tiny", resolution=32, progress=False, checkpoint_every=0)
+TINY = {"model": "tiny", "resolution": 32, "progress": False, "checkpoint_every": 0}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_output_folder_is_an_adapter_with_card_and_report(overfit):
 def test_trained_lora_changes_the_panorama_and_scale_zero_is_the_base_model(overfit):
     from pano360 import PanoramaGenerator
 
-    kwargs = dict(height=32, width=64, num_inference_steps=3, seed=1, output_type="np", progress=False)
+    kwargs = {"height": 32, "width": 64, "num_inference_steps": 3, "seed": 1, "output_type": "np", "progress": False}
     base = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32")("panorama number 0", **kwargs)
     tuned = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32", loras=[str(overfit.output)])
     with_lora = tuned("panorama number 0", **kwargs)
@@ -98,15 +98,19 @@ def test_cached_and_uncached_runs_give_the_same_losses(data, tmp_path, single_to
     assert cached.losses == pytest.approx(uncached.losses, rel=1e-4, abs=1e-5)
 
 
-def test_validation_panoramas_and_report(data, tmp_path, single_torch_thread):
+def test_validation_panoramas_and_report_leave_training_unchanged(data, tmp_path, single_torch_thread):
     from pano360.io import read_panorama_metadata
 
     out = tmp_path / "v"
-    train(TrainingConfig(data=str(data), output=str(out), steps=2, validate_every=2, validation_steps=2,
-                         validation_prompts=["a beach"], **TINY))
-    image = out / "validation" / "step-000002" / "00.png"
-    assert read_panorama_metadata(image)["ProjectionType"] == "equirectangular"
+    train(TrainingConfig(data=str(data), output=str(out), steps=4, validate_every=2, validation_steps=2,
+                         validation_prompts=["a beach"], learning_rate=1e-3, **TINY))
+    plain = train(TrainingConfig(data=str(data), output=str(tmp_path / "p"), steps=4, learning_rate=1e-3, **TINY))
+    for step in ("000002", "000004"):
+        image = out / "validation" / f"step-{step}" / "00.png"
+        assert read_panorama_metadata(image)["ProjectionType"] == "equirectangular"
     assert "data:image/jpeg;base64," in (out / "report.html").read_text()
+    a, b = _adapter_weights(out), _adapter_weights(plain.output)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -122,7 +126,7 @@ def test_bad_arguments_fail_before_any_model_loads(data, tmp_path, capsys, monke
 
     if "wandb" in extra and importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed")
-    import pano360.backbones.loading as loading
+    from pano360.backbones import loading
 
     monkeypatch.setattr(loading, "load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
     code = main(["train", str(data), "--model", "tiny", "-o", str(tmp_path / "out"), "--quiet", *extra])
@@ -131,7 +135,7 @@ def test_bad_arguments_fail_before_any_model_loads(data, tmp_path, capsys, monke
 
 
 def test_data_and_output_problems_fail_before_any_model_loads(data, tmp_path, capsys, monkeypatch):
-    import pano360.backbones.loading as loading
+    from pano360.backbones import loading
 
     monkeypatch.setattr(loading, "load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
     (tmp_path / "empty").mkdir()
@@ -141,6 +145,9 @@ def test_data_and_output_problems_fail_before_any_model_loads(data, tmp_path, ca
     (tmp_path / "used" / "x").write_text("work")
     assert main(["train", str(data), "--model", "tiny", "-o", str(tmp_path / "used"), "--quiet"]) == 2
     assert "is not empty; pass --resume latest" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["train", str(data), "--model", "tiny", "-o", str(tmp_path / "afile" / "out"), "--quiet"]) == 2
+    assert "is a file" in capsys.readouterr().err
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -153,3 +160,43 @@ def test_data_and_output_problems_fail_before_any_model_loads(data, tmp_path, ca
         assert "cannot write" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
+
+
+def test_accumulation_and_checkpointing_do_not_change_the_update(data, tmp_path, single_torch_thread):
+    def run(name, **extra):
+        config = TrainingConfig(data=str(data), output=str(tmp_path / name), steps=3, learning_rate=1e-3, **TINY,
+                                **extra)
+        return _adapter_weights(train(config).output)
+
+    batch_two = run("b2", batch_size=2)
+    accumulated = run("acc", batch_size=1, gradient_accumulation_steps=2)
+    checkpointed = run("ckpt", batch_size=2, gradient_checkpointing=True)
+    for other in (accumulated, checkpointed):
+        assert max((batch_two[k] - other[k]).abs().max().item() for k in batch_two) <= 1e-6
+
+
+def test_bf16_mixed_precision_and_min_snr_run(data, tmp_path, single_torch_thread):
+    result = train(TrainingConfig(data=str(data), output=str(tmp_path / "bf16"), steps=2, mixed_precision="bf16",
+                                  snr_gamma=5.0, **TINY))
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    weights = _adapter_weights(result.output)
+    assert all(w.dtype == torch.float32 for w in weights.values())  # the adapter trains in fp32
+
+
+def test_adapter_door_and_lora_door_give_the_same_panorama(overfit):
+    from pano360 import PanoramaGenerator
+
+    kwargs = {"height": 32, "width": 64, "num_inference_steps": 3, "seed": 2, "output_type": "np", "progress": False}
+    via_lora = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32", loras=[str(overfit.output)])
+    via_adapter = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32",
+                                                    adapter=str(overfit.output))
+    assert abs(via_lora("a room", **kwargs).images - via_adapter("a room", **kwargs).images).max() <= 1e-4
+
+
+@pytest.mark.parametrize("model", ["tiny-sd2", "tiny-sdxl"])
+def test_v_prediction_and_sdxl_models_train(data, tmp_path, single_torch_thread, model):
+    result = train(TrainingConfig(data=str(data), output=str(tmp_path / model), steps=2,
+                                  **{**TINY, "model": model}))
+    card = (result.output / "README.md").read_text()
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert ("(sd2, v_prediction)" in card) == (model == "tiny-sd2") and ("(sdxl, epsilon)" in card) == (model == "tiny-sdxl")

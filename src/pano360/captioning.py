@@ -78,7 +78,7 @@ class _TinyProcessor:
 
 def tiny_captioner(seed: int = 0, max_new_tokens: int = 12) -> Captioner:
     """A random ViT-encoder / GPT-2-decoder captioner (a few hundred kB) with the tiny CLIP tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel, VisionEncoderDecoderModel
+    from transformers import GPT2Config, GPT2LMHeadModel, VisionEncoderDecoderModel, ViTConfig, ViTModel
 
     from .backbones.tiny import tiny_tokenizer
 

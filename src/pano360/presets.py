@@ -76,6 +76,14 @@ register_preset(Preset(
     {"num_views": 8, "fov": 90.0},
 ))
 
+register_preset(Preset(
+    "unipano-paper", "circular",
+    "UniPano/PanFusion's sampling loop: 512x1024, DDIM 50 steps, guidance 9, the reference's pad/crop padding, "
+    "90-degree roll per step, padded decode (give the trained model with --adapter)",
+    {"height": 512, "width": 1024, "num_inference_steps": 50, "guidance_scale": 9.0, "scheduler": "ddim"},
+    {"padding": "reference", "roll_per_step": 90.0},
+))
+
 
 # A true-360 backbone: SDXL fine-tuned on tens of thousands of equirectangular images resized to
 # 2048x1024 (model card of ProGamerGov/sdxl-360-diffusion, base stabilityai/stable-diffusion-xl-base-1.0).

@@ -140,8 +140,8 @@ class LoRAAdapter(PanoramaAdapter):
         self.layers = nn.ModuleDict({
             path.replace(".", "-"): LoRAPair(list(shape), int(rank)) for path, shape in sorted(layers.items())
         })
-        self._attached: dict[str, nn.Linear] = {}  # path -> original Linear while attached
-        self._unet_ref = None
+        self._attached: dict[str, nn.Module] = {}  # path -> original layer while attached
+        self._wrappers: dict[str, LoRALinear] = {}
 
     # --- construction -----------------------------------------------------------------------
     @staticmethod
@@ -231,17 +231,20 @@ class LoRAAdapter(PanoramaAdapter):
             pair = self.layers[path.replace(".", "-")]
             pair.to(device=base.weight.device)
             self._attached[path] = base
-            _set(unet, path, LoRALinear(base, pair, self.scale, self.config["dropout"]))
+            self._wrappers[path] = LoRALinear(base, pair, self.scale, self.config["dropout"])
+            _set(unet, path, self._wrappers[path])
         return unet
 
     def detach(self, unet: nn.Module) -> None:
         for path, base in self._attached.items():
             _set(unet, path, base)
-        self._attached = {}
+        self._attached, self._wrappers = {}, {}
 
     def set_scale(self, scale: float) -> None:
         """Multiply the LoRA branch by ``scale`` (1 = as trained, 0 = the base UNet exactly)."""
         self.scale = float(scale) * self.config["alpha"] / self.config["rank"]
+        for path in self._attached:
+            self._wrappers[path].scale = self.scale
 
     # --- files ------------------------------------------------------------------------------------
     def diffusers_state_dict(self) -> dict[str, torch.Tensor]:

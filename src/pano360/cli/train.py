@@ -30,6 +30,21 @@ HELP = "train a panorama adapter (LoRA, ...) on a folder of 2:1 panoramas"
 """The one line ``pano360 --help`` shows for this command."""
 
 
+def _training_presets(classes: dict) -> dict[str, dict]:
+    """``--preset`` name → settings, from the adapter classes' ``training_presets``."""
+    return {name: preset for cls in classes.values() for name, preset in getattr(cls, "training_presets", {}).items()}
+
+
+def apply_training_preset(args) -> None:
+    """Fill the options still at their defaults from ``args.preset`` (an option given with another value wins)."""
+    if not getattr(args, "preset", None):
+        return
+    preset = _training_presets(_adapter_classes())[args.preset]
+    for dest, value in preset.items():
+        if dest != "description" and getattr(args, dest, None) == args.train_defaults.get(dest):
+            setattr(args, dest, value)
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     from ..defaults import DEFAULT_MODEL
     from ..training.config import LR_SCHEDULERS, MIXED_PRECISION, OPTIMIZERS, REPORT_TO
@@ -60,6 +75,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--model", "--pretrained-model-name-or-path", dest="model", default=DEFAULT_MODEL,
                        help="base model: Hub id, diffusers folder, .safetensors file, or tiny / tiny-sd2 / tiny-sdxl")
     model.add_argument("--adapter", default="lora", choices=sorted(classes), help="adapter kind to train")
+    presets = _training_presets(classes)
+    model.add_argument("--preset", default=None, choices=sorted(presets) or None,
+                       help="a reference's training settings for the options you leave at their defaults: "
+                            + "; ".join(f"{name} = {p['description']}" for name, p in sorted(presets.items())))
     model.add_argument("--rank", type=int, default=4, help="adapter rank (LoRA inner width)")
     model.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default=None,
                        help="train for this target instead of the model's own")
@@ -114,6 +133,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                      help="no (fp32), fp16 or bf16: frozen weights in that dtype, adapter in fp32, autocast")
     mem.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
     mem.add_argument("--allow-tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
+    mem.add_argument("--cpu", action="store_true",
+                     help="train on the CPU even if a GPU is present; with 'accelerate launch --multi_gpu "
+                          "--num_processes N' this runs N CPU processes over gloo")
     ck = parser.add_argument_group("checkpoints")
     ck.add_argument("--checkpoint-every", "--checkpointing-steps", dest="checkpoint_every", type=int, default=500,
                     help="save a resumable checkpoint every N steps (0 = only the final adapter)")
@@ -124,7 +146,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     val = parser.add_argument_group("validation and logging")
     val.add_argument("--validation-prompt", dest="validation_prompts", action="append", default=[], metavar="PROMPT",
                      help="prompt for validation panoramas; repeat for several")
-    val.add_argument("--validate-every", "--validation-steps-every", dest="validate_every", type=int, default=0,
+    val.add_argument("--validate-every", dest="validate_every", type=int, default=0,
                      help="generate validation panoramas every N steps (0 = off)")
     val.add_argument("--validation-inference-steps", dest="validation_steps", type=int, default=25,
                      help="denoising steps of the validation panoramas")
@@ -135,6 +157,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     val.add_argument("--log-every", type=int, default=1, help="write log.jsonl every N steps")
     val.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
+    parser.set_defaults(train_defaults={a.dest: a.default for a in parser._actions})
     return parser
 
 
@@ -144,6 +167,7 @@ def config_from_args(args):
     from ..backbones.loading import classify_model_argument
     from ..training.config import TrainingConfig
 
+    apply_training_preset(args)
     fields = set(TrainingConfig.__dataclass_fields__)
     values = {k: v for k, v in vars(args).items() if k in fields}
     cls = adapter_class(args.adapter)
@@ -177,6 +201,7 @@ def run(args) -> int:
         print(f"pano360 train: skipped {len(dataset.skipped)} image(s) (not 2:1 or unreadable)", file=sys.stderr)
     result = train(config, dataset=dataset)
     if not args.quiet:
+        flag = "--lora" if config.adapter == "lora" else "--adapter"
         print(f"adapter written to {result.output} after {result.steps} steps "
-              f"(load it with: pano360 generate PROMPT --model {config.model} --lora {result.output})")
+              f"(load it with: pano360 generate PROMPT --model {config.model} {flag} {result.output})")
     return 0

@@ -128,7 +128,7 @@ def _nearest_view_caption(captions: tuple[str, ...], yaw_in_sample: float, aug: 
     rho = aug.roll_px / width_px * 360.0
     original = -(yaw_in_sample - rho) if aug.flip else yaw_in_sample - rho
     step = 360.0 / len(captions)
-    return captions[int(round(original / step)) % len(captions)]
+    return captions[round(original / step) % len(captions)]
 
 
 class BatchBuilder:

@@ -75,6 +75,7 @@ class TrainingConfig:
     progress: bool = True
     dtype_vae_fp32: bool = False
     allow_tf32: bool = False
+    cpu: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -125,13 +125,13 @@ def write_model_card(output: str | Path, config, data: dict, metadata: dict) -> 
         "---",
         f"# {config.adapter} adapter for 360° panoramas",
         "",
-        f"Trained with `pano360 train` on `{config.model}` ({metadata.get('family')}, "
-        f"{metadata.get('prediction_type')}) at {config.resolution}x{2 * config.resolution} (equirectangular).",
+        (f"Trained with `pano360 train` on `{config.model}` ({metadata.get('family')}, "
+         f"{metadata.get('prediction_type')}) at {config.resolution}x{2 * config.resolution} (equirectangular)."),
         "",
         "## Data",
         f"- source: {data.get('source')} `{data.get('root')}`",
-        f"- panoramas: {data.get('panoramas')} ({data.get('skipped', 0)} skipped), "
-        f"distinct captions: {data.get('unique_captions')}",
+        (f"- panoramas: {data.get('panoramas')} ({data.get('skipped', 0)} skipped), "
+         f"distinct captions: {data.get('unique_captions')}"),
         f"- licence of the data: {data.get('license') or 'unknown'}",
         "",
         "## Training",

@@ -133,6 +133,9 @@ def check_output(config: TrainingConfig) -> None:
         raise InvalidInputError(f"output folder {config.output!r} is not empty; pass --resume latest to continue "
                                 "its run, --overwrite to start again there, or choose another -o")
     probe_root = output if output.is_dir() else next((p for p in output.parents if p.exists()), Path("."))
+    if not probe_root.is_dir():
+        raise InvalidInputError(f"cannot create output folder {config.output!r}: {probe_root} is a file; choose "
+                                "another -o")
     if not os.access(probe_root, os.W_OK):
         raise InvalidInputError(f"cannot write to {probe_root} (for output {config.output!r}); choose a writable -o")
     if first and config.overwrite and config.resume is None and output.is_dir():
@@ -168,9 +171,13 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
                                skip_invalid=config.skip_invalid, default_caption=config.default_caption,
                                license=config.data_license)
     output = Path(os.path.expanduser(config.output))
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # a second run in this process may use another precision (the process
+    # group, held by PartialState, is kept)
     accelerator = Accelerator(mixed_precision=config.mixed_precision,
                               log_with=None if config.report_to == "none" else config.report_to,
-                              project_dir=str(output))
+                              project_dir=str(output), cpu=config.cpu)
     processes, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if config.batch_size * processes > len(dataset):
         raise InvalidInputError(f"batch of {config.batch_size} x {processes} process(es) is larger than the "
@@ -338,9 +345,14 @@ def _validate(accelerator, pipe, adapter, config: TrainingConfig, step: int, out
         from .report import write_report
         from .validation import generate_validation
 
-        model.eval()
-        generate_validation(pipe, adapter, config, step, output)
-        model.train()
+        inner = accelerator.unwrap_model(model)
+        inner.eval()
+        adapter.detach(pipe.unet)
+        try:
+            generate_validation(pipe, adapter, config, step, output)
+        finally:
+            inner.network = adapter.attach(pipe.unet)
+            inner.train()
         write_report(output)
     accelerator.wait_for_everyone()
 

@@ -1,8 +1,9 @@
 """Validation panoramas during training, generated through the normal :class:`PanoramaGenerator`.
 
-The in-training adapter is already attached to the UNet the generator uses (LoRA-style adapters sit
-inside it), so what is saved is exactly what ``pano360 generate --lora OUT`` would make at this step.
-Files: ``OUT/validation/step-<step>/<k>.png`` with GPano 360 metadata and ``<k>.txt`` (the prompt).
+The in-training adapter is detached from the UNet, handed to the generator as a loaded panorama adapter
+(which attaches it for each run and detaches it afterwards, as ``pano360 generate --adapter OUT`` would),
+and attached again for training; its weights stay in their training dtype. Files:
+``OUT/validation/step-<step>/<k>.png`` with GPano 360 metadata and ``<k>.txt`` (the prompt).
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from .report import VALIDATION
 
 
 def generate_validation(pipe, adapter, config, step: int, output: Path) -> list[Path]:
-    """One panorama per ``config.validation_prompts`` (seed ``validation_seed + k``); returns the files."""
+    """One panorama per ``config.validation_prompts`` (seed ``validation_seed + k``); returns the files.
+
+    ``adapter`` must be detached from ``pipe.unet`` by the caller (see :func:`with_adapter_detached`)."""
     from ..generator import PanoramaGenerator
 
-    generator = PanoramaGenerator.from_pipe(pipe, name=config.model)
+    # channels_last=False: keep the layout training uses (a switch changes float rounding of later steps)
+    generator = PanoramaGenerator.from_pipe(pipe, name=config.model, channels_last=False)
+    generator.adapters.append(adapter)  # not load_adapter(): that would cast it to the UNet's dtype
+    generator.adapter_sources.append({"source": f"training step {step}", "kind": adapter.kind})
     folder = Path(output) / VALIDATION / f"step-{step:06d}"
     method = getattr(adapter, "method", None) or "circular"
     written = []
