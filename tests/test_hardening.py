@@ -391,13 +391,23 @@ def test_every_method_runs_with_the_tiny_model_offline(method, tmp_path, capsys,
     monkeypatch.delenv("PANO360_WEIGHTS_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # an empty weights cache: nothing to find, nothing to fetch
     out = tmp_path / f"{method}.png"
+    extra, size = [], (256, 128)
+    if method == "mvdiffusion":  # needs its CAA blocks (fresh ones here) and returns the band its views cover
+        from pano360.adapters.mvdiffusion import MVDiffusionAdapter
+        from pano360.backbones.tiny import tiny_unet
+        from pano360.methods.mvdiffusion import covered_rows
+
+        extra = ["--adapter", str(MVDiffusionAdapter.for_unet(tiny_unet("sd1")).save(tmp_path / "mvd")),
+                 "--view-size", "64"]
+        size = (256, 128 - 2 * covered_rows(128, 8, 90.0))
     code, text = _run_cli(["generate", "a room", "--model", "tiny", "--method", method, "--steps", "1",
-                           "--height", "128", "--width", "256", "--seed", "1", "-o", str(out), "--quiet"], capsys)
+                           "--height", "128", "--width", "256", "--seed", "1", "-o", str(out), "--quiet", *extra],
+                          capsys)
     assert code == 0, text
     from pano360.io import read_sidecar
 
     record = read_sidecar(out)
-    assert record["method"] == method and Image.open(out).size == (256, 128)
+    assert record["method"] == method and Image.open(out).size == size
     if method in ("multidiffusion", "syncdiffusion"):  # the window the run resolved from the model's size
         assert record["resolved"]["window"] == [16, 16] and record["resolved"]["num_windows"] >= 1
     if method == "syncdiffusion":  # the built-in perceptual net, recorded

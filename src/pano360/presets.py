@@ -68,6 +68,13 @@ register_preset(Preset(
     {"height": 512, "width": 4096, "num_inference_steps": 50, "guidance_scale": 7.5},
     {"stride": 8, "loop_closure": False},
 ))
+register_preset(Preset(
+    "mvdiffusion-paper", "mvdiffusion",
+    "MVDiffusion's demo: 8 views of 90°, DDIM 50 steps, CFG 9, stitched on 2048x4096 (output rows 540:1508); "
+    "needs --adapter pano.ckpt on stabilityai/stable-diffusion-2-base",
+    {"height": 2048, "width": 4096, "num_inference_steps": 50, "guidance_scale": 9.0, "scheduler": "ddim"},
+    {"num_views": 8, "fov": 90.0},
+))
 
 register_preset(Preset(
     "unipano-paper", "circular",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 ADAPTER_KINDS: dict[str, str] = {  # kind -> "module:ClassName"; one line per adapter module
     "lora": "pano360.adapters.lora:LoRAAdapter",
+    "mvdiffusion": "pano360.adapters.mvdiffusion:MVDiffusionAdapter",
     "unipano": "pano360.adapters.unipano:UniPanoAdapter",
 }
 

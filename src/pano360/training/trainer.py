@@ -236,7 +236,7 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     augment = AugmentConfig(config.random_roll, config.random_flip, config.caption_dropout,
                             roll_step_px=backbone.info.vae_scale_factor)
     builder = BatchBuilder(dataset, pipe, config.resolution, augment, config.seed, accelerator.device,
-                           cache=config.cache, views=adapter_cls.training_views,
+                           cache=config.cache, views=adapter.training_views,
                            progress=config.progress and is_main)
 
     # --- resume -----------------------------------------------------------------------------------
