@@ -21,9 +21,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
+from ._lazy import lazy_module
 from .errors import InvalidInputError, ModelLoadError
+
+torch = lazy_module("torch")
 
 DEFAULT_CAPTIONER = "Salesforce/blip2-opt-2.7b"
 TINY_CAPTIONER = "tiny"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, inpainting: bool = True) -> None:
-    from ..backbones.loading import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None,

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from .._lazy import lazy_module
 from ..errors import InvalidInputError
+
+torch = lazy_module("torch")
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSet", "load_image_folder", "load_prompts", "parse_size"]
 
