@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pano360.cli.main import main
-from pano360.io import read_panorama_metadata
+from pano360.io import read_panorama_metadata, sidecar_path
 
 
 def test_generate_tiny_writes_image_and_sidecar(tmp_path):
@@ -19,7 +19,7 @@ def test_generate_tiny_writes_image_and_sidecar(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out)
-    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar = json.loads(sidecar_path(out).read_text())
     assert sidecar["seed"] == 5 and sidecar["prompt"] == "a room" and sidecar["model"]["name"] == "tiny"
     assert sidecar["width"] == 128 and sidecar["num_inference_steps"] == 2 and "torch" in sidecar["versions"]
     metadata = read_panorama_metadata(out)

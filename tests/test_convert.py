@@ -91,7 +91,7 @@ def test_cube_faces_land_in_the_right_files(pano_png, tmp_path, convention):
 
 def test_cross_strip_and_views(pano_png, tmp_path):
     assert main(["convert", str(pano_png), "--to", "cross", "strip", "views", "--convention", "opengl",
-                 "--face-size", "16", "--view", "90,0,60", "--view", "0,90", "--view-size", "40x30",
+                 "--face-size", "16", "--view", "90,0,60", "--view", "0,90", "--view-size", "30x40",
                  "--format", "jpg", "--quiet"]) == 0
     cross = np.asarray(Image.open(tmp_path / "pano_cross.jpg").convert("RGB")).astype(int)
     assert cross.shape == (48, 64, 3)
@@ -119,7 +119,7 @@ def test_flyaround_video(pano_png, tmp_path, video_format, capsys):
             pytest.fail("imageio-ffmpeg is missing: the test extra installs it")
         pytest.skip("imageio-ffmpeg not installed")
     assert main(["convert", str(pano_png), "--to", "video", "--video-format", video_format, "--frames", "6",
-                 "--video-size", "48x32", "--fps", "12"]) == 0
+                 "--video-size", "32x48", "--fps", "12"]) == 0
     path = tmp_path / f"pano_flyaround.{video_format}"
     data = path.read_bytes()
     assert "6 frames" in capsys.readouterr().out
@@ -257,7 +257,7 @@ def test_overwrite(pano_png, tmp_path):
 def test_export_helpers():
     assert export.parse_view("45,-10") == export.ViewSpec(45.0, -10.0, 90.0, 0.0)
     assert export.parse_view("1,2,3,4") == export.ViewSpec(1.0, 2.0, 3.0, 4.0)
-    assert export.parse_size("640x360") == (360, 640)
+    assert export.parse_size("360x640") == (360, 640)
     with pytest.raises(export.InvalidInputError):
         export.parse_view("0,95")
     with pytest.raises(export.InvalidInputError):

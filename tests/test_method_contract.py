@@ -129,7 +129,7 @@ def test_registered_methods_reach_the_cli_with_their_options(registered, tmp_pat
     args = ["generate", "a lake", "--model", "tiny", "--method", "toy-views", "--views", "3", "--height", "64",
             "--width", "192", "--steps", "1", "--seed", "5", "-o", str(out), "--quiet"]
     assert main(args) == 0
-    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())  # pano360.io.sidecar_path
     assert sidecar["method"] == "toy-views" and sidecar["method_options"] == {"views": 3}
     assert main(["generate", "a lake", "--model", "tiny", "--method", "renamed-circular", "--views", "2"]) == 2
     assert "--views applies to --method toy-views only, not renamed-circular" in capsys.readouterr().err

@@ -212,7 +212,8 @@ def test_missing_lpips_weights_fail_before_any_model_call(tiny_generators, monke
 
     monkeypatch.setattr(gen, "encode_prompt", no_model_calls)
     with pytest.raises(ModelLoadError, match="vgg16-397923af.pth"):
-        gen(PROMPT, method="syncdiffusion", height=H, width=W, num_inference_steps=2, progress=False, stride=8)
+        gen(PROMPT, method="syncdiffusion", height=H, width=W, num_inference_steps=2, progress=False, stride=8,
+            perceptual_net="lpips-vgg")  # tiny models default to the built-in tiny-random net, which needs no file
 
 
 def test_unavailable_tiny_sync_decoder_fails_before_any_model_call(tiny_generators, monkeypatch, lpips, tmp_path):

@@ -24,10 +24,20 @@ from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_
 from .backbones.vae import tiled_decoding
 from .errors import InvalidInputError
 from .io.sidecar import library_versions
-from .methods import GenerationRequest, PanoramaMethod, RunContext, get_method
+from .methods import GenerationRequest, PanoramaMethod, RunContext, get_method, method_class
 from .output import PanoramaOutput
 from .presets import apply_preset
-from .validation import check_generation_args
+from .validation import (
+    check_eta,
+    check_generation_args,
+    check_memory,
+    check_prompts,
+    check_seed,
+    check_size_limit,
+    check_steps_for_scheduler,
+    estimate_memory,
+    resolve_size,
+)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -265,6 +275,7 @@ class PanoramaGenerator(BackboneComponents):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         progress: bool = True,
+        allow_large: bool = False,
         **method_options,
     ) -> PanoramaOutput:
         """Generate panoramas.
@@ -288,14 +299,22 @@ class PanoramaGenerator(BackboneComponents):
             output_type: ``"pil"``, ``"np"`` ([B, H, W, 3] in [0, 1]), ``"pt"`` or ``"latent"``.
             callback_on_step_end: ``fn(generator, step, timestep, {"latents": ...}) -> dict``; a returned
                 ``"latents"`` entry replaces the latents.
+            allow_large: skip the size limit (:data:`pano360.validation.MAX_PIXELS`) and the memory
+                estimate check (CLI: ``--allow-large``).
         """
         started = time.perf_counter()
         info = self.backbone.info
+        check_prompts(prompt)
+        if negative_prompt is not None:
+            check_prompts(negative_prompt, "negative_prompt")
         chosen, options, settings = apply_preset(preset, method, method_options, {
             "height": height, "width": width, "num_inference_steps": num_inference_steps,
             "guidance_scale": guidance_scale, "scheduler": scheduler})
+        if self.backbone.source.kind == "tiny" and isinstance(chosen, str):  # every method offline on tiny models
+            options = {**method_class(chosen).tiny_defaults, **options}
         method_obj = get_method(chosen, **options)
         default_height, default_width = method_obj.default_size(info)
+        resolve_size(settings.get("height"), settings.get("width"), default_height, ("height", "width"))  # 0: error
         height = settings.get("height") or default_height
         width = settings.get("width") or (2 * height if settings.get("height") else default_width)
         num_inference_steps = settings.get("num_inference_steps", 50)
@@ -305,8 +324,14 @@ class PanoramaGenerator(BackboneComponents):
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
         scheduler_name = check_scheduler_name(settings.get("scheduler") or self.scheduler_name)
+        check_eta(eta, scheduler_name, "eta")
+        check_steps_for_scheduler(num_inference_steps, int(self.base_scheduler_config.get("num_train_timesteps", 1000)),
+                                  "num_inference_steps")
+        check_size_limit(height, width, method_obj, allow_large, "allow_large=True")
         units = method_obj.prompt_units(prompt)
         batch = len(units) * num_images_per_prompt
+        if generator is None:
+            check_seed(seed, batch)
         request = GenerationRequest(height=height, width=width, num_inference_steps=num_inference_steps,
                                     guidance_scale=guidance_scale, batch_size=batch,
                                     has_control=control_image is not None)
@@ -317,6 +342,7 @@ class PanoramaGenerator(BackboneComponents):
                                     "to from_pretrained (CLI: --controlnet)")
         if self.controlnet is not None and control_image is None:
             raise InvalidInputError("a ControlNet is loaded: give a control_image (CLI: --depth IMAGE)")
+        self._check_memory(request, method_obj, allow_large)
         method_obj.fetch_resources(request)
 
         prompts = [u for u in units for _ in range(num_images_per_prompt)]
@@ -369,6 +395,9 @@ class PanoramaGenerator(BackboneComponents):
             eta, seeds, control_image, controlnet_conditioning_scale, latents is not None,
         )
         parameters["preset"] = preset
+        resolved = run.resolved()
+        if resolved:
+            parameters["resolved"] = resolved
         parameters["channels_last"] = channels_last
         parameters["offload"] = offloaded
         parameters["tiled_decode"] = tiled
@@ -384,6 +413,23 @@ class PanoramaGenerator(BackboneComponents):
             latents=state.detach().float().cpu(), parameters=parameters,
             views=None if decoded is None or decoded.views is None else _postprocess_views(decoded.views, output_type),
         )
+
+    def _check_memory(self, request: GenerationRequest, method_obj, allow_large: bool) -> None:
+        """Refuse a run whose estimated activations (the weights are loaded already) exceed the free
+        memory of the device (:func:`pano360.validation.estimate_memory`)."""
+        if allow_large:
+            return
+        from .validation import available_memory
+
+        values = method_obj.values()
+        window = values.get("window")
+        estimate = estimate_memory(
+            request.height, request.width, family=self.family, method=method_obj,
+            dtype_bytes=torch.finfo(self.dtype).bits // 8, batch_size=request.batch_size, guidance=request.guidance,
+            window=max(window) if isinstance(window, tuple) else window, view_batch_size=values.get("view_batch_size", 8),
+            sync_batch_size=1 if "sync_weight" in values else 0, parameters=0,
+        )
+        check_memory(estimate, available_memory(self.device), str(self.device), flag="allow_large=True")
 
     def _parameters(self, prompts, negatives, method_obj, height, width, steps, guidance, scheduler_name, eta,
                     seeds, control_image, control_scale, custom_latents) -> dict:
@@ -477,10 +523,9 @@ def _prepare_control_image(image, batch: int, height: int, width: int, device, d
     from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
-        from .validation import check_existing_file
+        from .io.images import read_image
 
-        with Image.open(check_existing_file(image, "control image")) as opened:
-            image = opened.convert("RGB")
+        image = read_image(image, "control image").convert("RGB")  # truncated or corrupt files: one line
     if isinstance(image, Image.Image):
         if image.size != (width, height):
             image = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io.atomic import ensure_writable
 from .io.images import image_format_for, save_panorama_image
-from .io.sidecar import sidecar_path, write_sidecar
+from .io.paths import check_output_targets, save_with_fallback
+from .io.sidecar import sidecar_path, sidecar_paths, write_sidecar
 
 
 @dataclass
@@ -47,20 +47,38 @@ class PanoramaOutput:
         return [Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)) for a in array]
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, metadata: bool = True,
-             jpeg_quality: int = 95) -> list[Path]:
+             jpeg_quality: int = 95, fallback: bool = False) -> list[Path]:
         """Write each image (PNG/JPEG by extension, with GPano XMP) and its JSON sidecar.
 
         One image goes to ``path``; several go to ``stem_0.ext``, ``stem_1.ext``, … Every target
-        (image and sidecar) is checked first, so either all files are written or none is replaced.
+        (image and sidecar ``<image>.json``) is checked first (folder writable, names free), so either
+        all files are written or none is replaced. With ``fallback`` (the CLI), a write that still
+        fails (disk full, folder gone) puts the files into a fallback folder instead and prints where
+        (:func:`pano360.io.paths.save_with_fallback`); the returned paths say where they went.
         """
         path = Path(path)
         image_format_for(path)  # clear error for an unsupported extension before any work
         images = self.pil_images()
-        if len(images) == 1:
-            targets = [path]
-        else:
-            targets = [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(images))]
-        ensure_writable([p for t in targets for p in (t, sidecar_path(t))], overwrite)
+        if not fallback:
+            return self._write(path, images, overwrite, metadata, jpeg_quality)
+
+        def taken(candidate: Path) -> bool:
+            return any(p.exists() for t in self._targets(candidate, len(images)) for p in (t, *sidecar_paths(t)))
+
+        written, _ = save_with_fallback(
+            lambda target: self._write(target, images, overwrite, metadata, jpeg_quality), path, taken=taken,
+        )
+        return written
+
+    @staticmethod
+    def _targets(path: Path, count: int) -> list[Path]:
+        if count == 1:
+            return [path]
+        return [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(count)]
+
+    def _write(self, path: Path, images: list, overwrite: bool, metadata: bool, jpeg_quality: int) -> list[Path]:
+        targets = self._targets(path, len(images))
+        check_output_targets([p for t in targets for p in (t, sidecar_path(t))], overwrite)
         software = f"pano360 {self.parameters.get('versions', {}).get('pano360', '')}".strip()
         for index, (image, target) in enumerate(zip(images, targets)):
             record = dict(self.parameters)

@@ -68,7 +68,34 @@ register_preset(Preset(
     {"height": 512, "width": 4096, "num_inference_steps": 50, "guidance_scale": 7.5},
     {"stride": 8, "loop_closure": False},
 ))
+register_preset(Preset(
+    "mvdiffusion-paper", "mvdiffusion",
+    "MVDiffusion's demo: 8 views of 90°, DDIM 50 steps, CFG 9, stitched on 2048x4096 (output rows 540:1508); "
+    "needs --adapter pano.ckpt on stabilityai/stable-diffusion-2-base",
+    {"height": 2048, "width": 4096, "num_inference_steps": 50, "guidance_scale": 9.0, "scheduler": "ddim"},
+    {"num_views": 8, "fov": 90.0},
+))
 
+register_preset(Preset(
+    "unipano-paper", "circular",
+    "UniPano/PanFusion's sampling loop: 512x1024, DDIM 50 steps, guidance 9, the reference's pad/crop padding, "
+    "90-degree roll per step, padded decode (give the trained model with --adapter)",
+    {"height": 512, "width": 1024, "num_inference_steps": 50, "guidance_scale": 9.0, "scheduler": "ddim"},
+    {"padding": "reference", "roll_per_step": 90.0},
+))
+
+
+# A true-360 backbone: SDXL fine-tuned on tens of thousands of equirectangular images resized to
+# 2048x1024 (model card of ProGamerGov/sdxl-360-diffusion, base stabilityai/stable-diffusion-xl-base-1.0).
+# Its card asks for the trigger phrase "equirectangular 360 view" or "360 panorama" in the prompt; the
+# poles and the seam are still left to pano360 (wraparound padding; `pano360 poles` / --refine-poles).
+register_preset(Preset(
+    "sdxl-360", "circular",
+    "ProGamerGov/sdxl-360-diffusion (SDXL trained on 2048x1024 equirect images) at 2048x1024 with wraparound "
+    "padding; put 'equirectangular 360 view' in the prompt",
+    {"model": "ProGamerGov/sdxl-360-diffusion", "height": 1024, "width": 2048},
+    {"wrap": True, "wrap_vae": True},
+))
 
 def apply_preset(name: str | None, method, options: dict, generation: dict) -> tuple[object, dict, dict]:
     """Fill what the user did not give from preset ``name``; what was given explicitly wins.

@@ -14,7 +14,11 @@ import importlib
 import os
 from pathlib import Path
 
-ADAPTER_KINDS: dict[str, str] = {}  # kind -> "module:ClassName"; each adapter module adds itself here
+ADAPTER_KINDS: dict[str, str] = {  # kind -> "module:ClassName"; one line per adapter module
+    "lora": "pano360.adapters.lora:LoRAAdapter",
+    "mvdiffusion": "pano360.adapters.mvdiffusion:MVDiffusionAdapter",
+    "unipano": "pano360.adapters.unipano:UniPanoAdapter",
+}
 
 
 def adapter_class(kind: str):

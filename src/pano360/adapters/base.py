@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,23 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 
 
+@dataclass
+class TrainingExample:
+    """What the network is trained on for one micro-batch of B panoramas (``pano360 train``).
+
+    ``latents`` [B, C, h, w] (one equirect latent per sample) or [B, V, C, h, w] (V views per sample,
+    which share the sample's timestep, as in MVDiffusion); ``embeds`` [B, L, D] or [B, V, L, D];
+    ``pooled`` [B, P] / [B, V, P] for SDXL; ``size_px`` (height, width) in pixels of what one latent
+    shows (SDXL time ids); ``inputs``: extra tensors for the network with B (or B·V) rows, e.g. cameras.
+    """
+
+    latents: torch.Tensor
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+    size_px: tuple[int, int] | None = None
+    inputs: dict = field(default_factory=dict)
+
+
 class PanoramaAdapter(nn.Module):
     """Base class of trainable panorama adapters (subclasses: LoRA, UniPano, MVDiffusion).
 
@@ -35,6 +53,10 @@ class PanoramaAdapter(nn.Module):
     """
 
     kind: ClassVar[str] = "adapter"
+    #: Perspective views each training sample must also provide (a
+    #: :class:`pano360.training.cache.ViewRequest`, e.g. MVDiffusion's 8 horizon views with per-view
+    #: captions), or None when the adapter trains on equirect latents only.
+    training_views: ClassVar[object | None] = None
 
     def __init__(self, **config: Any):
         super().__init__()
@@ -54,6 +76,26 @@ class PanoramaAdapter(nn.Module):
         """Raise :class:`ModelLoadError` naming the right base model if ``unet`` does not fit."""
 
     # --- training -------------------------------------------------------------------------------
+    @classmethod
+    def add_training_arguments(cls, group) -> None:
+        """Add this kind's ``pano360 train`` flags to an argparse group (name them ``--<kind>-…``;
+        ``--rank`` is shared and owned by the trainer)."""
+
+    @classmethod
+    def for_training(cls, unet: nn.Module, options: dict, seed: int) -> PanoramaAdapter:
+        """A fresh adapter for ``unet`` from the parsed training options (``vars(args)``); ``seed`` fixes
+        its random initialisation."""
+        raise NotImplementedError(f"adapter kind {cls.kind!r} cannot be trained by pano360 train")
+
+    @classmethod
+    def check_training_options(cls, options: dict) -> None:
+        """Raise :class:`~pano360.errors.InvalidInputError` for bad flags of this kind (no model loaded)."""
+
+    def training_example(self, batch) -> TrainingExample:
+        """What the network trains on for a :class:`pano360.training.cache.TrainingBatch` (default: the
+        equirect latents and captions; multi-view adapters use ``batch.view_latents`` etc.)."""
+        return TrainingExample(batch.latents, batch.embeds, batch.pooled, batch.size_px)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the optimizer updates (default: all of the adapter's)."""
         return [p for p in self.parameters() if p.requires_grad]

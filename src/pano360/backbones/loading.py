@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import DEFAULT_MODEL  # defined torch-free for the CLI
 from ..errors import InvalidInputError, ModelLoadError
 from .families import FamilyInfo, family_of_checkpoint_keys, family_of_pipeline
 from .tiny import TINY_MODEL_NAMES
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
 # Depth ControlNets used when a depth image is given without --controlnet.
 DEFAULT_DEPTH_CONTROLNETS = {
     "sd1": "lllyasviel/control_v11f1p_sd15_depth",
@@ -45,7 +45,7 @@ class ModelSource:
     kind: str  # "tiny" | "single_file" | "folder" | "hub"
     path: str | None = None  # resolved local path
     revision: str | None = None  # Hub commit hash when known
-    sha256: str | None = None  # single files only
+    sha256: str | None = None  # single files: the file's SHA-256; folders: io.sidecar.directory_fingerprint
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -206,6 +206,10 @@ def load_backbone(
     elif kind == "folder":
         pipe = _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only=True, token=token)
         source.path = str(Path(model).expanduser().resolve())
+        if hash_single_files:  # same switch: hashing reads every byte once
+            from ..io.sidecar import directory_fingerprint
+
+            source.sha256 = directory_fingerprint(source.path)["sha256"]
     else:
         pipe = _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, token)
         source.revision = _hub_commit(model, cache_dir)
@@ -366,3 +370,152 @@ def load_controlnet(backbone: Backbone, controlnet: str, *, cache_dir=None, loca
     backbone.controlnet = model.to(device=unet.device).eval()
     backbone.controlnet_source = source
     return backbone.controlnet
+
+
+# --- inpainting checkpoints (9-channel UNets) -----------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What a model's configs or key names say, read without loading any weights."""
+
+    family: str | None  # "sd1" | "sd2" | "sdxl", None when the files do not say
+    in_channels: int | None  # 4 text-to-image, 9 inpainting, None unknown
+
+
+def _family_of_unet_config(unet_config: dict, class_name: str = "") -> str:
+    if "XL" in class_name or unet_config.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    if unet_config.get("cross_attention_dim") == 1024 or unet_config.get("use_linear_projection"):
+        return "sd2"
+    return "sd1"
+
+
+def peek_checkpoint(model: str, *, cache_dir: str | None = None, local_files_only: bool = False,
+                    token: str | bool | None = None) -> CheckpointFacts:
+    """Family and UNet input channels of ``model`` (any form :func:`load_backbone` takes) from its small
+    config files (Hub: ``model_index.json`` and ``unet/config.json`` only) or a single file's key names
+    and input-convolution shape, so that mismatches are caught before any weights are loaded."""
+    from .tiny import TINY_INPAINTING_NAMES
+
+    if model in TINY_INPAINTING_NAMES:
+        return CheckpointFacts(TINY_INPAINTING_NAMES[model], 9)
+    kind = classify_model_argument(model)
+    if kind == "tiny":
+        return CheckpointFacts(TINY_MODEL_NAMES[model], 4)
+    path = Path(os.path.expanduser(model))
+    if kind == "single_file":
+        try:
+            keys = read_checkpoint_keys(path)
+        except Exception as error:
+            raise ModelLoadError(f"could not read checkpoint {model!r} ({error.__class__.__name__}); give a "
+                                 ".safetensors file or a weights-only torch checkpoint") from error
+        return CheckpointFacts(family_of_checkpoint_keys(keys), _single_file_in_channels(path))
+    if kind == "folder":
+        index_path, unet_path = path / "model_index.json", path / "unet" / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            index_path = hf_hub_download(model, "model_index.json", cache_dir=cache_dir,
+                                         local_files_only=local_files_only, token=token)
+            unet_path = hf_hub_download(model, "unet/config.json", cache_dir=cache_dir,
+                                        local_files_only=local_files_only, token=token)
+        except Exception as error:
+            raise _hub_error(model, error) from error
+    class_name = json.loads(Path(index_path).read_text()).get("_class_name", "") if Path(index_path).is_file() else ""
+    if not Path(unet_path).is_file():
+        return CheckpointFacts(None, None)
+    unet_config = json.loads(Path(unet_path).read_text())
+    return CheckpointFacts(_family_of_unet_config(unet_config, class_name), unet_config.get("in_channels"))
+
+
+def _single_file_in_channels(path: Path) -> int | None:
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                return int(handle.get_slice(key).get_shape()[1]) if key in handle.keys() else None  # noqa: SIM118 (safe_open has no __contains__)
+        state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        return int(state[key].shape[1]) if key in state else None
+    except (OSError, RuntimeError, ValueError, KeyError, IndexError):  # unreadable: the loader will say why
+        return None
+
+
+def check_inpainting_checkpoint(inpaint_model: str, family: str, **hub) -> CheckpointFacts:
+    """Raise a one-line :class:`InvalidInputError` unless ``inpaint_model`` is a 9-channel inpainting
+    checkpoint of ``family`` (the panorama model's); reads configs only."""
+    facts = peek_checkpoint(inpaint_model, **hub)
+    if facts.in_channels is not None and facts.in_channels != 9:
+        raise InvalidInputError(
+            f"{inpaint_model!r} is not an inpainting checkpoint (its UNet takes {facts.in_channels} input channels, "
+            "inpainting UNets take 9); give an inpainting model such as "
+            f"{DEFAULT_INPAINTING_MODELS.get(family, DEFAULT_INPAINTING_MODELS['sd2'])}, or leave it out to use "
+            "masked blending with the panorama model"
+        )
+    if facts.family is not None and facts.family != family:
+        raise InvalidInputError(
+            f"inpainting checkpoint {inpaint_model!r} is {facts.family}, but the panorama model is {family}; use a "
+            f"{family} inpainting checkpoint (e.g. {DEFAULT_INPAINTING_MODELS[family]}) or leave it out"
+        )
+    return facts
+
+
+DEFAULT_INPAINTING_MODELS = {
+    "sd1": "runwayml/stable-diffusion-inpainting",
+    "sd2": "stabilityai/stable-diffusion-2-inpainting",
+    "sdxl": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+}
+
+
+def load_inpainting_backbone(
+    model: str,
+    *,
+    torch_dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    config: str | None = None,
+    cache_dir: str | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Backbone:
+    """Load a 9-channel SD 1.x/2.x/SDXL inpainting pipeline (``tiny-inpaint``, ``tiny-sd2-inpaint``,
+    ``tiny-sdxl-inpaint``, a diffusers folder, a Hub id or a single file). Text-to-image loading
+    (:func:`load_backbone`) keeps refusing these checkpoints; this is the explicit door for them."""
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
+
+    from .tiny import TINY_INPAINTING_NAMES
+
+    facts = peek_checkpoint(model, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    source = ModelSource(name=model, kind="tiny" if model in TINY_INPAINTING_NAMES else classify_model_argument(model))
+    pipeline_class = StableDiffusionXLInpaintPipeline if facts.family == "sdxl" else StableDiffusionInpaintPipeline
+    extra = _no_safety_checker(pipeline_class)
+    try:
+        if source.kind == "tiny":
+            from .tiny import tiny_inpainting_pipeline
+
+            pipe = tiny_inpainting_pipeline(TINY_INPAINTING_NAMES[model])
+            if torch_dtype != torch.float32:
+                pipe.to(dtype=torch_dtype)
+        elif source.kind == "single_file":
+            pipe = pipeline_class.from_single_file(str(Path(model).expanduser()), torch_dtype=torch_dtype, config=config,
+                                                   cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+                                                   **extra)
+            source.path = str(Path(model).expanduser().resolve())
+        else:
+            pipe = pipeline_class.from_pretrained(os.path.expanduser(model), torch_dtype=torch_dtype,
+                                                  cache_dir=cache_dir, token=token,
+                                                  local_files_only=local_files_only or source.kind == "folder", **extra)
+            if source.kind == "folder":
+                source.path = str(Path(model).expanduser().resolve())
+    except OSError as error:
+        raise _hub_error(model, error, what="inpainting model") from error
+    except ValueError as error:
+        raise ModelLoadError(f"could not load inpainting model {model!r}: {error}".replace("\n", " ")) from error
+    if pipe.unet.config.in_channels != 9:
+        raise ModelLoadError(f"{model!r} is not an inpainting checkpoint (UNet input channels "
+                             f"{pipe.unet.config.in_channels}, expected 9)")
+    pipe.to(device=device)
+    pipe.set_progress_bar_config(disable=True)
+    return Backbone(pipe=pipe, info=family_info(pipe), source=source)

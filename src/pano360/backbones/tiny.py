@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import TINY_MODEL_NAMES  # noqa: F401  (re-exported; defined torch-free for the CLI)
+
 TINY_FAMILIES = ("sd1", "sd2", "sdxl")
-TINY_MODEL_NAMES = {"tiny": "sd1", "tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
 TEXT_WIDTH = 32
 
 
@@ -230,3 +231,27 @@ def save_tiny_pipeline(folder: str | os.PathLike, family: str = "sd1", seed: int
     if controlnet:
         tiny_controlnet(pipe.unet, seed).save_pretrained(folder / "controlnet")
     return folder
+
+
+TINY_INPAINTING_NAMES = {"tiny-inpaint": "sd1", "tiny-sd2-inpaint": "sd2", "tiny-sdxl-inpaint": "sdxl"}
+
+
+def tiny_inpainting_pipeline(family: str = "sd1", seed: int = 0):
+    """A random 9-channel inpainting pipeline of ``family`` (``StableDiffusionInpaintPipeline`` or
+    ``StableDiffusionXLInpaintPipeline``): the tiny UNet with in_channels 9 (noisy latent, mask,
+    masked-image latent), the tiny VAE, text encoder(s) and scheduler of :func:`tiny_pipeline`."""
+    from diffusers import (
+        StableDiffusionInpaintPipeline,
+        StableDiffusionXLInpaintPipeline,
+        UNet2DConditionModel,
+    )
+
+    base = tiny_pipeline(family, seed)
+    torch.manual_seed(seed + 10)
+    unet = UNet2DConditionModel.from_config(base.unet.config, in_channels=9).eval()
+    parts = {name: getattr(base, name) for name in ("vae", "text_encoder", "tokenizer", "scheduler")}
+    if family == "sdxl":
+        return StableDiffusionXLInpaintPipeline(unet=unet, text_encoder_2=base.text_encoder_2,
+                                                tokenizer_2=base.tokenizer_2, **parts)
+    return StableDiffusionInpaintPipeline(unet=unet, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False, **parts)

@@ -10,12 +10,16 @@ TARGETS = ("cubemap", "cross", "strip", "views", "video")
 CONVENTIONS = ("fbrlud", "opengl", "unity")
 
 
+HELP = "export cube faces, a cross, perspective views or a video; tag an image as 360"
+"""The one line ``pano360 --help`` shows for this command."""
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "convert",
-        help="export cube faces, a cross, perspective views or a video; tag an image as 360",
+        help=HELP,
         description=(
             "Convert an equirectangular panorama (2:1, or a wider 360° strip).\n\n"
             "targets (--to, one or more):\n"
@@ -28,6 +32,7 @@ def register(subparsers) -> argparse.ArgumentParser:
             "  strip    one 6:1 image with the faces side by side in the convention's order\n"
             "  views    perspective views (--view YAW,PITCH[,FOV[,ROLL]], repeatable)\n"
             "  video    a fly-around: one turn around the horizon (MP4, or GIF without imageio-ffmpeg)\n\n"
+            "Sizes are written HEIGHTxWIDTH (as --height/--width and eval --size).\n"
             "Files are named PREFIX_NAME.EXT in --out-dir. Existing files are never replaced without\n"
             "--overwrite, and a failed run leaves no partial outputs.\n"
             "--add-metadata writes complete GPano XMP (Google Photos, Facebook, viewers) into the image\n"
@@ -50,12 +55,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--view", dest="views", action="append", default=None, metavar="YAW,PITCH[,FOV[,ROLL]]",
                         help="a perspective view in degrees (horizontal FoV, default 90), repeatable "
                         "(default: 8 views around the horizon, 45° apart)")
-    parser.add_argument("--view-size", default="512x512", metavar="WxH", help="size of each perspective view")
+    parser.add_argument("--view-size", default="512x512", metavar="HxW",
+                        help="size of each perspective view, HEIGHTxWIDTH (pano360's one size order)")
     parser.add_argument("--mode", default="bilinear", metavar="{nearest,bilinear,bicubic}",
                         help="interpolation")
     parser.add_argument("--frames", type=int, default=120, help="video: number of frames for one full turn")
     parser.add_argument("--fps", type=float, default=30.0, help="video: frames per second")
-    parser.add_argument("--video-size", default="640x360", metavar="WxH", help="video: frame size")
+    parser.add_argument("--video-size", default="360x640", metavar="HxW", help="video: frame size, HEIGHTxWIDTH")
     parser.add_argument("--video-fov", type=float, default=90.0, help="video: horizontal field of view in degrees")
     parser.add_argument("--video-pitch", type=float, default=0.0, help="video: camera pitch in degrees")
     parser.add_argument("--video-format", default="auto", metavar="{auto,mp4,gif}",
@@ -76,6 +82,32 @@ def _check_choice(value: str, choices, what: str) -> str:
     if value not in choices:
         raise InvalidInputError(f"unknown {what} {value!r}; use one of: {', '.join(choices)}")
     return value
+
+
+_VIDEO_FLAGS = {"frames": 120, "fps": 30.0, "video_size": "360x640", "video_fov": 90.0, "video_pitch": 0.0,
+                "video_format": "auto"}
+_VIEW_FLAGS = {"views": None, "view_size": "512x512"}
+_FACE_FLAGS = {"face_size": None, "convention": "fbrlud"}
+
+
+def _check_modifiers(args: argparse.Namespace, targets: list[str]) -> None:
+    """Options that modify a target the user did not ask for are errors, not silently ignored."""
+    from ..errors import InvalidInputError
+
+    groups = [(_VIDEO_FLAGS, {"video"}, "video"), (_VIEW_FLAGS, {"views"}, "views"),
+              (_FACE_FLAGS, {"cubemap", "cross", "strip"}, "cubemap, cross or strip")]
+    for flags, needs, label in groups:
+        if needs & set(targets):
+            continue
+        given = [name for name, default in flags.items() if getattr(args, name) != default]
+        if given:
+            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise InvalidInputError(f"{names} only apply with --to {label}; add it to --to or drop {names}")
+    if not targets:
+        given = [flag for flag, value in (("--out-dir", args.out_dir), ("--prefix", args.prefix)) if value]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} apply to --to outputs; with --add-metadata alone use "
+                                    "--metadata-out PATH")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,14 +141,28 @@ def run(args: argparse.Namespace) -> int:
         export.check_fov(args.video_fov)
         if not -90.0 <= args.video_pitch <= 90.0:
             raise InvalidInputError(f"--video-pitch must be between -90 and 90, got {args.video_pitch:g}")
-    if args.face_size is not None and args.face_size < 1:
-        raise InvalidInputError(f"--face-size must be a positive number of pixels, got {args.face_size}")
+    if args.face_size is not None and not 1 <= args.face_size <= 16384:
+        raise InvalidInputError(f"--face-size must be a whole number of pixels in 1..16384, got {args.face_size}")
+    _check_modifiers(args, targets)
+    from ..validation import check_finite
+
+    for flag, value in (("--fps", args.fps), ("--video-fov", args.video_fov), ("--video-pitch", args.video_pitch)):
+        check_finite(value, flag)
+
+    from ..io.paths import check_output_folder, check_output_target
 
     source = Path(args.input)
     out_dir = Path(args.out_dir) if args.out_dir else source.parent
     prefix = args.prefix or source.stem
+    if any(sep in prefix for sep in ("/", "\\")) or prefix in (".", ".."):
+        raise InvalidInputError(f"--prefix {prefix!r} must be a plain file-name prefix; put folders in --out-dir")
     messages: list[str] = []
 
+    # Outputs first (cheap): a read-only or impossible --out-dir fails before any pixel is read.
+    if targets:
+        check_output_folder(out_dir, flag="--out-dir")
+    if args.add_metadata and args.metadata_out:
+        check_output_target(args.metadata_out, args.overwrite, flag="--metadata-out")
     pano = export.load_panorama(source) if targets else None
     if args.add_metadata:
         export.check_taggable(source, args.metadata_out)
@@ -131,10 +177,11 @@ def run(args: argparse.Namespace) -> int:
         elif target == "views":
             planned += export.plan_views(pano, views, out_dir, prefix, view_size, image_format, mode)
     video_path = out_dir / f"{prefix}_flyaround.{video_format}" if video_format else None
-    from ..io.atomic import ensure_writable
+    from ..io.paths import check_output_targets
 
     metadata_out = [Path(args.metadata_out)] if args.add_metadata and args.metadata_out else []
-    ensure_writable([p.path for p in planned] + ([video_path] if video_path else []) + metadata_out, args.overwrite)
+    check_output_targets([p.path for p in planned] + ([video_path] if video_path else []) + metadata_out,
+                         args.overwrite)
 
     total = len(planned) + (args.frames if video_path else 0)
     bar = _progress_bar(total, args.quiet)

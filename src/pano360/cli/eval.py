@@ -18,12 +18,16 @@ input is an error. Weights are downloaded once into ~/.cache/pano360/weights ($P
 --weights-dir reads them from a folder instead, offline. See docs/metrics.md."""
 
 
+HELP = "score a folder of panoramas (FID, FAED, CLIP, Intra-LPIPS, seam metrics, ...)"
+"""The one line ``pano360 --help`` shows for this command."""
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     from ..metrics.suite import GROUPS, METRICS
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
-        "eval", help="score a folder of panoramas (FID, FAED, CLIP, Intra-LPIPS, seam metrics, ...)",
+        "eval", help=HELP,
         description=DESCRIPTION, formatter_class=HelpFormatter,
     )
     parser.add_argument("generated", metavar="GENERATED", help="folder of generated panoramas (.png/.jpg/.webp)")
@@ -75,7 +79,9 @@ def _check_positive(name: str, value: int | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.atomic import atomic_write_text, ensure_writable
+    from ..errors import InvalidInputError
+    from ..io.atomic import atomic_write_text
+    from ..io.paths import check_output_targets
     from ..metrics.inputs import parse_size
     from ..metrics.report import render_report
     from ..metrics.suite import METRICS, EvalConfig, evaluate
@@ -85,7 +91,16 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path(args.generated) / "eval"
     json_path, html_path = output / "metrics.json", output / "report.html"
     targets = [json_path] + ([] if args.no_report else [html_path])
-    ensure_writable(targets, args.overwrite)  # fail before hours of computing, not after
+    for flag, folder in (("GENERATED", args.generated), ("--reference", args.reference)):
+        if folder is not None and not Path(folder).is_dir():
+            what = "is a file" if Path(folder).is_file() else "does not exist"
+            raise InvalidInputError(f"{flag} {folder} {what}; give the folder of images")
+    if args.prompts is not None and not Path(args.prompts).is_file():
+        raise InvalidInputError(f"--prompts {args.prompts} does not exist or is not a file; check the path")
+    if args.reference and Path(args.reference).resolve() == Path(args.generated).resolve():
+        raise InvalidInputError("--reference is the GENERATED folder itself; point it at the reference images")
+    # fail before hours of computing, not after: names free, -o folder creatable and writable
+    check_output_targets(targets, args.overwrite, flag="-o/--output")
     config = EvalConfig(
         metrics=args.metrics,
         seed=args.seed,

@@ -6,25 +6,26 @@ All arguments are checked before any model is loaded, so a typo costs no downloa
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
 
-DEFAULT_OUTPUT_DIR = "outputs"
+from ..defaults import DEFAULT_OUTPUT_DIR
 
+HELP = "generate a 360° panorama from a text prompt"
+"""The one line ``pano360 --help`` shows for this command."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from ..backbones.loading import DEFAULT_MODEL
     from ..backbones.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+    from ..defaults import DEFAULT_MODEL
     from ..methods import available_methods, method_class
     from ..presets import PRESETS
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "generate",
-        help="generate a 360° panorama from a text prompt",
+        help=HELP,
         description=(
             "Generate a seamless 360° panorama from a text prompt and save it as PNG/JPEG with GPano 360\n"
             "metadata and a JSON sidecar holding every parameter (enough to reproduce the image).\n\n"
@@ -33,11 +34,18 @@ def register(subparsers) -> argparse.ArgumentParser:
             '  pano360 generate "a room" --model tiny --steps 4 -o room.png      # offline smoke run\n'
             '  pano360 generate "hdri view, a beach in the style of <s0><s1>" --model stabilityai/stable-diffusion-xl-base-1.0 \\\n'
             "      --lora jbilcke-hf/sdxl-panorama --lora-scale 0.8 --embedding embeddings.pti \\\n"
-            "      --depth depth.png --controlnet-scale 0.5 --height 512 --width 1024"
+            "      --depth depth.png --controlnet-scale 0.5 --height 512 --width 1024\n"
+            "  pano360 generate --from outputs/a-room-7.png.json --steps 30     # re-run a sidecar, 30 steps\n\n"
+            "Sizes are HEIGHTxWIDTH pixels everywhere. Limits (docs/cli.md): 16384 px per side; 8.4 MP for\n"
+            "circular, 16.8 MP for the windowed methods; a run whose memory estimate exceeds the device's\n"
+            "free memory is refused. --allow-large lifts both."
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("prompt", help="what the panorama shows")
+    parser.add_argument("prompt", nargs="?", default=None, help="what the panorama shows (optional with --from)")
+    parser.add_argument("--from", dest="from_sidecar", default=None, metavar="SIDECAR.json",
+                        help="re-run a recorded generation: every value from this pano360 sidecar (or the image it "
+                        "belongs to); flags given here override the recorded ones")
     what = parser.add_argument_group("what to generate")
     what.add_argument("--method", default=None, choices=available_methods(), metavar="METHOD",
                       help="panorama method (default: circular, or the --preset's): " + "; ".join(
@@ -47,7 +55,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                           f"{name} = {PRESETS[name].description}" for name in sorted(PRESETS)))
     what.add_argument("--height", type=int, default=None,
                       help="height in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1/2, "
-                      "1024 for SDXL)")
+                      "1024 for SDXL, 128 for the tiny models)")
     what.add_argument("--width", type=int, default=None,
                       help="width in pixels, a multiple of 8 (default: 2 x height, a full 2:1 sphere; wider "
                       "gives a cylindrical band)")
@@ -55,17 +63,18 @@ def register(subparsers) -> argparse.ArgumentParser:
     what.add_argument("--num-images", type=int, default=1, help="panoramas to generate (seeds seed, seed+1, ...)")
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50, or the preset's)")
-    sampling.add_argument("--guidance", type=float, default=None,
+    sampling.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float, default=None,
                           help="classifier-free guidance scale, 1 = off (default: 7.5, or the preset's)")
     sampling.add_argument("--seed", type=int, default=None, help="random seed (random if omitted; always recorded)")
     sampling.add_argument("--scheduler", default=None,
                           help=f"sampler (default: {DEFAULT_SCHEDULER}, or the preset's): " + ", ".join(SCHEDULERS))
-    sampling.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    sampling.add_argument("--eta", type=float, default=0.0,
+                          help="DDIM eta in [0, 1], --scheduler ddim only (0 = deterministic)")
     add_method_options(parser)
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default=DEFAULT_MODEL,
+    model.add_argument("--model", default=None,
                        help="Hub id, diffusers folder, .safetensors/.ckpt file, or tiny / tiny-sd2 / tiny-sdxl "
-                       "(built-in random models, offline)")
+                       f"(built-in random models, offline); default: the --preset's model, else {DEFAULT_MODEL}")
     model.add_argument("--config", default=None,
                        help="for a single-file --model offline: diffusers folder or cached Hub id with its configs")
     model.add_argument("--variant", default=None, help="weights variant to download, e.g. fp16")
@@ -87,7 +96,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                        help="depth image for a depth ControlNet (360 depth, resized to the panorama)")
     model.add_argument("--controlnet", default=None,
                        help="ControlNet Hub id/folder/file (default with --depth: the family's depth ControlNet)")
-    model.add_argument("--controlnet-scale", type=float, default=1.0, help="ControlNet conditioning scale")
+    model.add_argument("--controlnet-scale", type=float, default=None,
+                       help="ControlNet conditioning scale, with --depth (default: 1.0)")
     model.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                        help="weights dtype (auto: fp16 on GPU, fp32 on CPU)")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -111,9 +121,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     output.add_argument("--no-metadata", action="store_true", help="do not embed GPano 360 XMP")
     output.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality (1-100)")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
+    sphere = parser.add_argument_group("full sphere (see pano360 poles / upscale)")
+    sphere.add_argument("--refine-poles", action="store_true",
+                        help="regenerate the zenith and nadir through perspective pole views (a strip becomes a 2:1 "
+                        "sphere)")
+    sphere.add_argument("--upscale", type=int, choices=[2, 4], default=None,
+                        help="then upscale 2x or 4x with wrapping tiles (img2img with the same model, strength 0.3)")
     output.add_argument("--view", action="store_true",
                         help="open the panorama in the offline 360 viewer when done (Ctrl+C to stop)")
-    parser.set_defaults(func=run)
+    output.add_argument("--allow-large", action="store_true",
+                        help="skip the size limit and the memory estimate check (for runs you know fit)")
+    from .parsing import option_dests
+
+    parser.set_defaults(func=run, option_dests=option_dests(parser))
     return parser
 
 
@@ -155,6 +175,7 @@ def _shown(option) -> str:
 
 def apply_preset(args: argparse.Namespace) -> None:
     """Fill the method and size the user did not give from ``--preset`` (explicit arguments win)."""
+    from ..defaults import DEFAULT_MODEL
     from ..backbones.schedulers import DEFAULT_SCHEDULER
     from ..presets import apply_preset as resolve
 
@@ -167,6 +188,7 @@ def apply_preset(args: argparse.Namespace) -> None:
     args.guidance = settings.get("guidance_scale", 7.5)
     args.scheduler = settings.get("scheduler", DEFAULT_SCHEDULER)
     args.preset_options = options
+    args.model = args.model or settings.get("model") or DEFAULT_MODEL
 
 
 def method_options(args: argparse.Namespace) -> dict:
@@ -190,47 +212,100 @@ def method_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def _slug(text: str, limit: int = 40) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "panorama"
-
-
 def default_output_path(prompt: str, seed: int | None) -> Path:
-    """outputs/<prompt-slug>-<seed>.png, numbered if taken (never replaces a file)."""
-    stem = f"{_slug(prompt)}-{seed if seed is not None else time.strftime('%Y%m%d-%H%M%S')}"
+    """outputs/<prompt-slug>-<seed>.png (non-ASCII words kept), numbered if taken (never replaces a file)."""
+    from ..io.paths import slugify
+    from ..io.sidecar import sidecar_paths
+
+    stem = f"{slugify(prompt)}-{seed if seed is not None else time.strftime('%Y%m%d-%H%M%S')}"
     candidate = Path(DEFAULT_OUTPUT_DIR) / f"{stem}.png"
     counter = 1
-    while candidate.exists() or candidate.with_suffix(".json").exists():
+    while candidate.exists() or any(p.exists() for p in sidecar_paths(candidate)):
         candidate = Path(DEFAULT_OUTPUT_DIR) / f"{stem}-{counter}.png"
         counter += 1
     return candidate
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Every check that needs no model; raises InvalidInputError naming the fix."""
+    """Every check that needs no model; raises InvalidInputError naming the fix (CLI flags, not API
+    names). Cheap checks first: a 100000-px request is refused before torch is even imported."""
+    from ..defaults import TINY_MODEL_NAMES, native_height_for
+    from ..errors import InvalidInputError
+    from ..io.images import image_format_for
+    from ..io.paths import check_output_folder, check_output_targets
+    from ..io.sidecar import sidecar_path
+    from ..validation import (
+        CLI_FLAGS,
+        check_eta,
+        check_finite,
+        check_generation_args,
+        check_nonnegative,
+        check_seed,
+        check_size_limit,
+        check_steps_for_scheduler,
+        resolve_size,
+    )
+
+    if args.prompt is None:
+        raise InvalidInputError("give a PROMPT (what the panorama shows), or --from SIDECAR.json to re-run one")
+    given_size = (args.height, args.width)
+    apply_preset(args)
+    native = native_height_for(args.model)
+    height, width = resolve_size(args.height, args.width, native)
+    try:
+        check_generation_args(height=height, width=width, num_inference_steps=args.steps,
+                              guidance_scale=args.guidance, num_images_per_prompt=args.num_images, flags=CLI_FLAGS)
+    except InvalidInputError as error:
+        from_preset = [f for f, g, v in zip(("--height", "--width"), given_size, (args.height, args.width))
+                       if g is None and v is not None]
+        if from_preset and any(word in str(error) for word in ("height", "width")):  # not the user's values
+            raise InvalidInputError(f"{error} ({'/'.join(from_preset)} from --preset {args.preset}; give "
+                                    f"{' and '.join(from_preset)} to change)") from None
+        raise
+    check_size_limit(height, width, args.method, args.allow_large)
+    check_seed(args.seed, args.num_images, "--seed")
+    check_finite(args.eta, "--eta")
+    check_steps_for_scheduler(args.steps, 1000)  # every SD family trains with 1000 steps; the model's own value is checked again
+    if args.lora_scale and not args.lora:
+        raise InvalidInputError("--lora-scale needs --lora SOURCE (the LoRA it scales); add --lora or drop --lora-scale")
+    if args.controlnet_scale is not None and not args.depth:
+        raise InvalidInputError("--controlnet-scale needs --depth IMAGE (the control it scales); add --depth or "
+                                "drop --controlnet-scale")
+    if len(args.embedding_token) > len(args.embedding):
+        raise InvalidInputError("more --embedding-token values than --embedding files")
+    if args.controlnet and not args.depth:
+        raise InvalidInputError("--controlnet needs a control image: add --depth IMAGE")
+    if not 1 <= args.jpeg_quality <= 100:
+        raise InvalidInputError(f"--jpeg-quality must be between 1 and 100, got {args.jpeg_quality}")
+    if args.output:  # before any file is read or model loaded: folder creatable and writable, names free
+        output = Path(args.output)
+        if args.output.endswith(("/", "\\")) or output.is_dir():
+            check_output_targets([args.output])  # the one-line "names a folder" error
+        image_format_for(args.output)
+        targets = [output] if args.num_images == 1 else [
+            output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(args.num_images)]
+        check_output_targets([p for t in targets for p in (t, sidecar_path(t))], args.overwrite, flag="-o/--output")
+    else:
+        check_output_folder(DEFAULT_OUTPUT_DIR, flag=f"default output folder ./{DEFAULT_OUTPUT_DIR}")
+
     from ..backbones.adapters import check_adapter_path
     from ..backbones.loading import classify_controlnet_argument, classify_model_argument
     from ..backbones.schedulers import check_scheduler_name
-    from ..errors import InvalidInputError
-    from ..io.atomic import ensure_writable
-    from ..io.images import image_format_for
-    from ..io.sidecar import sidecar_path
-    from ..methods import GenerationRequest, get_method
-    from ..validation import check_existing_file, check_generation_args, check_nonnegative
+    from ..io.images import read_image
+    from ..methods import GenerationRequest, get_method, method_class
 
-    apply_preset(args)
-    height = args.height or (1024 if "xl" in args.model.lower() else 512)
-    width = args.width or 2 * height
-    check_generation_args(height=height, width=width, num_inference_steps=args.steps,
-                          guidance_scale=args.guidance, num_images_per_prompt=args.num_images)
-    method = get_method(args.method, **{**args.preset_options, **method_options(args)})
+    options = {**args.preset_options, **method_options(args)}
+    if args.model in TINY_MODEL_NAMES:  # every method offline on the tiny models
+        options = {**method_class(args.method).tiny_defaults, **options}
+    method = get_method(args.method, **options)
     request = GenerationRequest(height=height, width=width, num_inference_steps=args.steps,
                                 guidance_scale=args.guidance, batch_size=args.num_images,
                                 has_control=bool(args.depth))
     method.check(request)
-    check_scheduler_name(args.scheduler)
-    check_nonnegative(args.eta, "--eta")
-    check_nonnegative(args.controlnet_scale, "--controlnet-scale")
+    args.scheduler = check_scheduler_name(args.scheduler)
+    check_eta(args.eta, args.scheduler)
+    if args.controlnet_scale is not None:
+        check_nonnegative(args.controlnet_scale, "--controlnet-scale")
     classify_model_argument(args.model)
     for lora in args.lora:
         check_adapter_path(lora)
@@ -241,26 +316,73 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_adapter_path(embedding, what="embedding")
     for adapter in args.adapter:
         check_adapter_path(adapter, what="adapter")
-    if len(args.embedding_token) > len(args.embedding):
-        raise InvalidInputError("more --embedding-token values than --embedding files")
     if args.depth:
-        check_existing_file(args.depth, "depth image")
+        read_image(args.depth, "--depth image")  # decodes it: truncated or corrupt files are refused here
     if args.controlnet:
-        if not args.depth:
-            raise InvalidInputError("--controlnet needs a control image: add --depth IMAGE")
         classify_controlnet_argument(args.controlnet)
-    if not 1 <= args.jpeg_quality <= 100:
-        raise InvalidInputError(f"--jpeg-quality must be between 1 and 100, got {args.jpeg_quality}")
-    if args.output:
-        image_format_for(args.output)
-        output = Path(args.output)
-        targets = [output] if args.num_images == 1 else [
-            output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(args.num_images)]
-        ensure_writable([p for t in targets for p in (t, sidecar_path(t))], args.overwrite)
+    _check_memory(args, height, width, method)
     method.fetch_resources(request)  # last, after the cheap checks: SyncDiffusion's LPIPS weights
 
 
+def _check_memory(args: argparse.Namespace, height: int, width: int, method) -> None:
+    """Before loading: the run's estimated peak memory (weights included) against the device's."""
+    if args.allow_large:
+        return
+    from ..defaults import TINY_MODEL_NAMES
+    from ..validation import available_memory, check_memory, estimate_memory
+
+    family = TINY_MODEL_NAMES.get(args.model) or ("sdxl" if "xl" in args.model.lower() else "sd2")
+    device = str(args.device)
+    if device == "auto":
+        from ..backbones.device import resolve_device
+
+        device = str(resolve_device("auto"))
+    values = method.values()
+    window = values.get("window")
+    dtype_bytes = 4 if args.dtype == "fp32" or (args.dtype == "auto" and device == "cpu") else 2
+    estimate = estimate_memory(
+        height, width, family=family, method=method, dtype_bytes=dtype_bytes, batch_size=args.num_images,
+        guidance=args.guidance != 1.0, window=max(window) if isinstance(window, tuple) else window,
+        view_batch_size=values.get("view_batch_size", 8), sync_batch_size=1 if "sync_weight" in values else 0,
+        parameters=1e6 if args.model in TINY_MODEL_NAMES else None,
+    )
+    check_memory(estimate, available_memory(device), device)
+
+
+def apply_from_sidecar(args: argparse.Namespace) -> None:
+    """``--from SIDECAR.json``: fill every argument the command line did not give from the record."""
+    from ..methods import method_class
+    from .parsing import given_options
+    from .rerun import apply_sidecar, read_sidecar_file, sidecar_arguments
+
+    values = sidecar_arguments(read_sidecar_file(args.from_sidecar))
+    given = given_options(getattr(args, "option_dests", {}), getattr(args, "argv", []))
+    if args.prompt is not None:
+        given.add("prompt")
+    method = args.method if "method" in given else values.get("method", args.method)
+    specs = method_class(method).option_specs() if method else {}
+    for name in [n for n in values if n in specs]:
+        spec, value = specs[name], values.pop(name)
+        if not spec.cli or value is None or (spec.switch and not value):
+            continue
+        if spec.switch:
+            text = True
+        elif spec.kind == "bool":
+            text = "on" if value else "off"
+        elif isinstance(value, (list, tuple)):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        values[OPTION_PREFIX + spec.cli_flag[2:].replace("-", "_")] = text
+    unknown = apply_sidecar(args, values, given)
+    if unknown and not args.quiet:
+        print(f"pano360 generate: note: --from: recorded values without a flag here are ignored: {', '.join(unknown)}",
+              file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.from_sidecar:
+        apply_from_sidecar(args)
     check_arguments(args)
     from ..backbones.loading import DEFAULT_DEPTH_CONTROLNETS
     from ..backbones.tiny import TINY_MODEL_NAMES
@@ -296,12 +418,20 @@ def run(args: argparse.Namespace) -> int:
         args.prompt, method=args.method, preset=args.preset, height=args.height, width=args.width,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images,
-        seed=args.seed, eta=args.eta, control_image=args.depth, controlnet_conditioning_scale=args.controlnet_scale,
-        progress=not args.quiet, **options,
+        seed=args.seed, eta=args.eta, control_image=args.depth,
+        controlnet_conditioning_scale=1.0 if args.controlnet_scale is None else args.controlnet_scale,
+        progress=not args.quiet, allow_large=args.allow_large, **options,
     )
+    if args.refine_poles or args.upscale:
+        from ..sphere.pipeline import finish_output
+
+        finish_output(result, generator.pipe, args.prompt, refine=args.refine_poles, upscale=args.upscale,
+                      negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
+                      guidance_scale=args.guidance, quiet=args.quiet)
     output = Path(args.output) if args.output else default_output_path(args.prompt, result.parameters["seeds"][0])
+    # fallback: a write that fails now (disk full, folder gone) rescues the result elsewhere and says where
     paths = result.save(output, overwrite=args.overwrite, metadata=not args.no_metadata,
-                        jpeg_quality=args.jpeg_quality)
+                        jpeg_quality=args.jpeg_quality, fallback=True)
     for path in paths:
         print(path)
     if args.view:

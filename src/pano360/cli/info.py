@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 
+HELP = "show versions, device and cached models, or an image's 360 metadata"
+"""The one line ``pano360 --help`` shows for this command."""
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "info",
-        help="show versions, device and cached models, or an image's 360 metadata",
+        help=HELP,
         description="Without IMAGE: library versions, the device and dtype a run would use, and the "
         "Stable Diffusion models in the Hugging Face cache.\nWith IMAGE: its size, projection and GPano "
         "360 metadata.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("image", nargs="?", default=None, metavar="IMAGE", help="a PNG or JPEG panorama")
+    parser.add_argument("image", nargs="?", default=None, metavar="IMAGE",
+                        help="a PNG or JPEG panorama (sizes are printed HEIGHTxWIDTH, as everywhere in pano360)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(func=run)
     return parser
@@ -43,27 +47,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def image_report(path: str) -> dict:
-    from PIL import Image, UnidentifiedImageError
+    from ..io.images import read_image, read_panorama_metadata
 
+    image = read_image(path, "IMAGE")  # decodes every pixel: truncated or corrupt files are refused
+    width, height, image_format = image.width, image.height, image.format
+    del image
     from ..errors import InvalidInputError
-    from ..io.images import read_panorama_metadata
 
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except FileNotFoundError:
-        raise InvalidInputError(f"{path} does not exist; check the path") from None
-    except UnidentifiedImageError:
-        raise InvalidInputError(f"{path} is not an image Pillow can read; give a PNG or JPEG file") from None
-    metadata = read_panorama_metadata(path)
+        metadata = read_panorama_metadata(path)
+    except InvalidInputError as error:  # broken XMP: still report the pixels
+        metadata = {"error": str(error)}
     if metadata.get("ProjectionType"):
         projection = metadata["ProjectionType"]
     elif width == 2 * height:
         projection = "equirectangular (by 2:1 aspect; no GPano metadata)"
     else:
         projection = "unknown (no GPano metadata)"
-    return {"image": path, "size": f"{width}x{height}", "projection": projection,
-            "coverage": coverage_text(width, height, metadata), "gpano": metadata}
+    return {"image": path, "format": image_format, "size": f"{height}x{width} (HxW)", "height": height,
+            "width": width, "projection": projection, "coverage": coverage_text(width, height, metadata),
+            "gpano": metadata}
 
 
 def coverage_text(width: int, height: int, metadata: dict) -> str:

@@ -15,7 +15,8 @@ import sys
 from .. import __version__
 from ..errors import Pano360Error
 
-SUBCOMMANDS = ["generate", "info", "convert", "view", "eval"]
+SUBCOMMANDS = ["generate", "info", "convert", "view", "eval", "train", "caption", "batch", "serve", "poles", "outpaint",
+               "upscale", "qkvo"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -38,32 +39,55 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
+    """The ``pano360`` parser. ``command``: ``"all"`` builds every sub-command's full parser; a name
+    builds only that one fully; None builds none (each sub-command is then its one help line, which
+    is all ``pano360 --help`` shows). Sub-command modules import nothing heavy, and the full parsers
+    are built only where needed, so ``--help`` answers without importing torch."""
+    from .parsing import ArgumentParser  # one-line argparse errors ending in "see --help"
+
+    parser = ArgumentParser(
         prog="pano360",
-        description="Seamless 360° panoramas from text with Stable Diffusion-family models.",
+        description="Seamless 360° panoramas from text with Stable Diffusion-family models. "
+        "Sizes are written HEIGHTxWIDTH (pixels) everywhere.",
         epilog="Run 'pano360 COMMAND --help' for the options of a command.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pano360 {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        importlib.import_module(f"pano360.cli.{name}").register(subparsers)
+        module = importlib.import_module(f"pano360.cli.{name}")
+        if command in ("all", name) or not hasattr(module, "HELP"):
+            module.register(subparsers)
+        else:
+            subparsers.add_parser(name, help=module.HELP, add_help=False)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is one), or None."""
+    for token in argv:
+        if token in SUBCOMMANDS:
+            return token
+        if not token.startswith("-"):
+            return None
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     # transformers warns about optional image processors on import; nothing a pano360 user can act on.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
+    args.argv = argv  # what the user typed: tells a given flag from a default (generate --from)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
     try:
         return int(args.func(args) or 0)
     except Pano360Error as error:
-        print(f"pano360 {args.command}: error: {error}", file=sys.stderr)
+        print(f"pano360 {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "look around in a panorama in the browser (offline), or write a viewer page"
+"""The one line ``pano360 --help`` shows for this command."""
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     from .main import HelpFormatter
 
     parser = subparsers.add_parser(
         "view",
-        help="look around in a panorama in the browser (offline), or write a viewer page",
+        help=HELP,
         description=(
             "Open an interactive 360° viewer (Pannellum, bundled: works offline): drag to look around,\n"
             "mouse wheel or +/- to zoom. Without --html the page is served on 127.0.0.1 until Ctrl+C\n"
             "and the default browser opens it. With --html the page is written as one self-contained\n"
             "file (viewer and image inlined) that opens from disk anywhere. Wide 360° strips are shown\n"
-            "as a band, using their GPano cropped-area metadata."
+            "as a band, using their GPano cropped-area metadata. The first view is the file's GPano\n"
+            "initial view (InitialViewHeadingDegrees / InitialViewPitchDegrees / InitialHorizontalFOVDegrees)\n"
+            "unless --yaw/--pitch/--hfov say otherwise."
         ),
         formatter_class=HelpFormatter,
     )
@@ -26,25 +31,42 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --html file")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 to serve on (0 = any free port)")
     parser.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
-    parser.add_argument("--yaw", type=float, default=0.0, help="initial yaw in degrees (0 = image centre)")
-    parser.add_argument("--pitch", type=float, default=0.0, help="initial pitch in degrees (positive = up)")
-    parser.add_argument("--hfov", type=float, default=100.0, help="initial horizontal field of view in degrees")
+    parser.add_argument("--yaw", type=float, default=None,
+                        help="initial yaw in degrees, 0 = image centre (default: the file's GPano initial view, else 0)")
+    parser.add_argument("--pitch", type=float, default=None,
+                        help="initial pitch in degrees, positive = up (default: from GPano, else 0)")
+    parser.add_argument("--hfov", type=float, default=None,
+                        help="initial horizontal field of view in degrees (default: from GPano, else 100)")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
-    from ..viewer import open_viewer, write_viewer_html
+    from ..validation import check_finite
 
-    if not -90.0 <= args.pitch <= 90.0:
+    for flag, value in (("--yaw", args.yaw), ("--pitch", args.pitch), ("--hfov", args.hfov)):
+        if value is not None:
+            check_finite(value, flag)
+    if args.pitch is not None and not -90.0 <= args.pitch <= 90.0:
         raise InvalidInputError(f"--pitch must be between -90 and 90 degrees, got {args.pitch:g}")
+    if args.hfov is not None and not 0.0 < args.hfov < 180.0:
+        raise InvalidInputError(f"--hfov must be between 0 and 180 degrees (exclusive), got {args.hfov:g}")
     options = {"yaw": args.yaw, "pitch": args.pitch, "hfov": args.hfov}
     if args.html:
+        if args.port or args.no_browser:
+            raise InvalidInputError("--port/--no-browser apply when serving; drop them with --html")
+        from ..viewer import check_html_target, write_viewer_html
+
+        check_html_target(args.html, args.overwrite)  # before reading the image
         path = write_viewer_html(args.image, args.html, overwrite=args.overwrite, **options)
         print(f"{path}  (self-contained viewer page; open it in any browser)")
         return 0
+    if args.overwrite:
+        raise InvalidInputError("--overwrite applies to --html OUT.html; drop it when serving")
     if not 0 <= args.port <= 65535:
         raise InvalidInputError(f"--port must be in 0..65535, got {args.port}")
+    from ..viewer import open_viewer
+
     open_viewer(args.image, port=args.port, open_browser=not args.no_browser, **options)
     return 0

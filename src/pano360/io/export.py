@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import InvalidInputError
 from .atomic import atomic_write_bytes, ensure_writable
-from .images import IMAGE_FORMATS, encode_image
+from .images import IMAGE_FORMATS, encode_image, read_image
+from .paths import check_output_folder
 from .xmp import JPEG_XMP_HEADER, PNG_XMP_KEYWORD, build_gpano_xmp, embed_xmp, pano_geometry_for_size
 
 FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg"}
@@ -28,35 +29,21 @@ FORMAT_SUFFIX = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg"}
 
 # --- reading ----------------------------------------------------------------------------------------
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image file; every failure becomes a one-line :class:`InvalidInputError`."""
-    path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"{path} does not exist; check the path")
-    if not path.is_file():
-        raise InvalidInputError(f"{path} is not a file; give a PNG or JPEG panorama")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except UnidentifiedImageError:
-        raise InvalidInputError(f"{path} is not an image Pillow can read; give a PNG or JPEG file") from None
-    except PermissionError:
-        raise InvalidInputError(f"{path} cannot be read (permission denied); check its permissions") from None
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InvalidInputError(f"{path} could not be decoded ({reason}); re-export the image") from None
+def open_image(path: str | os.PathLike, what: str = "panorama") -> Image.Image:
+    """Open and fully decode an image file (:func:`pano360.io.images.read_image`): every failure,
+    truncated and corrupt files included, becomes a one-line :class:`InvalidInputError`."""
+    return read_image(path, what, formats=("PNG", "JPEG"))
 
 
 def check_panorama_size(width: int, height: int, path: str | os.PathLike = "image") -> None:
     """Raise :class:`InvalidInputError` unless width×height is a 2:1 sphere or a wider band."""
     if width < 8 or height < 2:
-        raise InvalidInputError(f"{path} is {width}x{height}, too small for a panorama; use at least 8x4")
+        raise InvalidInputError(f"{path} is {height}x{width} (HxW), too small for a panorama; use at least 4x8")
     if width % 2:
-        raise InvalidInputError(f"{path} is {width}x{height}: a 360° panorama needs an even width")
+        raise InvalidInputError(f"{path} is {height}x{width} (HxW): a 360° panorama needs an even width")
     if 2 * height > width:
         raise InvalidInputError(
-            f"{path} is {width}x{height}, taller than 2:1, so it is not an equirectangular panorama; "
+            f"{path} is {height}x{width} (HxW), taller than 2:1 (width:height), so it is not an equirectangular panorama; "
             "give a 2:1 image (or a wider 360° strip)"
         )
 
@@ -235,11 +222,12 @@ def check_fov(fov: float) -> float:
 
 
 def parse_size(text: str, what: str = "size") -> tuple[int, int]:
-    """``"WIDTHxHEIGHT"`` → (height, width) with both in 2..16384."""
+    """``"HEIGHTxWIDTH"`` (pano360's one size order, as ``--height``/``--width`` and ``eval --size``)
+    → (height, width) with both in 2..16384."""
     try:
-        width, height = (int(v) for v in str(text).lower().split("x"))
+        height, width = (int(v) for v in str(text).lower().replace("×", "x").split("x"))
     except ValueError:
-        raise InvalidInputError(f"cannot read {what} {text!r}; write WIDTHxHEIGHT, e.g. 512x512") from None
+        raise InvalidInputError(f"cannot read {what} {text!r}; write HEIGHTxWIDTH, e.g. 360x640") from None
     if not (2 <= width <= 16384 and 2 <= height <= 16384):
         raise InvalidInputError(f"{what} {text!r} is out of range; use 2..16384 pixels per side")
     return height, width
@@ -310,6 +298,11 @@ def check_taggable(path: str | os.PathLike, output: str | os.PathLike | None = N
         raise InvalidInputError(f"{path} is not a PNG or JPEG file; only those can carry GPano XMP")
     if output is not None and Path(output).suffix.lower() != path.suffix.lower():
         raise InvalidInputError(f"the tagged copy must keep the {path.suffix} extension; got {Path(output).name}")
+    if output is None:  # tagged in place: the file is replaced through its folder
+        if not os.access(path, os.W_OK) or not (path.stat().st_mode & 0o222):
+            raise InvalidInputError(f"{path} is read-only; make it writable, or write a tagged copy with "
+                                    "--metadata-out COPY" + path.suffix)
+        check_output_folder(path.parent, flag="folder of INPUT")
 
 
 def tag_panorama_file(

@@ -10,9 +10,51 @@ from PIL import Image
 
 from ..errors import InvalidInputError
 from .atomic import atomic_write_bytes
-from .xmp import build_gpano_xmp, embed_xmp, extract_xmp, parse_gpano_xmp, pano_geometry_for_size
+from .xmp import build_gpano_xmp, embed_xmp, extract_xmp, pano_geometry_for_size, parse_gpano_xmp
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+READABLE_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def read_image(path: str | os.PathLike, what: str = "image", formats: tuple[str, ...] = READABLE_FORMATS) -> Image.Image:
+    """Open and fully decode an image file, or raise one :class:`InvalidInputError` line naming the fix.
+
+    Every command that reads an image goes through here, so a missing file, a folder, a text file
+    named ``.png``, a truncated or corrupt PNG/JPEG (found by decoding every pixel, not only the
+    header), an unsupported format and a decompression bomb are all caught the same way. ``what``
+    names the input in the message (``"--depth image"``, ``"panorama"``). The returned image is
+    loaded into memory (the file is closed) and keeps its ``format`` (``"PNG"``, ``"JPEG"``, ...).
+    """
+    from PIL import ImageFile, UnidentifiedImageError
+
+    text = os.fspath(path)
+    path = Path(os.path.expanduser(text))
+    if not path.exists():
+        raise InvalidInputError(f"{what} {text} does not exist; check the path")
+    if path.is_dir():
+        raise InvalidInputError(f"{what} {text} is a folder, not a file; give an image file (PNG or JPEG)")
+    if not path.is_file():
+        raise InvalidInputError(f"{what} {text} is not a regular file; give a PNG or JPEG file")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone relaxed Pillow globally; truncated files must still fail
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image_format = image.format
+            loaded = image.copy()
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"{what} {text} is not an image file (unrecognised content); give a PNG or JPEG") from None
+    except PermissionError:
+        raise InvalidInputError(f"{what} {text} cannot be read (permission denied); check its permissions") from None
+    except Image.DecompressionBombError:
+        raise InvalidInputError(f"{what} {text} has too many pixels to open safely; resize it first") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # truncated or corrupt data
+        reason = (str(error).splitlines() or [type(error).__name__])[0] or type(error).__name__
+        raise InvalidInputError(f"{what} {text} is truncated or corrupt and could not be decoded ({reason}); re-export or replace it") from None
+    if image_format not in formats:
+        raise InvalidInputError(f"{what} {text} is a {image_format} image; give {' or '.join(formats)}")
+    loaded.format = image_format
+    return loaded
 
 
 def image_format_for(path: str | os.PathLike) -> str:
@@ -71,5 +113,9 @@ def read_panorama_metadata(path: str | os.PathLike) -> dict[str, object]:
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"{path} does not exist or is not a file")
-    xmp = extract_xmp(path.read_bytes())
-    return parse_gpano_xmp(xmp) if xmp else {}
+    try:
+        xmp = extract_xmp(path.read_bytes())
+        return parse_gpano_xmp(xmp) if xmp else {}
+    except (ValueError, SyntaxError, IndexError, UnicodeDecodeError) as error:  # ET.ParseError is a SyntaxError
+        raise InvalidInputError(f"{path} has a broken XMP packet ({error}); re-tag it with "
+                                "pano360 convert --add-metadata") from None

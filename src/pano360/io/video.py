@@ -75,7 +75,7 @@ def write_flyaround(
         raise InvalidInputError(f"fps must be in (0, 240], got {fps:g}")
     height, width = out_hw
     if suffix == ".mp4" and (height % 2 or width % 2):
-        raise InvalidInputError(f"MP4 frames need even sizes, got {width}x{height}; use e.g. {width + width % 2}x{height + height % 2}")
+        raise InvalidInputError(f"MP4 frames need even sizes, got {height}x{width} (HxW); use e.g. {height + height % 2}x{width + width % 2}")
     ensure_writable([path], overwrite)
     rendered = flyaround_frames(pano, frames, out_hw, fov_deg, pitch_deg)
     if suffix == ".gif":

@@ -54,13 +54,13 @@ def pano_geometry_for_size(width: int, height: int) -> PanoGeometry:
     panorama) or has an odd width.
     """
     if width <= 0 or height <= 0:
-        raise InvalidInputError(f"image size must be positive, got {width}x{height}")
+        raise InvalidInputError(f"image size must be positive, got {height}x{width} (HxW)")
     if width % 2:
         raise InvalidInputError(f"a 360° panorama needs an even width, got {width}; resize it to {width + 1}")
     full_height = width // 2
     if height > full_height:
         raise InvalidInputError(
-            f"a {width}x{height} image is taller than 2:1 and cannot be an equirectangular panorama; "
+            f"a {height}x{width} (HxW) image is taller than 2:1 (width:height) and cannot be an equirectangular panorama; "
             f"use height <= {full_height}"
         )
     return PanoGeometry(

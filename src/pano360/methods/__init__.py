@@ -17,6 +17,7 @@ _BUILTIN = {
     "circular": "pano360.methods.circular:CircularMethod",
     "multidiffusion": "pano360.methods.multidiffusion:MultiDiffusionMethod",
     "syncdiffusion": "pano360.methods.syncdiffusion:SyncDiffusionMethod",
+    "mvdiffusion": "pano360.methods.mvdiffusion:MVDiffusionMethod",
     "spot": "pano360.methods.spot:SpotMethod",
 }
 ENTRY_POINT_GROUP = "pano360.methods"

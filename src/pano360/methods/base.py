@@ -136,6 +136,11 @@ class MethodRun:
     def units_per_image(self) -> int:
         return len(self.ctx.prompts[0])
 
+    def resolved(self) -> dict[str, Any]:
+        """Values this run decided that its options left open (e.g. the window size from the model's
+        native size), recorded in the sidecar under ``"resolved"``; {} when there are none."""
+        return {}
+
     # --- module patches -------------------------------------------------------------------------
     @contextlib.contextmanager
     def patches(self) -> Iterator[None]:
@@ -190,6 +195,9 @@ class PanoramaMethod:
     summary: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
     run_class: ClassVar[type[MethodRun]] = MethodRun
+    tiny_defaults: ClassVar[dict[str, Any]] = {}
+    """Option values used with the built-in tiny models unless given (e.g. a built-in perceptual net
+    instead of downloaded weights), so that every method runs offline on them."""
 
     def __init__(self, **values: Any):
         for key, value in coerce_all(self.option_specs(), values, f"method {self.name!r}").items():

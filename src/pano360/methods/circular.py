@@ -11,6 +11,11 @@ and a depth ControlNet; ``shared/reference/ecosystem.md`` §2.1 explains why the
 does. With exact wraparound padding and rolls that are multiples of the UNet's downsampling this
 changes nothing (a test checks it); it matters for padding schemes that are not exactly periodic.
 
+``padding="reference"`` swaps the exact wraparound for the PanFusion/UniPano code's own scheme, for
+comparisons with those papers: circular pad/crop of the width around each UNet op, an unwrapped VAE
+decoding the latent with 8 wrapped columns a side (:mod:`pano360.adapters.reference_padding`); with
+``roll_per_step=90`` (preset ``unipano-paper``) it is the reference's sampling loop.
+
 Cost: one UNet call per step on the whole ``h × w`` latent (no overlapping windows), plus padding
 copies (measured in ``docs/benchmarks.md``).
 """
@@ -36,6 +41,11 @@ class CircularRun(MethodRun):
         from ..backbones.wrap import wraparound
 
         super().enter_patches(stack)
+        if self.method.padding == "reference":
+            from ..adapters.reference_padding import reference_unet_padding
+
+            stack.enter_context(reference_unet_padding(self.ctx.unet))
+            return
         modules = []
         if self.method.wrap:
             modules += [self.ctx.unet, self.ctx.controlnet]
@@ -54,6 +64,15 @@ class CircularRun(MethodRun):
                        size_px=(self.ctx.height, self.ctx.width))
         return torch.roll(output, -shift, dims=-1)
 
+    def decode(self, latents):
+        if self.method.padding != "reference":
+            return super().decode(latents)
+        from ..adapters.reference_padding import REFERENCE_DECODE_PAD
+        from ..backbones.vae import decode_latents
+        from .base import Decoded
+
+        return Decoded(decode_latents(self.ctx.vae, latents, wrap_padding=REFERENCE_DECODE_PAD))
+
 
 class CircularMethod(PanoramaMethod):
     """Wraparound padding in every convolution; one UNet pass over the whole panorama per step."""
@@ -67,6 +86,10 @@ class CircularMethod(PanoramaMethod):
                kind="bool"),
         Option("roll_per_step", 0.0, "degrees the panorama turns at every step inside the prediction "
                "(UniPano/PanFusion use 90); no effect with exact wraparound padding", kind="float", minimum=0.0),
+        Option("padding", "exact", "exact: wraparound padding in every convolution (wrap, wrap_vae); reference: "
+               "the PanFusion/UniPano code's pad/crop around each UNet op and 8-column padded VAE decode, for "
+               "comparisons with those papers (replaces wrap and wrap_vae)", kind="choice",
+               choices=("exact", "reference")),
     )
     run_class = CircularRun
 

@@ -59,6 +59,11 @@ class MultiDiffusionRun(MethodRun):
         self.view_batch_size = method.view_batch_size
         self._window_controls = None
 
+    def resolved(self) -> dict:
+        """The window grid this run uses: window and stride in latent units, the number of windows."""
+        return {"window": list(self.grid.size), "window_px": list(self.window_size_px),
+                "stride": list(self.method.stride), "num_windows": len(self.grid)}
+
     def window_controls(self):
         """The control image cut per window: [B, N, 3, 8·wh, 8·ww] (wrapped at the seam), or None."""
         if self.ctx.control_image is None:

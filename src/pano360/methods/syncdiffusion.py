@@ -36,6 +36,7 @@ and LPIPS on both images for every window.
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 from .._lazy import lazy_module
 from ..errors import InvalidInputError, ModelLoadError
@@ -47,6 +48,7 @@ torch = lazy_module("torch")
 
 TINY_DECODERS = {"taesd": "madebyollin/taesd", "taesdxl": "madebyollin/taesdxl"}
 LPIPS_WEIGHT_FILES = ("vgg16", "lpips_vgg")  # torchvision's VGG16 trunk and lpips' v0.1 heads
+PERCEPTUAL_WEIGHT_FILES = {"lpips-vgg": LPIPS_WEIGHT_FILES, "lpips-alex": ("alexnet", "lpips_alex"), "tiny-random": ()}
 _LPIPS_CACHE: dict = {}
 _DECODER_CACHE: dict = {}
 
@@ -58,6 +60,16 @@ def default_perceptual_loss(device, dtype, weights_dir=None):
         from ..nets.lpips import LPIPS
 
         _LPIPS_CACHE[key] = LPIPS(net="vgg", weights_dir=weights_dir).to(device=device, dtype=dtype)
+    return _LPIPS_CACHE[key]
+
+
+def named_perceptual_loss(name: str, device, dtype, weights_dir=None):
+    """A perceptual net of :data:`pano360.nets.lpips.PERCEPTUAL_NETS` by name, loaded once per device/dtype."""
+    key = (name, str(device), dtype, None if weights_dir is None else str(weights_dir))
+    if key not in _LPIPS_CACHE:
+        from ..nets.lpips import build_perceptual_net
+
+        _LPIPS_CACHE[key] = build_perceptual_net(name, weights_dir).to(device=device, dtype=dtype)
     return _LPIPS_CACHE[key]
 
 
@@ -78,7 +90,10 @@ class SyncDiffusionRun(MultiDiffusionRun):
         from ..backbones.device import apply_memory_format
 
         vae = self.ctx.vae
-        lpips = default_perceptual_loss(vae.device, vae.dtype, self.method.weights_dir)
+        if self.method.perceptual_net not in (None, "lpips-vgg"):
+            lpips = named_perceptual_loss(self.method.perceptual_net, vae.device, vae.dtype, self.method.weights_dir)
+        else:
+            lpips = default_perceptual_loss(vae.device, vae.dtype, self.method.weights_dir)
         apply_memory_format(self.ctx.channels_last, lpips)  # follow the generator's layout (faster on CPUs)
         return lpips
 
@@ -235,10 +250,15 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
                none_ok=True, objects_ok=True),
         Option("perceptual_loss", None, "any module f(x, y) -> [B] on images in [-1, 1] (default: LPIPS VGG)",
                kind="any", none_ok=True),
+        Option("perceptual_net", None, "perceptual net of the sync loss: lpips-vgg (SyncDiffusion's), lpips-alex "
+               "(smaller), tiny-random (built in, no files; the default for the tiny test models, which then run "
+               "offline; its values mean nothing perceptually); default: lpips-vgg", kind="choice",
+               choices=("lpips-vgg", "lpips-alex", "tiny-random"), none_ok=True),
         Option("weights_dir", None, "offline folder with the LPIPS files vgg16-397923af.pth and vgg.pth (default: "
                "~/.cache/pano360/weights, downloaded once)", kind="path", none_ok=True, metavar="DIR"),
     )
     run_class = SyncDiffusionRun
+    tiny_defaults: ClassVar[dict] = {"perceptual_net": "tiny-random"}  # tiny models: no download, offline
 
     # --- checks ------------------------------------------------------------------------------
     def check_options(self) -> None:
@@ -273,7 +293,7 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
         if self.perceptual_loss is None:
             from ..nets.weights import fetch_weights
 
-            for name in LPIPS_WEIGHT_FILES:
+            for name in PERCEPTUAL_WEIGHT_FILES[self.perceptual_net or "lpips-vgg"]:
                 fetch_weights(name, self.weights_dir)
         if isinstance(self.sync_decoder, str) and self.sync_decoder != "vae":
             source = TINY_DECODERS.get(self.sync_decoder, self.sync_decoder)

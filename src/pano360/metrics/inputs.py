@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from .._lazy import lazy_module
 from ..errors import InvalidInputError
+
+torch = lazy_module("torch")
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSet", "load_image_folder", "load_prompts", "parse_size"]
 
@@ -72,8 +74,9 @@ def load_image_folder(
     Errors: a missing folder, one without images, an unreadable file, or (without ``size``) images of
     different sizes.
     """
-    from PIL import Image, UnidentifiedImageError
     from tqdm.auto import tqdm
+
+    from ..io.images import read_image
 
     root = Path(folder)
     if not root.is_dir():
@@ -85,11 +88,7 @@ def load_image_folder(
         )
     arrays, sizes = [], {}
     for path in tqdm(files, desc=f"reading {role}", disable=None if progress else True, leave=False):
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise InvalidInputError(f"cannot read {path} as an image ({error}); remove or replace it") from None
+        image = read_image(path, f"{role} image").convert("RGB")  # truncated/corrupt files: one-line error
         sizes.setdefault((image.height, image.width), path.name)
         if size is not None and (image.height, image.width) != size:
             image = _resize(image, size)
@@ -106,8 +105,10 @@ def load_image_folder(
 
 
 def _sidecar_prompt(image_path: Path) -> str | None:
-    sidecar = image_path.with_suffix(".json")
-    if not sidecar.is_file():
+    from ..io.sidecar import find_sidecar
+
+    sidecar = find_sidecar(image_path)  # <image>.json, or a 0.1-style <stem>.json of this image
+    if sidecar is None:
         return None
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
+from .._lazy import lazy_module
 from ..errors import InvalidInputError
+
+torch = lazy_module("torch")
 
 __all__ = [
     "frechet_distance",

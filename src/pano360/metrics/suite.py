@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
+from .._lazy import lazy_module
 from ..errors import InvalidInputError
 from .inputs import ImageSet, load_image_folder, load_prompts
 from .stats import (
@@ -25,6 +25,8 @@ from .stats import (
     kernel_inception_distance,
     knn_giqa,
 )
+
+torch = lazy_module("torch")
 
 __all__ = ["GROUPS", "METRICS", "EvalConfig", "EvalResult", "MetricInfo", "evaluate", "select_metrics"]
 

@@ -29,7 +29,8 @@ from torch import nn
 from .vgg import Trunk, build_trunk
 from .weights import fetch_weights, load_checkpoint, load_matching_state_dict
 
-__all__ = ["LPIPS", "LPIPS_CHANNELS", "LPIPS_TAPS", "PerceptualDistance"]
+__all__ = ["LPIPS", "LPIPS_CHANNELS", "LPIPS_TAPS", "PERCEPTUAL_NETS", "PerceptualDistance", "TinyPerceptual",
+           "build_perceptual_net"]
 
 LPIPS_TAPS = {"vgg": [3, 8, 15, 22, 29], "alex": [1, 4, 7, 9, 11]}
 LPIPS_CHANNELS = {"vgg": [64, 128, 256, 512, 512], "alex": [64, 192, 384, 256, 256]}
@@ -137,3 +138,80 @@ class LPIPS(nn.Module):
         else:
             fx, fy = self.features(x), self.features(y)
         return self.distance(fx, fy)
+
+
+# --- perceptual nets by name (SyncDiffusion's --perceptual-net) ---------------------------------------
+
+PERCEPTUAL_NETS = {
+    "lpips-vgg": "LPIPS v0.1 with VGG16 (SyncDiffusion's; files vgg16-397923af.pth + vgg.pth)",
+    "lpips-alex": "LPIPS v0.1 with AlexNet (smaller; files alexnet-owt-7be5be79.pth + alex.pth)",
+    "tiny-random": "a tiny random LPIPS-shaped net, no files (tiny test models and smoke runs; not a perceptual metric)",
+}
+"""Perceptual nets a SyncDiffusion run can use, by name. ``tiny-random`` needs no download, so tiny
+models run offline; the LPIPS ones read their files from ``weights_dir`` when given (offline)."""
+
+TINY_PERCEPTUAL_CHANNELS = (8, 16, 16)
+
+
+class TinyPerceptual(nn.Module):
+    """A tiny LPIPS-shaped distance with fixed random weights (seed 0), for tests and tiny models.
+
+    Trunk: three 3×3 convolutions (3 → 8 → 16 → 16 channels, strides 1, 2, 2) with ReLUs, tapped
+    after each; then exactly LPIPS' steps 3-4 (unit-normalised features, non-negative 1×1 heads,
+    spatial mean, sum over taps). ``forward(x, y)``: [B, 3, H, W] and [B or 1, 3, H, W] in [-1, 1] →
+    float32 [B]; ``features``/``distance`` as :class:`LPIPS`. About 4k parameters, frozen, eval mode.
+    Deterministic: every instance has the same weights. It measures *a* smooth image distance, so the
+    SyncDiffusion gradient path runs end to end, but its values mean nothing perceptually.
+    """
+
+    net_name = "tiny-random"
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        layers, previous = [], 3
+        for index, channels in enumerate(TINY_PERCEPTUAL_CHANNELS):
+            conv = nn.Conv2d(previous, channels, kernel_size=3, stride=1 if index == 0 else 2, padding=1)
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) / (3 * previous) ** 0.5)
+                conv.bias.zero_()
+            layers.append(conv)
+            previous = channels
+        self.convs = nn.ModuleList(layers)
+        self.heads_ = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in TINY_PERCEPTUAL_CHANNELS)
+        with torch.no_grad():
+            for head in self.heads_:
+                head.weight.copy_(torch.rand(head.weight.shape, generator=generator) / head.weight.shape[1])
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def heads(self) -> list[nn.Conv2d]:
+        return list(self.heads_)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised float32 features after each conv of images in [-1, 1]."""
+        h = x.to(self.convs[0].weight.dtype)
+        normalised = []
+        for conv in self.convs:
+            h = torch.relu(conv(h))
+            feature = h.float()
+            norm = torch.sqrt(torch.sum(feature * feature, dim=1, keepdim=True))
+            normalised.append(feature / (norm + 1e-10))
+        return normalised
+
+    distance = LPIPS.distance  # LPIPS' steps 3-4 and input handling, on this trunk's features
+    forward = LPIPS.forward
+
+
+def build_perceptual_net(name: str = "lpips-vgg", weights_dir: str | os.PathLike | None = None) -> nn.Module:
+    """The perceptual net called ``name`` (see :data:`PERCEPTUAL_NETS`), frozen, in eval mode, on the CPU.
+
+    ``lpips-*`` read (or download once) their weight files, from ``weights_dir`` when given;
+    ``tiny-random`` reads nothing. Unknown names raise ``ValueError`` listing the choices.
+    """
+    if name == "tiny-random":
+        return TinyPerceptual()
+    if name in ("lpips-vgg", "lpips-alex"):
+        return LPIPS(net=name.split("-")[1], weights_dir=weights_dir)
+    raise ValueError(f"unknown perceptual net {name!r}; choose one of: {', '.join(PERCEPTUAL_NETS)}")

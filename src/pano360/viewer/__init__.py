@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 import threading
 import webbrowser
@@ -66,37 +67,68 @@ def panorama_extent(width: int, height: int, gpano: dict | None = None) -> Panor
             )
     if 2 * height > width:
         raise InvalidInputError(
-            f"a {width}x{height} image is taller than 2:1 and has no GPano metadata; it is not an "
+            f"a {height}x{width} (HxW) image is taller than 2:1 (width:height) and has no GPano metadata; it is not an "
             "equirectangular panorama"
         )
     return PanoramaExtent(vaov=360.0 * height / width)  # a band centred on the horizon, square pixels
 
 
-def viewer_config(
-    image_path: str | os.PathLike, *, yaw: float = 0.0, pitch: float = 0.0, hfov: float = 100.0,
-) -> dict:
-    """Pannellum configuration for an image (without the ``panorama`` URL)."""
-    from PIL import Image, UnidentifiedImageError
+DEFAULT_VIEW = {"yaw": 0.0, "pitch": 0.0, "hfov": 100.0}
+"""Initial view when neither the caller nor the file's GPano metadata gives one (degrees)."""
 
-    from ..io.images import read_panorama_metadata
+
+def initial_view(gpano: dict | None) -> dict[str, float]:
+    """The initial view a file's GPano metadata asks for, as Pannellum ``yaw``/``pitch``/``hfov`` (degrees).
+
+    GPano headings are compass headings: ``InitialViewHeadingDegrees`` is relative to north like
+    ``PoseHeadingDegrees`` (the image centre), so Pannellum's yaw (0 = image centre) is their
+    difference, wrapped to [-180, 180). Fields that are absent (or out of range) are left out.
+    """
+    gpano = gpano or {}
+    view: dict[str, float] = {}
+    heading = gpano.get("InitialViewHeadingDegrees")
+    if isinstance(heading, (int, float)) and math.isfinite(heading):
+        pose = gpano.get("PoseHeadingDegrees")
+        pose = pose if isinstance(pose, (int, float)) and math.isfinite(pose) else 0.0
+        view["yaw"] = (float(heading) - float(pose) + 180.0) % 360.0 - 180.0
+    pitch = gpano.get("InitialViewPitchDegrees")
+    if isinstance(pitch, (int, float)) and -90.0 <= pitch <= 90.0:
+        view["pitch"] = float(pitch)
+    hfov = gpano.get("InitialHorizontalFOVDegrees")
+    if isinstance(hfov, (int, float)) and 0.0 < hfov < 180.0:
+        view["hfov"] = float(hfov)
+    return view
+
+
+def viewer_config(
+    image_path: str | os.PathLike, *, yaw: float | None = None, pitch: float | None = None,
+    hfov: float | None = None,
+) -> dict:
+    """Pannellum configuration for an image (without the ``panorama`` URL).
+
+    ``yaw``/``pitch``/``hfov`` (degrees) left as None come from the file's GPano initial view
+    (:func:`initial_view`), else :data:`DEFAULT_VIEW`. The image is fully decoded once, so a
+    truncated or corrupt file is refused here (:func:`pano360.io.images.read_image`).
+    """
+    from ..io.images import read_image, read_panorama_metadata
 
     path = Path(image_path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path} does not exist or is not a file; check the path")
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            image_format = image.format
-    except UnidentifiedImageError:
-        raise InvalidInputError(f"{path} is not an image Pillow can read; give a PNG or JPEG file") from None
-    if image_format not in MIME_TYPES:
-        raise InvalidInputError(f"{path}: {image_format} images cannot be shown; convert to PNG or JPEG")
-    if not 0 < hfov < 180:
-        raise InvalidInputError(f"hfov must be between 0 and 180 degrees (exclusive), got {hfov:g}")
+    image = read_image(path, "image", formats=tuple(MIME_TYPES))
+    width, height, image_format = image.width, image.height, image.format
+    del image
+    if hfov is not None and not 0 < hfov < 180:
+        raise InvalidInputError(f"--hfov must be between 0 and 180 degrees (exclusive), got {hfov:g}")
+    if pitch is not None and not -90.0 <= pitch <= 90.0:
+        raise InvalidInputError(f"--pitch must be between -90 and 90 degrees, got {pitch:g}")
     try:
         gpano = read_panorama_metadata(path)
     except (ValueError, SyntaxError, OSError, InvalidInputError):  # unreadable XMP: view without it
         gpano = {}
+    view = DEFAULT_VIEW | initial_view(gpano)
+    for key, value in (("yaw", yaw), ("pitch", pitch), ("hfov", hfov)):
+        if value is not None:
+            view[key] = float(value)
+    yaw, pitch, hfov = view["yaw"], view["pitch"], view["hfov"]
     extent = panorama_extent(width, height, gpano)
     config = {
         "type": "equirectangular",
@@ -109,7 +141,7 @@ def viewer_config(
         "pitch": float(pitch),
         "hfov": float(hfov),
         "minHfov": 20,
-        "maxHfov": 120,
+        "maxHfov": max(120.0, float(hfov)),
         "showZoomCtrl": True,
         "showFullscreenCtrl": True,
         "keyboardZoom": True,
@@ -138,8 +170,8 @@ def _inline_script(code: str) -> str:
 
 
 def build_viewer_html(
-    image_path: str | os.PathLike, *, title: str | None = None, yaw: float = 0.0, pitch: float = 0.0,
-    hfov: float = 100.0,
+    image_path: str | os.PathLike, *, title: str | None = None, yaw: float | None = None,
+    pitch: float | None = None, hfov: float | None = None,
 ) -> str:
     """The complete, self-contained viewer page for ``image_path`` as a string."""
     path = Path(image_path)
@@ -186,15 +218,26 @@ def write_viewer_html(
     image_path: str | os.PathLike, html_path: str | os.PathLike, overwrite: bool = False, **view_options
 ) -> Path:
     """Write the self-contained viewer page (image inlined) to ``html_path``; never clobbers unless
-    ``overwrite``. ``view_options``: ``title``, ``yaw``, ``pitch``, ``hfov`` (degrees)."""
-    if Path(html_path).suffix.lower() not in (".html", ".htm"):
-        raise InvalidInputError(f"{Path(html_path).name}: the viewer page needs an .html file name")
+    ``overwrite``. ``view_options``: ``title``, ``yaw``, ``pitch``, ``hfov`` (degrees, None = the
+    file's GPano initial view). The target is checked (name free, folder writable) before the image
+    is read."""
+    check_html_target(html_path, overwrite)
     from ..io.export import apply_default_mode
 
     page = build_viewer_html(image_path, **view_options)
     path = atomic_write_text(html_path, page, overwrite=overwrite)
     apply_default_mode(path)
     return path
+
+
+def check_html_target(html_path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The viewer page can be written at ``html_path``: an .html name, free (or ``overwrite``), in a
+    writable folder. Raises one-line errors; writes nothing."""
+    from ..io.paths import check_output_target
+
+    if Path(html_path).suffix.lower() not in (".html", ".htm"):
+        raise InvalidInputError(f"--html {Path(html_path).name}: the viewer page needs an .html file name")
+    return check_output_target(html_path, overwrite, flag="--html page")
 
 
 class _PageHandler(BaseHTTPRequestHandler):
@@ -256,5 +299,5 @@ def open_viewer(
     return None
 
 
-__all__ = ["PanoramaExtent", "build_viewer_html", "open_viewer", "panorama_extent", "serve_page",
+__all__ = ["DEFAULT_VIEW", "PanoramaExtent", "build_viewer_html", "initial_view", "open_viewer", "panorama_extent", "serve_page",
            "viewer_config", "write_viewer_html"]

@@ -1,0 +1,328 @@
+"""UniPano's adapter: LoRA on W_v and a mixture of LoRA experts on W_o, q and k untouched.
+
+UniPano (Ni et al., ICCV 2025; ``reference/unipano_panfusion.md`` §1) finds that the value and output
+projections of the SD UNet's attention carry the panorama (equirectangular) adaptation while the
+query/key projections carry what perspective and panoramic images share. Its single-branch model
+therefore adapts, in *both* attention layers (``attn1`` self, ``attn2`` cross) of every transformer
+block:
+
+* ``to_v``: a LoRA of rank r (:class:`~pano360.adapters.moe.LowRankUpdate`, no α/r scaling);
+* ``to_out.0``: a mixture of N LoRA experts, top-2 routed, plus one shared expert
+  (:class:`~pano360.adapters.moe.MixtureOfLoRAExperts`), whose balance and z-losses training adds to
+  the ε-MSE (:meth:`UniPanoAdapter.auxiliary_loss`).
+
+Installation is by forward hooks on the existing ``to_v`` / ``to_out[0]`` linear layers (output +=
+update(input)): the UNet's module tree, state-dict keys and attention processor (SDPA) stay as they
+are, a peft LoRA loaded before or after still works, and :meth:`~UniPanoAdapter.detach` removes the
+hooks, restoring the UNet exactly. Attention is global and the updates act per token, so the adapted
+UNet keeps wraparound roll equivariance.
+
+Saved form: a pano360 adapter folder (``adapter_config.json`` with the layer list and sizes, weights
+in ``adapter_model.safetensors``), or a checkpoint of the UniPano code (Lightning ``.ckpt``, keys
+``mv_base_model.unet.<attention path>.to_v.lora_layer.{down,up}.weight`` and
+``mv_base_model.unet.<attention path>.to_out.0.lora_layer.{experts.<i>.{down,up}, gate,
+shared_experts.{down,up}}.weight``), read by :meth:`UniPanoAdapter.from_reference_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError
+from .base import PanoramaAdapter
+from .moe import BALANCE_WEIGHT, Z_LOSS_WEIGHT, LowRankUpdate, MixtureOfLoRAExperts
+
+_ATTENTION_NAMES = ("attn1", "attn2")
+# The UNet's attribute inside the reference LightningModule; the issue's layout says ``unet``, the
+# single-branch MultiViewBaseModel of the UniPano code keeps it as ``pano_unet``: both are read.
+REFERENCE_PREFIXES = ("mv_base_model.unet.", "mv_base_model.pano_unet.")
+_REFERENCE_KEY = re.compile(
+    r"^mv_base_model\.(?:pano_)?unet\.(?P<path>.+?)\.(?P<projection>to_v|to_out\.0)\.lora_layer\.(?P<param>.+)$")
+
+
+def _module_key(path: str) -> str:
+    """ModuleDict key for a UNet attention path (module names cannot contain dots)."""
+    return path.replace(".", "__")
+
+
+def _linear_sizes(layer: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a linear layer (plain, or wrapped by peft)."""
+    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+        return int(layer.in_features), int(layer.out_features)
+    out_features, in_features = layer.weight.shape
+    return int(in_features), int(out_features)
+
+
+def attention_layers(unet: nn.Module) -> dict[str, list[int]]:
+    """The UNet's transformer attention layers: path → [v_in, v_out, o_in, o_out] (feature sizes).
+
+    Every ``attn1`` / ``attn2`` module that has ``to_v`` and ``to_out`` (diffusers ``Attention`` in
+    SD 1/2/SDXL ``BasicTransformerBlock``\\ s), in module order.
+    """
+    layers = {}
+    for name, module in unet.named_modules():
+        if name.rsplit(".", 1)[-1] in _ATTENTION_NAMES and hasattr(module, "to_v") and hasattr(module, "to_out"):
+            layers[name] = [*_linear_sizes(module.to_v), *_linear_sizes(module.to_out[0])]
+    return layers
+
+
+class UniPanoAttention(nn.Module):
+    """The two updates of one attention layer: ``to_v`` (LoRA) and ``to_out`` (mixture of experts)."""
+
+    def __init__(self, sizes: Iterable[int], rank: int, num_experts: int, top_k: int,
+                 balance_weight: float, z_loss_weight: float):
+        super().__init__()
+        v_in, v_out, o_in, o_out = (int(s) for s in sizes)
+        self.to_v = LowRankUpdate(v_in, v_out, rank)
+        self.to_out = MixtureOfLoRAExperts(o_in, o_out, rank, num_experts, top_k, balance_weight, z_loss_weight)
+
+
+def _add_update(update: nn.Module):
+    def hook(module, args, output):
+        return output + update(args[0])
+    return hook
+
+
+class UniPanoAdapter(PanoramaAdapter):
+    """LoRA on W_v plus a mixture of LoRA experts on W_o in every attention layer (``--adapter unipano``).
+
+    Args:
+        layers: attention path → [v_in, v_out, o_in, o_out]; :meth:`for_unet` reads it from a UNet.
+        rank: r of the value LoRA and of every expert (reference default 4).
+        num_experts: N routed experts per W_o (4); top_k: experts per token (2).
+        balance_weight, z_loss_weight: auxiliary loss weights (0.01, 0.001).
+
+    State-dict keys: ``layers.<path with '.'→'__'>.to_v.{down,up}.weight`` and
+    ``layers.<...>.to_out.{experts.<i>.{down,up}, gate, shared_experts.{down,up}}.weight``.
+    """
+
+    kind: ClassVar[str] = "unipano"
+    method: ClassVar[str | None] = None
+    #: ``pano360 train --preset unipano``: the reference code's training defaults (§1.4 of the digest:
+    #: PanFusion's PanoGenerator/main.py, which UniPano runs with). Differences that remain: diffusers'
+    #: per-step cosine to 0 instead of Lightning's per-epoch CosineAnnealingLR to 1e-7, and the
+    #: reference's un-padded VAE encode of the training panoramas (pano360 wraps the VAE).
+    training_presets: ClassVar[dict[str, dict]] = {"unipano": {
+        "description": "UniPano's training defaults: SD 2 base, 512x1024, AdamW lr 2e-4, cosine, rank 4, "
+                       "4 experts top-2, caption dropout 0.2, flip 0.5, no yaw roll, no gradient clipping, fp32",
+        "adapter": "unipano", "model": "stabilityai/stable-diffusion-2-base", "resolution": 512,
+        "learning_rate": 2e-4, "optimizer": "adamw", "lr_scheduler": "cosine", "rank": 4,
+        "unipano_experts": 4, "unipano_top_k": 2, "caption_dropout": 0.2, "random_flip": True,
+        "random_roll": False, "max_grad_norm": 0.0, "batch_size": 1, "mixed_precision": "no",
+    }}
+
+    def __init__(self, layers: Mapping[str, Iterable[int]], rank: int = 4, num_experts: int = 4, top_k: int = 2,
+                 balance_weight: float = BALANCE_WEIGHT, z_loss_weight: float = Z_LOSS_WEIGHT):
+        layers = {str(path): [int(s) for s in sizes] for path, sizes in layers.items()}
+        super().__init__(layers=layers, rank=int(rank), num_experts=int(num_experts), top_k=int(top_k),
+                         balance_weight=float(balance_weight), z_loss_weight=float(z_loss_weight))
+        if not layers:
+            raise ModelLoadError("a UniPano adapter needs at least one attention layer")
+        self.layers = nn.ModuleDict({
+            _module_key(path): UniPanoAttention(sizes, rank, num_experts, top_k, balance_weight, z_loss_weight)
+            for path, sizes in layers.items()
+        })
+        self._attached: dict[int, list] = {}  # id(unet) -> hook handles
+
+    @classmethod
+    def for_unet(cls, unet: nn.Module, rank: int = 4, num_experts: int = 4, top_k: int = 2,
+                 balance_weight: float = BALANCE_WEIGHT, z_loss_weight: float = Z_LOSS_WEIGHT) -> UniPanoAdapter:
+        """A freshly initialised adapter for every attention layer of ``unet`` (on the UNet's device)."""
+        layers = attention_layers(unet)
+        if not layers:
+            raise ModelLoadError(f"{type(unet).__name__} has no transformer attention layers (attn1/attn2) to adapt")
+        adapter = cls(layers, rank=rank, num_experts=num_experts, top_k=top_k,
+                      balance_weight=balance_weight, z_loss_weight=z_loss_weight)
+        device = next(unet.parameters()).device
+        return adapter.to(device)
+
+    # --- training (pano360 train --adapter unipano) ------------------------------------------------
+    @classmethod
+    def add_training_arguments(cls, group) -> None:
+        group.add_argument("--unipano-experts", type=int, default=4, metavar="N",
+                           help="routed LoRA experts per W_o (UniPano: 4; plus one shared expert)")
+        group.add_argument("--unipano-top-k", type=int, default=2, metavar="K",
+                           help="experts each token is routed to (UniPano: 2; weights not renormalised)")
+
+    @classmethod
+    def check_training_options(cls, options: dict) -> None:
+        from ..errors import InvalidInputError
+
+        rank, experts = int(options.get("rank", 4)), int(options.get("unipano_experts", 4))
+        top_k = int(options.get("unipano_top_k", 2))
+        if rank < 1:
+            raise InvalidInputError(f"--rank must be at least 1, got {rank}")
+        if experts < 1:
+            raise InvalidInputError(f"--unipano-experts must be at least 1, got {experts}")
+        if not 1 <= top_k <= experts:
+            raise InvalidInputError(f"--unipano-top-k must be between 1 and --unipano-experts ({experts}), got {top_k}")
+
+    @classmethod
+    def for_training(cls, unet: nn.Module, options: dict, seed: int) -> UniPanoAdapter:
+        """The trainer's door: ``--rank``, ``--unipano-experts``, ``--unipano-top-k``; ``seed`` fixes the
+        random initialisation (down projections and gates)."""
+        cls.check_training_options(options)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls.for_unet(unet, rank=int(options.get("rank", 4)),
+                                num_experts=int(options.get("unipano_experts", 4)),
+                                top_k=int(options.get("unipano_top_k", 2)))
+
+    # --- wiring -------------------------------------------------------------------------------
+    @property
+    def paths(self) -> list[str]:
+        return list(self.config["layers"])
+
+    def check_backbone(self, unet: nn.Module) -> None:
+        have = attention_layers(unet)
+        want = self.config["layers"]
+        missing = [p for p in want if p not in have]
+        uncovered = [p for p in have if p not in want]
+        wrong = [p for p in want if p in have and list(have[p]) != list(want[p])]
+        if missing or uncovered or wrong:
+            parts = []
+            for label, paths in (("not in this UNet", missing), ("of the UNet not covered", uncovered),
+                                 ("with other sizes", wrong)):
+                if paths:
+                    parts.append(f"{len(paths)} attention layer(s) {label}, such as {', '.join(paths[:2])}")
+            raise ModelLoadError("this UniPano adapter was made for another UNet (" + "; ".join(parts)
+                                 + "); load it with the base model it was trained on")
+
+    def attach(self, unet: nn.Module) -> nn.Module:
+        if id(unet) in self._attached:
+            return unet
+        self.check_backbone(unet)
+        device = next(unet.parameters()).device
+        if next(self.parameters()).device != device:
+            self.to(device)
+        handles = []
+        for path in self.paths:
+            attention = unet.get_submodule(path)
+            block = self.layers[_module_key(path)]
+            handles.append(attention.to_v.register_forward_hook(_add_update(block.to_v)))
+            handles.append(attention.to_out[0].register_forward_hook(_add_update(block.to_out)))
+        self._attached[id(unet)] = handles
+        return unet
+
+    def detach(self, unet: nn.Module) -> None:
+        for handle in self._attached.pop(id(unet), []):
+            handle.remove()
+        self.auxiliary_loss()  # drop what a last forward pass left
+
+    def is_attached(self, unet: nn.Module) -> bool:
+        return id(unet) in self._attached
+
+    # --- training -------------------------------------------------------------------------------
+    def mixtures(self) -> list[MixtureOfLoRAExperts]:
+        return [block.to_out for block in self.layers.values()]
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """Σ over layers of the balance + z-losses of the forward passes since the last call."""
+        terms = [t for t in (m.pop_auxiliary_loss() for m in self.mixtures()) if t is not None]
+        if not terms:
+            return None
+        return torch.stack([t.float() for t in terms]).sum()
+
+    # --- reference checkpoints -------------------------------------------------------------------
+    @classmethod
+    def matches_reference_keys(cls, keys: Iterable[str]) -> bool:
+        """True for a UniPano-code checkpoint: some ``...to_out.0.lora_layer.gate.weight`` under the UNet."""
+        return any(k.startswith(REFERENCE_PREFIXES) and k.endswith(".to_out.0.lora_layer.gate.weight") for k in keys)
+
+    @staticmethod
+    def reference_name(key: str, prefix: str = REFERENCE_PREFIXES[0]) -> str:
+        """This adapter's state-dict key → the UniPano code's key (``layers.a__b.to_out.gate.weight`` →
+        ``mv_base_model.unet.a.b.to_out.0.lora_layer.gate.weight``)."""
+        _, module_key, projection, param = key.split(".", 3)
+        projection = {"to_v": "to_v", "to_out": "to_out.0"}[projection]
+        return f"{prefix}{module_key.replace('__', '.')}.{projection}.lora_layer.{param}"
+
+    @classmethod
+    def from_reference_checkpoint(cls, path_or_state: str | os.PathLike | Mapping[str, torch.Tensor]) -> UniPanoAdapter:
+        """Build the adapter from a UniPano-code checkpoint (a Lightning ``.ckpt`` path, read with
+        ``weights_only=True``, or its ``state_dict`` mapping).
+
+        Keys outside the adapter (the frozen UNet, VAE and text encoder the Lightning module also
+        saves) are ignored; any other ``lora_layer`` key, or an incomplete layer, fails with a one-line
+        error naming the missing/unexpected keys.
+        """
+        source = "reference state dict"
+        if isinstance(path_or_state, (str, os.PathLike)):
+            source = str(path_or_state)
+            try:  # memory-mapped: the frozen UNet/VAE/text encoder saved beside the adapter are never read
+                state = torch.load(path_or_state, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
+                try:
+                    state = torch.load(path_or_state, map_location="cpu", weights_only=True)
+                except Exception as error:
+                    raise ModelLoadError(f"could not read {source} ({type(error).__name__}: {error})") from error
+            except Exception as error:
+                raise ModelLoadError(f"could not read {source} ({type(error).__name__}: {error})") from error
+        else:
+            state = path_or_state
+        if isinstance(state, Mapping) and "state_dict" in state:
+            state = state["state_dict"]
+        if not isinstance(state, Mapping):
+            raise ModelLoadError(f"{source} holds no state dict")
+
+        groups: dict[str, dict[str, torch.Tensor]] = {}  # path -> {"to_v.down.weight": ...}
+        unexpected, prefixes = [], set()
+        for key, value in state.items():
+            if ".lora_layer." not in key:
+                continue  # base UNet / VAE / text encoder weights saved beside the adapter
+            match = _REFERENCE_KEY.match(key)
+            if match is None:
+                unexpected.append(key)
+                continue
+            prefixes.add(key[:key.index(match["path"])])
+            projection = "to_v" if match["projection"] == "to_v" else "to_out"
+            groups.setdefault(match["path"], {})[f"{projection}.{match['param']}"] = value
+        if not groups:
+            raise ModelLoadError(f"{source} has no UniPano adapter keys (…to_v.lora_layer…, …to_out.0.lora_layer…)"
+                                 + (f"; unexpected key(s) such as {', '.join(unexpected[:3])}" if unexpected else ""))
+        if len(prefixes) > 1:
+            raise ModelLoadError(f"{source} holds adapters for more than one UNet ({', '.join(sorted(prefixes))})")
+        prefix = prefixes.pop()
+
+        def size(path, name, axis):
+            tensor = groups[path].get(name)
+            return None if tensor is None else int(tensor.shape[axis])
+
+        layers, ranks, experts = {}, set(), set()
+        for path, params in groups.items():
+            sizes = [size(path, "to_v.down.weight", 1), size(path, "to_v.up.weight", 0),
+                     size(path, "to_out.experts.0.down.weight", 1), size(path, "to_out.experts.0.up.weight", 0)]
+            if None in sizes:  # leave the exact names to the key comparison below
+                sizes = [s or 1 for s in sizes]
+            layers[path] = sizes
+            ranks.add(size(path, "to_v.down.weight", 0))
+            experts.add(1 + max((int(m[1]) for k in params if (m := re.match(r"to_out\.experts\.(\d+)\.", k))),
+                                default=-1))
+        ranks.discard(None)
+        experts.discard(0)  # a layer without experts is reported as missing keys below
+        if len(ranks) != 1 or len(experts) != 1:
+            raise ModelLoadError(f"{source}: layers disagree on the rank ({sorted(ranks)}) or the number of experts "
+                                 f"({sorted(experts)}); expected one UniPano adapter")
+        adapter = cls(layers, rank=ranks.pop(), num_experts=experts.pop())
+
+        expected = {cls.reference_name(k, prefix): k for k in adapter.state_dict()}
+        given = {k for k in state if ".lora_layer." in k and _REFERENCE_KEY.match(k)}
+        missing = sorted(set(expected) - given)
+        unexpected = sorted(unexpected + sorted(given - set(expected)))
+        wrong = sorted(k for k in set(expected) & given
+                       if tuple(state[k].shape) != tuple(adapter.state_dict()[expected[k]].shape))
+        if missing or unexpected or wrong:
+            parts = [f"{len(keys)} {label} key(s) such as {', '.join(keys[:3])}"
+                     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                     if keys]
+            raise ModelLoadError(f"{source} is not a complete UniPano adapter: {'; '.join(parts)}")
+        own = adapter.state_dict()
+        adapter.load_state_dict({ours: state[ref].to(own[ours].dtype).clone() for ref, ours in expected.items()},
+                                strict=True)
+        return adapter

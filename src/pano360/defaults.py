@@ -1,0 +1,33 @@
+"""Defaults and names the CLI needs before any heavy import (torch-free, so ``--help`` stays fast).
+
+The modules that use them (``backbones.loading``, ``backbones.tiny``) import them from here, so each
+value lives in one place.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
+"""The model ``pano360 generate`` and ``PanoramaGenerator.from_pretrained()`` use when none is named."""
+
+DEFAULT_OUTPUT_DIR = "outputs"
+"""Where ``pano360 generate`` writes when ``-o`` is not given."""
+
+TINY_MODEL_NAMES = {"tiny": "sd1", "tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+"""Built-in random test models (offline, milliseconds to build) → the family they imitate."""
+
+TINY_NATIVE_SIZE = 128
+"""Native square size in pixels of the tiny models (UNet sample size 16 × VAE factor 8)."""
+
+NATIVE_SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024}
+"""Native square size in pixels per family (SD 2 768-v checkpoints: 768, read from the model)."""
+
+
+def native_height_for(model: str) -> int:
+    """The default panorama height for a ``--model`` argument, without loading it: the tiny models'
+    size, 1024 for names that say SDXL, else 512 (the real value is read from the model later)."""
+    name = str(model).strip().lower()
+    if name in TINY_MODEL_NAMES:
+        return TINY_NATIVE_SIZE
+    if "xl" in name:
+        return NATIVE_SIZES["sdxl"]
+    return NATIVE_SIZES["sd2"]

@@ -1,0 +1,127 @@
+"""The training run's settings as one validated dataclass (the CLI flags map onto its fields)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass, field
+
+from ..errors import InvalidInputError
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+OPTIMIZERS = ("adamw", "adamw8bit")
+REPORT_TO = ("none", "tensorboard", "wandb")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+
+
+@dataclass
+class TrainingConfig:
+    """Everything a ``pano360 train`` run needs. Sizes in pixels; steps are optimizer steps.
+
+    ``resolution`` is the panorama height H (images are resized to H × 2H, a multiple of 8 · the UNet's
+    downsampling). ``batch_size`` is per process; one optimizer step sees
+    ``batch_size × processes × gradient_accumulation_steps`` panoramas. ``adapter_options`` holds the
+    adapter kind's own flags (``rank`` and e.g. ``lora_targets``).
+    """
+
+    data: str
+    output: str
+    model: str = "stabilityai/stable-diffusion-2-base"
+    adapter: str = "lora"
+    adapter_options: dict = field(default_factory=lambda: {"rank": 4})
+    steps: int = 1000
+    batch_size: int = 1
+    learning_rate: float = 1e-4
+    scale_lr: bool = False
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    lr_num_cycles: int = 1
+    lr_power: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    optimizer: str = "adamw"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    snr_gamma: float | None = None
+    prediction_type: str | None = None
+    noise_offset: float = 0.0
+    resolution: int = 512
+    seed: int = 0
+    random_roll: bool = True
+    random_flip: bool = True
+    caption_dropout: float = 0.2
+    cache: bool = True
+    wrap_unet: bool = True
+    caption_column: str = "text"
+    image_column: str = "image"
+    default_caption: str | None = None
+    skip_invalid: bool = False
+    data_license: str | None = None
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int | None = 3
+    resume: str | None = None
+    overwrite: bool = False
+    validate_every: int = 0
+    validation_prompts: list[str] = field(default_factory=list)
+    validation_steps: int = 25
+    validation_guidance: float = 7.5
+    validation_seed: int = 0
+    report_to: str = "none"
+    log_every: int = 1
+    progress: bool = True
+    dtype_vae_fp32: bool = False
+    allow_tf32: bool = False
+    cpu: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Model-free checks of every number and choice; raises with one line naming the fix."""
+        def positive(name, value, minimum=1):
+            if value is None or value < minimum:
+                raise InvalidInputError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+        positive("steps", self.steps)
+        positive("batch_size", self.batch_size)
+        positive("gradient_accumulation_steps", self.gradient_accumulation_steps)
+        positive("validation_steps", self.validation_steps)
+        positive("log_every", self.log_every)
+        if self.resolution < 16 or self.resolution % 8:
+            raise InvalidInputError(f"--resolution (panorama height) must be a multiple of 8 and at least 16, "
+                                    f"got {self.resolution}")
+        if not self.learning_rate > 0:
+            raise InvalidInputError(f"--learning-rate must be positive, got {self.learning_rate}")
+        for name in ("checkpoint_every", "validate_every", "lr_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise InvalidInputError(f"--{name.replace('_', '-')} must be 0 (off) or more, got {getattr(self, name)}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise InvalidInputError("--checkpoints-total-limit must be at least 1 (or omitted to keep all)")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise InvalidInputError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise InvalidInputError(f"--lr-scheduler must be one of {', '.join(LR_SCHEDULERS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidInputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+            raise InvalidInputError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes "
+                                    "(or use --optimizer adamw)")
+        if self.report_to not in REPORT_TO:
+            raise InvalidInputError(f"--report-to must be one of {', '.join(REPORT_TO)}")
+        if self.report_to != "none" and importlib.util.find_spec(self.report_to) is None:
+            raise InvalidInputError(f"--report-to {self.report_to} needs the {self.report_to} package: "
+                                    f"pip install {self.report_to} (or drop --report-to)")
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            raise InvalidInputError(f"--snr-gamma must be positive, got {self.snr_gamma}")
+        if self.prediction_type not in (None, "epsilon", "v_prediction"):
+            raise InvalidInputError("--prediction-type must be epsilon or v_prediction")
+        if not 0.0 <= self.caption_dropout <= 1.0:
+            raise InvalidInputError(f"--caption-dropout must be in [0, 1], got {self.caption_dropout}")
+        if self.max_grad_norm is not None and self.max_grad_norm < 0:
+            raise InvalidInputError("--max-grad-norm must be 0 (off) or positive")
+        if self.validate_every and not self.validation_prompts:
+            raise InvalidInputError("--validate-every needs at least one --validation-prompt")

@@ -1,0 +1,404 @@
+"""The adapter trainer: 🤗 accelerate (one GPU, DDP over many, CPU processes with gloo), frozen base.
+
+One optimizer step (``batch_size × processes × accumulation`` panoramas, see
+:mod:`pano360.training.sampler`)::
+
+    for each micro-batch:   latents x0 (cached), text c, per-sample t ~ U{0..T-1} and ε ~ N(0, I)
+        x_t  = add_noise(x0, ε, t)                          # √ᾱ_t·x0 + √(1−ᾱ_t)·ε
+        out  = predict_noise(network, x_t, t, c, ...)       # the same call sampling makes
+        loss = mean_b w_b · ‖out − target_b‖² / (C·h·w)    # target: ε, v or x0; w_b: Min-SNR or 1
+             + adapter.auxiliary_loss()
+        backward (no gradient sync until the last micro-batch)
+    clip ‖g‖ to max_grad_norm, AdamW step, LR schedule step
+
+The base model (UNet, VAE, text encoders) has ``requires_grad`` off, so autograd allocates no
+gradient for it; only ``adapter.trainable_parameters()`` are optimised. Each sample's t and ε come from
+a generator keyed by its position, so resume is exact and DDP matches one process with the total batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones.guided import predict_noise
+from ..backbones.parameterization import snr, training_target
+from ..errors import InvalidInputError
+from .augment import STREAM_NOISE, AugmentConfig, sample_generator
+from .config import TrainingConfig
+from .sampler import micro_batch_positions
+
+LOG_NAME = "log.jsonl"
+CONFIG_NAME = "training_config.json"
+
+
+class TrainingNetwork(nn.Module):
+    """``network`` (the UNet with the adapter inside, or the adapter's wrapper around it) called through
+    :func:`predict_noise`; holding the adapter too makes its parameters the module's trainable ones."""
+
+    def __init__(self, network: nn.Module, adapter: nn.Module):
+        super().__init__()
+        self.network = network
+        self.adapter = adapter
+
+    def forward(self, latents, t, embeds, pooled=None, size_px=None, inputs=None):
+        return predict_noise(self.network, latents, t, embeds, pooled, size_px, **(inputs or {}))
+
+
+@dataclass
+class TrainingResult:
+    output: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)  # per optimizer step (this run)
+    adapter: object = None
+
+
+def draw_noise(seed: int, positions: list[int], shape: tuple[int, ...], num_timesteps: int,
+               noise_offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ε [B, *shape] and t [B] (int64), each a pure function of (seed, position)."""
+    noises, steps = [], []
+    for position in positions:
+        generator = sample_generator(seed, position, STREAM_NOISE)
+        steps.append(torch.randint(0, num_timesteps, (1,), generator=generator))
+        noise = torch.randn(shape, generator=generator)
+        if noise_offset:
+            channels = shape[-3]
+            offset = torch.randn((*shape[:-2], 1, 1), generator=generator) if channels else 0.0
+            noise = noise + noise_offset * offset
+        noises.append(noise)
+    return torch.stack(noises), torch.cat(steps)
+
+
+def min_snr_weights(scheduler, t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-γ loss weights [B] (Hang et al. 2023, as in diffusers' scripts): min(SNR, γ)/SNR for ε,
+    min(SNR, γ)/(SNR + 1) for v."""
+    ratio = snr(scheduler, t)
+    clipped = torch.clamp(ratio, max=gamma)
+    if prediction_type == "v_prediction":
+        return clipped / (ratio + 1)
+    if prediction_type == "epsilon":
+        return clipped / ratio
+    return clipped  # x0-prediction: weight min(SNR, γ)
+
+
+def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weight_dtype) -> torch.Tensor:
+    """The loss of one micro-batch (see the module docstring); gradients flow to the adapter only."""
+    example = adapter.training_example(batch)
+    latents = example.latents.float()
+    count = latents.shape[0]
+    noise, t = draw_noise(config.seed, batch.positions, tuple(latents.shape[1:]),
+                          scheduler.config.num_train_timesteps, config.noise_offset)
+    noise, t = noise.to(latents.device), t.to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    target = training_target(scheduler, latents, noise, t)
+    views = latents.shape[1] if latents.ndim == 5 else 1
+    flat = lambda x: None if x is None else x.reshape(-1, *x.shape[2:]) if latents.ndim == 5 else x
+    t_flat = t.repeat_interleave(views)
+    embeds, pooled = flat(example.embeds), flat(example.pooled)
+    prediction = model(flat(noisy).to(weight_dtype), t_flat, embeds.to(weight_dtype),
+                       None if pooled is None else pooled.to(weight_dtype), example.size_px, example.inputs)
+    per_sample = F.mse_loss(prediction.float(), flat(target).float(), reduction="none")
+    per_sample = per_sample.reshape(count, -1).mean(dim=1)
+    if config.snr_gamma:
+        per_sample = per_sample * min_snr_weights(scheduler, t, config.snr_gamma,
+                                                  scheduler.config.prediction_type)
+    loss = per_sample.mean()
+    extra = adapter.auxiliary_loss()
+    return loss if extra is None else loss + extra
+
+
+def _weight_dtype(mixed_precision: str) -> torch.dtype:
+    return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
+
+
+def check_output(config: TrainingConfig) -> None:
+    """OUT must be writable, and a finished or started run there needs --resume or --overwrite."""
+    from .checkpoints import CHECKPOINTS
+
+    output = Path(os.path.expanduser(config.output))
+    # Under `accelerate launch` only the first process judges the folder (the others may see it created).
+    first = os.environ.get("RANK", "0") == "0"
+    existing = first and output.is_dir() and any(output.iterdir())
+    if output.exists() and not output.is_dir():
+        raise InvalidInputError(f"output {config.output!r} is a file; give a folder for the adapter")
+    if existing and config.resume is None and not config.overwrite:
+        raise InvalidInputError(f"output folder {config.output!r} is not empty; pass --resume latest to continue "
+                                "its run, --overwrite to start again there, or choose another -o")
+    probe_root = output if output.is_dir() else next((p for p in output.parents if p.exists()), Path("."))
+    if not probe_root.is_dir():
+        raise InvalidInputError(f"cannot create output folder {config.output!r}: {probe_root} is a file; choose "
+                                "another -o")
+    if not os.access(probe_root, os.W_OK):
+        raise InvalidInputError(f"cannot write to {probe_root} (for output {config.output!r}); choose a writable -o")
+    if first and config.overwrite and config.resume is None and output.is_dir():
+        import shutil
+
+        shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
+        for name in (LOG_NAME,):
+            (output / name).unlink(missing_ok=True)
+
+
+def train(config: TrainingConfig, dataset=None, progress_callback=None) -> TrainingResult:
+    """Run a training job described by ``config`` (already checked by the CLI or :meth:`TrainingConfig.check`).
+
+    ``dataset``: an opened :class:`~pano360.training.datasets.PanoramaDataset` (default: open
+    ``config.data``). Returns the output folder, which holds the final adapter.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from ..adapters import adapter_class
+    from ..backbones.loading import load_backbone
+    from ..backbones.wrap import wraparound
+    from . import checkpoints as ckpt
+    from .cache import BatchBuilder
+    from .datasets import open_dataset
+    from .report import write_model_card, write_report
+
+    config.check()
+    adapter_cls = adapter_class(config.adapter)
+    adapter_cls.check_training_options(config.adapter_options)
+    if dataset is None:
+        dataset = open_dataset(config.data, caption_column=config.caption_column, image_column=config.image_column,
+                               skip_invalid=config.skip_invalid, default_caption=config.default_caption,
+                               license=config.data_license)
+    output = Path(os.path.expanduser(config.output))
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # a second run in this process may use another precision (the process
+    # group, held by PartialState, is kept)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              log_with=None if config.report_to == "none" else config.report_to,
+                              project_dir=str(output), cpu=config.cpu)
+    processes, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    if config.batch_size * processes > len(dataset):
+        raise InvalidInputError(f"batch of {config.batch_size} x {processes} process(es) is larger than the "
+                                f"{len(dataset)} panoramas; lower --batch-size or add data")
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
+    if config.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    set_seed(config.seed)
+
+    # --- model: frozen base, adapter attached ----------------------------------------------------
+    weight_dtype = _weight_dtype(config.mixed_precision)
+    backbone = load_backbone(config.model, torch_dtype=weight_dtype, device=accelerator.device,
+                             prediction_type=config.prediction_type)
+    pipe = backbone.pipe
+    for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+    if config.dtype_vae_fp32:
+        pipe.vae.to(torch.float32)
+    unet = pipe.unet
+    downsampling = backbone.info.unet_downsampling * backbone.info.vae_scale_factor
+    if config.resolution % downsampling:
+        raise InvalidInputError(f"--resolution must be a multiple of {downsampling} for this model, got "
+                                f"{config.resolution}")
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    adapter = adapter_cls.for_training(unet, config.adapter_options, config.seed).to(accelerator.device)
+    adapter.train()
+    network = adapter.attach(unet)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    model = TrainingNetwork(network, adapter)
+    parameters = adapter.trainable_parameters()
+    learning_rate = config.learning_rate
+    if config.scale_lr:
+        learning_rate *= config.batch_size * processes * config.gradient_accumulation_steps
+    if config.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        optimizer_class = bnb.optim.AdamW8bit
+    else:
+        optimizer_class = torch.optim.AdamW
+    optimizer = optimizer_class(parameters, lr=learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                                weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    from diffusers.optimization import get_scheduler
+
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                 num_training_steps=config.steps, num_cycles=config.lr_num_cycles,
+                                 power=config.lr_power)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    # --- data -------------------------------------------------------------------------------------
+    augment = AugmentConfig(config.random_roll, config.random_flip, config.caption_dropout,
+                            roll_step_px=backbone.info.vae_scale_factor)
+    builder = BatchBuilder(dataset, pipe, config.resolution, augment, config.seed, accelerator.device,
+                           cache=config.cache, views=adapter.training_views,
+                           progress=config.progress and is_main)
+
+    # --- resume -----------------------------------------------------------------------------------
+    step, samples_seen, loss_ema = 0, 0, None
+    resume_from = ckpt.resolve_resume(config.resume, output)
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from, adapter, rank)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if accelerator.scaler is not None and state.get("scaler"):
+            accelerator.scaler.load_state_dict(state["scaler"])
+        step, samples_seen, loss_ema = state["step"], state["samples_seen"], state.get("loss_ema")
+    if is_main:
+        _truncate_log(output / LOG_NAME, step)
+        _write_json(output / CONFIG_NAME, {"config": config.to_dict(), "data": dataset.summary(),
+                                           "model_family": backbone.info.family, "processes": processes})
+    if config.report_to != "none":
+        accelerator.init_trackers("pano360-train", config=_flat_config(config))
+
+    metadata = {"base_model": config.model, "family": backbone.info.family, "resolution": config.resolution,
+                "prediction_type": noise_scheduler.config.prediction_type, "data": dataset.summary()}
+
+    def save_checkpoint_now():
+        state = {"step": step, "samples_seen": samples_seen, "loss_ema": loss_ema,
+                 "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
+                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
+        ckpt.save_checkpoint(output, step, adapter, state, metadata | {"step": step}, config.checkpoints_total_limit,
+                             is_main, rank, accelerator.wait_for_everyone)
+
+    # --- loop -------------------------------------------------------------------------------------
+    per_step = config.batch_size * processes * config.gradient_accumulation_steps
+    losses: list[float] = []
+    bar = None
+    if is_main and config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc=f"train {config.adapter}", unit="step", dynamic_ncols=True)
+    started = time.perf_counter()
+    wrap = wraparound(unet) if config.wrap_unet else contextlib.nullcontext()
+    with wrap:
+        model.train()
+        while step < config.steps:
+            accumulated = torch.zeros((), device=accelerator.device)
+            for micro in range(config.gradient_accumulation_steps):
+                positions = micro_batch_positions(samples_seen, micro, rank, processes, config.batch_size)
+                batch = builder.build(positions)
+                last = micro == config.gradient_accumulation_steps - 1
+                sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+                with sync:
+                    loss = training_loss(model, adapter, batch, noise_scheduler, config, weight_dtype)
+                    accelerator.backward(loss / config.gradient_accumulation_steps)
+                accumulated += loss.detach() / config.gradient_accumulation_steps
+            if config.max_grad_norm:
+                grad_norm = accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
+            else:
+                grads = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
+                grad_norm = torch.stack(grads).norm() if grads else torch.zeros(())
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            samples_seen += per_step
+            step_loss = float(accelerator.reduce(accumulated, reduction="mean"))
+            losses.append(step_loss)
+            loss_ema = step_loss if loss_ema is None else 0.95 * loss_ema + 0.05 * step_loss
+            lr = lr_scheduler.get_last_lr()[0]
+            if is_main and (step % config.log_every == 0 or step == config.steps):
+                record = {"step": step, "loss": step_loss, "loss_smoothed": loss_ema, "lr": lr,
+                          "grad_norm": float(grad_norm), "samples": samples_seen,
+                          "elapsed_s": round(time.perf_counter() - started, 3)}
+                _append_jsonl(output / LOG_NAME, record)
+                if config.report_to != "none":
+                    accelerator.log({k: record[k] for k in ("loss", "loss_smoothed", "lr", "grad_norm")}, step=step)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{lr:.2e}", refresh=False)
+                bar.update(1)
+            if progress_callback is not None:
+                progress_callback(step, step_loss)
+            if config.validate_every and step % config.validate_every == 0:
+                _validate(accelerator, pipe, adapter, config, step, output, model)
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                save_checkpoint_now()
+    if bar is not None:
+        bar.close()
+
+    # --- final adapter ------------------------------------------------------------------------------
+    accelerator.wait_for_everyone()
+    if is_main:
+        final_metadata = metadata | {"steps": step, "samples_seen": samples_seen,
+                                     "hyper_parameters": _hyper_parameters(config, processes)}
+        adapter.save(output, final_metadata)
+        write_model_card(output, config, dataset.summary(), final_metadata)
+        write_report(output)
+    accelerator.wait_for_everyone()
+    if config.report_to != "none":
+        accelerator.end_training()
+    adapter.detach(unet)
+    if config.gradient_checkpointing:
+        unet.disable_gradient_checkpointing()
+    return TrainingResult(output=output, steps=step, losses=losses, adapter=adapter)
+
+
+def _validate(accelerator, pipe, adapter, config: TrainingConfig, step: int, output: Path, model) -> None:
+    """Validation panoramas with the in-training adapter (main process), then everyone continues."""
+    if accelerator.is_main_process:
+        from .report import write_report
+        from .validation import generate_validation
+
+        inner = accelerator.unwrap_model(model)
+        inner.eval()
+        adapter.detach(pipe.unet)
+        try:
+            generate_validation(pipe, adapter, config, step, output)
+        finally:
+            inner.network = adapter.attach(pipe.unet)
+            inner.train()
+        write_report(output)
+    accelerator.wait_for_everyone()
+
+
+def _hyper_parameters(config: TrainingConfig, processes: int) -> dict:
+    keys = ("steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler", "lr_warmup_steps",
+            "mixed_precision", "gradient_checkpointing", "optimizer", "max_grad_norm", "snr_gamma", "resolution",
+            "seed", "random_roll", "random_flip", "caption_dropout", "cache", "wrap_unet")
+    values = {k: getattr(config, k) for k in keys}
+    return values | {"adapter": config.adapter, "adapter_options": config.adapter_options, "processes": processes,
+                     "total_batch": config.batch_size * processes * config.gradient_accumulation_steps}
+
+
+def _flat_config(config: TrainingConfig) -> dict:
+    flat = {}
+    for key, value in config.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float, str, bool))})
+        elif isinstance(value, (int, float, str, bool)):
+            flat[key] = value
+    return flat
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only log lines up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _write_json(path: Path, record: dict) -> None:
+    from ..io.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n", overwrite=True)
+
+
+def read_log(output: str | os.PathLike) -> list[dict]:
+    path = Path(output) / LOG_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
