@@ -72,6 +72,11 @@ class SpotRun(MultiDiffusionRun):
         else:
             self.offsets = [0] * steps
 
+    def resolved(self) -> dict:
+        """The tiling this run uses (latent units) and the offset of every step (latent columns)."""
+        return {"window": list(self.grid.size), "window_px": list(self.window_size_px),
+                "num_windows": len(self.grid), "offsets": list(self.offsets)}
+
     def predict(self, model, model_input, t, i: int):
         """Roll left by this step's offset, predict the non-overlapping windows, roll back."""
         offset = self.offsets[i % len(self.offsets)]
