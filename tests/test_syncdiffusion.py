@@ -195,8 +195,8 @@ def test_out_of_memory_halves_the_gradient_batch_with_the_same_result(tiny_gener
         return window_gradients(self, model, leaf, *args)
 
     monkeypatch.setattr(SyncDiffusionRun, "window_gradients", limited)
-    got = gen(PROMPT, method="syncdiffusion", sync_batch_size="auto", **common).latents
-    assert sizes == [3, 1, 1, 1]  # auto starts with min(4, 3 windows) on a CPU, halves to 1, keeps 1
+    got = gen(PROMPT, method="syncdiffusion", sync_batch_size=4, **common).latents
+    assert sizes == [3, 2, 1, 1, 1]  # 4 asked for 3 windows: 3 fails, 4 → 2 fails, 2 → 1 fits and is kept
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 

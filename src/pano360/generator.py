@@ -368,13 +368,13 @@ class PanoramaGenerator(BackboneComponents):
             from tqdm.auto import tqdm
 
             iterator = tqdm(iterator, desc=f"{method_obj.name} {width}x{height}", unit="step")
-        network = run.network
-        if self.compiled_unet is not None and network is self.unet:
-            network = self.compiled_unet
         # On CPUs the transformer blocks' feed-forward runs in token chunks that stay in cache: same
         # result bit for bit, about 12 % faster for batched 64-latent windows (docs/benchmarks.md).
         with run.patches(), tiled_decoding(self.vae, enabled=tiled), \
                 feed_forward_chunking(self.unet, rows=CPU_FEED_FORWARD_ROWS, enabled=self.device.type == "cpu"):
+            network = run.network  # read inside the patches: attached adapters may wrap the UNet
+            if self.compiled_unet is not None and network is self.unet:
+                network = self.compiled_unet
             model = GuidedModel(network, text, guidance_scale, controlnet=self.controlnet,
                                 controlnet_scale=controlnet_conditioning_scale)
             state = run.init_latents(noise * sched.init_noise_sigma)

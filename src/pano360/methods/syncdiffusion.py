@@ -139,11 +139,12 @@ class SyncDiffusionRun(MultiDiffusionRun):
         return self.decode_clean(self.predict_clean(model, windows, t, pairs, batch_size)[1])
 
     def initial_sync_batch_size(self, device, count: int) -> int:
-        """Windows per gradient pass: the option, or for ``"auto"`` 4 on a CPU (fastest measured there,
-        docs/benchmarks.md) and 8 on an accelerator (halved on out-of-memory until it fits)."""
+        """Windows per gradient pass: the option, or for ``"auto"`` 1 on a CPU (fastest measured there on
+        SD-proportioned windows: batched autograd decodes fall out of the cache, docs/benchmarks.md) and
+        8 on an accelerator (halved on out-of-memory until it fits)."""
         if self.method.sync_batch_size != "auto":
             return int(self.method.sync_batch_size)
-        return max(1, min(count, 4 if device.type == "cpu" else 8))
+        return max(1, min(count, 1 if device.type == "cpu" else 8))
 
     def distance_to(self, target):
         """``distance(images [M, 3, H, W], index [M]) -> [M]``: the perceptual distance of each image
@@ -241,7 +242,7 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
                "reference script uses 10)", kind="int", minimum=0, none_ok=True),
         Option("anchor", None, "anchor window index, row-major (default: the middle window)", kind="int",
                minimum=0, none_ok=True),
-        Option("sync_batch_size", "auto", "windows per gradient pass (memory vs speed, same result; auto: 4 on a "
+        Option("sync_batch_size", "auto", "windows per gradient pass (memory vs speed, same result; auto: 1 on a "
                "CPU, 8 on a GPU, halved on out-of-memory)", kind="int_or_auto", minimum=1, metavar="N|auto"),
         Option("gradient_checkpointing", False, "recompute activations in the backward pass (less memory, slower)",
                kind="bool", switch=True),
