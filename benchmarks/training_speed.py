@@ -33,16 +33,26 @@ def write_data(folder: Path, count: int, height: int) -> None:
     write_panoramas(folder, count, height=height)
 
 
-def diffusers_style(data: Path, steps: int, warmup: int, resolution: int, batch_size: int) -> float:
+def build_pipeline(model: str):
+    """The benchmark's model: the tiny SD 1 model, or SD 2 base's proportions (widths / 5, same depth)."""
+    if model == "proportional":
+        from pano360.backbones.proportional import proportional_pipeline
+
+        return proportional_pipeline("sd2")
+    from pano360.backbones.tiny import tiny_pipeline
+
+    return tiny_pipeline("sd1")
+
+
+def diffusers_style(data: Path, steps: int, warmup: int, resolution: int, batch_size: int,
+                    model: str = "tiny") -> float:
     """Steps/s (1 / median step time after ``warmup`` steps) of the per-step-encoding loop."""
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
     from peft import LoraConfig
     from PIL import Image
 
-    from pano360.backbones.tiny import tiny_pipeline
-
-    pipe = tiny_pipeline("sd1")
+    pipe = build_pipeline(model)
     unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
@@ -85,12 +95,12 @@ def diffusers_style(data: Path, steps: int, warmup: int, resolution: int, batch_
 
 
 def pano360_rate(data: Path, output: Path, steps: int, warmup: int, resolution: int, batch_size: int,
-                 cache: bool = True, wrap: bool = True) -> tuple[float, float]:
+                 model: str = "tiny", cache: bool = True, wrap: bool = True) -> tuple[float, float]:
     """(1 / median step time after ``warmup`` steps, seconds from the start of train() to the first step)."""
     from pano360.training import TrainingConfig, train
 
     shutil.rmtree(output, ignore_errors=True)
-    config = TrainingConfig(data=str(data), output=str(output), model="tiny", steps=warmup + steps,
+    config = TrainingConfig(data=str(data), output=str(output), model=model, steps=warmup + steps,
                             batch_size=batch_size, resolution=resolution, progress=False, checkpoint_every=0,
                             cache=cache, wrap_unet=wrap, adapter_options={"rank": 4, "lora_targets": "q,k,v,o"})
     started = time.perf_counter()
@@ -145,6 +155,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--flops", action="store_true", help="only the full-size SD 2 base FLOP count")
+    parser.add_argument("--model", choices=["tiny", "proportional"], default="tiny",
+                        help="tiny SD 1, or SD 2 base's proportions (backbones/proportional.py, widths / 5)")
     args = parser.parse_args()
     if args.flops:
         counts = full_size_flops()
@@ -156,16 +168,20 @@ def main() -> None:
         data = Path(tmp) / "data"
         write_data(data, args.images, args.resolution)
         runs = {"baseline": [], "cached": [], "uncached": [], "unwrapped": []}
+        model = "tiny"
+        if args.model == "proportional":  # saved once, so pano360 loads it like any diffusers folder
+            model = str(Path(tmp) / "model")
+            build_pipeline("proportional").save_pretrained(model)
         common = (args.steps, args.warmup, args.resolution, args.batch_size)
         for _ in range(args.repeats):
-            runs["baseline"].append(diffusers_style(data, *common))
-            rate, setup = pano360_rate(data, Path(tmp) / "out", *common)
+            runs["baseline"].append(diffusers_style(data, *common, model=args.model))
+            rate, setup = pano360_rate(data, Path(tmp) / "out", *common, model=model)
             runs["cached"].append(rate)
-            runs["uncached"].append(pano360_rate(data, Path(tmp) / "out", *common, cache=False)[0])
-            runs["unwrapped"].append(pano360_rate(data, Path(tmp) / "out", *common, wrap=False)[0])
+            runs["uncached"].append(pano360_rate(data, Path(tmp) / "out", *common, model=model, cache=False)[0])
+            runs["unwrapped"].append(pano360_rate(data, Path(tmp) / "out", *common, model=model, wrap=False)[0])
         baseline, cached, uncached, unwrapped = (max(runs[k]) for k in ("baseline", "cached", "uncached", "unwrapped"))
     size = f"{args.resolution}x{2 * args.resolution}"
-    print(f"tiny sd1, {size} px, batch {args.batch_size}, {args.images} images, {args.threads} thread(s), "
+    print(f"{args.model}, {size} px, batch {args.batch_size}, {args.images} images, {args.threads} thread(s), "
           f"best of {args.repeats}: " + json.dumps({k: [round(v, 2) for v in vals] for k, vals in runs.items()}))
     print(f"| diffusers-style loop (encode every step) | {baseline:.2f} steps/s | 1.00x |")
     print(f"| pano360 train --no-cache | {uncached:.2f} steps/s | {uncached / baseline:.2f}x |")
