@@ -134,7 +134,7 @@ def test_stitching_uses_tent_weights():
 def test_needs_the_blocks_and_the_right_weights(tmp_path):
     plain = PanoramaGenerator.from_pretrained("tiny-sd2", device="cpu", torch_dtype="fp32")
     with pytest.raises(InvalidInputError, match="adapter='pano.ckpt'.*stable-diffusion-2-base"):
-        plain("a room", method="mvdiffusion", num_inference_steps=1, progress=False, **SIZE)
+        plain("a room", method="mvdiffusion", num_inference_steps=1, progress=False, fresh_blocks=False, **SIZE)
     with pytest.raises(InvalidInputError, match="width = 2 × height"):
         plain("a room", method="mvdiffusion", num_inference_steps=1, height=256, width=768, progress=False)
     # the outpainting checkpoint on a text-to-image base fails when loading, naming the inpainting base
@@ -243,3 +243,20 @@ def test_a_reference_checkpoint_brings_its_own_weights(tmp_path):
     assert not torch.equal(gen.unet.conv_in.weight, unet.conv_in.weight)
     gen("a room", method="mvdiffusion", num_inference_steps=1, progress=False, output_type="latent", **SIZE)
     assert torch.equal(gen.unet.conv_in.weight, unet.conv_in.weight) and not gen.adapters[0].components
+
+
+def test_tiny_models_run_with_fresh_blocks_and_real_ones_ask_for_the_checkpoint(tiny_generators):
+    """Without an adapter, the tiny model starts from zero-initialised blocks (an exact identity), so
+    ``--model tiny --method mvdiffusion`` runs offline; with fresh_blocks off the checkpoint is asked for."""
+    gen = tiny_generators("tiny")  # no MVDiffusion adapter loaded
+    noise = torch.randn(1, 8, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    common = dict(height=128, width=256, view_size=VIEW, num_inference_steps=2, latents=noise,
+                  output_type="latent", progress=False)
+    fresh = gen("a hall", method="mvdiffusion", **common)  # the tiny models' default
+    assert fresh.parameters["method_options"]["fresh_blocks"] is True
+    assert not gen.adapters  # the run's fresh blocks did not stay on the generator
+    explicit = PanoramaGenerator.from_pipe(gen.pipe, channels_last=gen.channels_last)
+    explicit.load_adapter(MVDiffusionAdapter.for_unet(gen.unet))
+    torch.testing.assert_close(explicit("a hall", method="mvdiffusion", **common).latents, fresh.latents)
+    with pytest.raises(InvalidInputError, match="pano.ckpt"):
+        gen("a hall", method="mvdiffusion", fresh_blocks=False, **common)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import ClassVar
 
 from .._lazy import lazy_module
 from ..errors import InvalidInputError
@@ -137,7 +138,10 @@ class MVDiffusionRun(MethodRun):
         from ..adapters.mvdiffusion import MVDiffusionAdapter, cameras_from_rig
         from ..geometry.rigs import horizon_ring
 
-        self.adapter = next(a for a in ctx.adapters if isinstance(a, MVDiffusionAdapter))
+        self.adapter = next((a for a in ctx.adapters if isinstance(a, MVDiffusionAdapter)), None)
+        if self.adapter is None:  # fresh_blocks: zero-initialised blocks, an exact identity (tiny models)
+            self.adapter = MVDiffusionAdapter.for_unet(ctx.unet).to(device=ctx.unet.device, dtype=ctx.unet.dtype)
+            ctx.adapters.append(self.adapter)  # this run's list: attached and detached with the others
         self.view_size = method.view_size or ctx.info.native_size
         factor = ctx.info.vae_scale_factor
         self.rig = horizon_ring(method.num_views, method.fov)
@@ -228,8 +232,12 @@ class MVDiffusionMethod(PanoramaMethod):
                "feathered border)", kind="bool"),
         Option("feather", 0.05, "outpainting paste-back: width of the feathered border, fraction of the view "
                "size", kind="float", minimum=0.0),
+        Option("fresh_blocks", False, "without an MVDiffusion adapter, start from zero-initialised attention "
+               "blocks: an exact identity (each view denoised as by the plain UNet); on by default for the "
+               "built-in tiny models, so they run offline", kind="bool"),
     )
     run_class = MVDiffusionRun
+    tiny_defaults: ClassVar[dict] = {"fresh_blocks": True}  # tiny models: runs offline without a checkpoint
 
     def check_options(self) -> None:
         if self.fov >= 180:
@@ -288,13 +296,14 @@ class MVDiffusionMethod(PanoramaMethod):
         from ..adapters.mvdiffusion.checkpoint import DOWNLOADS, SD2_BASE, SD2_INPAINTING
 
         blocks = [a for a in adapters if isinstance(a, MVDiffusionAdapter)]
-        if not blocks:
+        if not blocks and not self.fresh_blocks:
             raise InvalidInputError(
                 f"mvdiffusion needs its correspondence-aware attention weights: pass adapter='pano.ckpt' "
                 f"(CLI: --adapter pano.ckpt) on {SD2_BASE}, or an adapter folder from 'pano360 train "
                 f"--adapter mvdiffusion'; the checkpoints are linked from {DOWNLOADS}")
-        channels = blocks[0].config["in_channels"]
-        if blocks[0].components and info.prediction_type != "epsilon":
+        channels = blocks[0].config["in_channels"] if blocks else 4  # fresh blocks: a text-to-image UNet
+        components = bool(blocks and blocks[0].components)
+        if components and info.prediction_type != "epsilon":
             base = SD2_INPAINTING if channels == 9 else SD2_BASE
             raise InvalidInputError(f"this MVDiffusion checkpoint brings {base}'s ε-prediction weights but the "
                                     f"model's scheduler predicts {info.prediction_type}; load {base} (or pass "
