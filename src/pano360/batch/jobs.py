@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..io.paths import slugify
 
 #: keys of a job that are not method options, with the type each is normalised to
 GENERATION_KEYS: dict[str, type] = {
@@ -88,7 +89,7 @@ class Job:
     @property
     def file_stem(self) -> str:
         """Output file name without extension: ``<prompt-slug>-s<seed>-<id[:8]>``."""
-        return f"{slug(self.prompt)}-s{self.seed}-{self.id[:8]}"
+        return f"{slugify(self.prompt)}-s{self.seed}-{self.id[:8]}"
 
 
 @dataclass
@@ -99,12 +100,6 @@ class JobError:
     reason: str
     id: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
-
-
-def slug(text: str, limit: int = 40) -> str:
-    """File-name-safe short form of a prompt (lower case, a-z 0-9 and dashes)."""
-    value = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return value[:limit].rstrip("-") or "panorama"
 
 
 def job_id(spec: dict[str, Any]) -> str:
