@@ -20,7 +20,14 @@ from .backbones.conditioning import TextConditioning, encode_prompts
 from .backbones.device import apply_memory_format, resolve_channels_last, resolve_device, resolve_dtype
 from .backbones.guided import GuidedModel
 from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
-from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
+from .backbones.parameterization import initial_noise_scale
+from .backbones.schedulers import (
+    DEFAULT_SCHEDULERS,
+    check_scheduler_for_kind,
+    check_scheduler_name,
+    make_scheduler,
+    set_timesteps,
+)
 from .backbones.vae import tiled_decoding
 from .errors import InvalidInputError
 from .io.sidecar import library_versions
@@ -54,9 +61,9 @@ class PanoramaGenerator(BackboneComponents):
         out.images[0].save("forest.png")   # or out.save("forest.png") for XMP + sidecar
     """
 
-    def __init__(self, backbone: Backbone, scheduler: str = DEFAULT_SCHEDULER, channels_last: bool | str = "auto"):
+    def __init__(self, backbone: Backbone, scheduler: str | None = None, channels_last: bool | str = "auto"):
         self.backbone = backbone
-        self.scheduler_name = check_scheduler_name(scheduler)
+        self.scheduler_name = self._check_scheduler(scheduler)
         self.base_scheduler_config = backbone.pipe.scheduler.config
         self.channels_last = channels_last
         resolve_channels_last(channels_last, self.device)  # checks the value
@@ -116,6 +123,13 @@ class PanoramaGenerator(BackboneComponents):
         tiled = plan.tiled_decode if self.tiled_decode == "auto" else bool(self.tiled_decode)
         return getattr(self.backbone, "offload", None) or "none", tiled
 
+    def _check_scheduler(self, name: str | None) -> str:
+        """``name`` normalised (None: the family's default), refused when it does not fit the model's kind."""
+        contract = self.backbone.contract
+        if name is None:
+            return DEFAULT_SCHEDULERS[contract.schedule]
+        return check_scheduler_for_kind(name, contract.schedule, self.backbone.info.family)
+
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(
@@ -124,7 +138,7 @@ class PanoramaGenerator(BackboneComponents):
         *,
         torch_dtype: torch.dtype | str | None = "auto",
         device: torch.device | str | None = "auto",
-        scheduler: str = DEFAULT_SCHEDULER,
+        scheduler: str | None = None,
         controlnet: str | None = None,
         loras: Sequence[str | tuple[str, float]] | None = None,
         embeddings: Sequence[str | tuple[str, str]] | None = None,
@@ -160,7 +174,8 @@ class PanoramaGenerator(BackboneComponents):
         """
         from .backbones.memory import OFFLOAD_MODES
 
-        check_scheduler_name(scheduler)
+        if scheduler is not None:
+            check_scheduler_name(scheduler)
         if offload not in OFFLOAD_MODES:
             raise InvalidInputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
         if tiled_decode not in (True, False, "auto"):
@@ -196,7 +211,7 @@ class PanoramaGenerator(BackboneComponents):
         return generator
 
     @classmethod
-    def from_pipe(cls, pipe, name: str = "custom", scheduler: str = DEFAULT_SCHEDULER,
+    def from_pipe(cls, pipe, name: str = "custom", scheduler: str | None = None,
                   channels_last: bool | str = "auto") -> PanoramaGenerator:
         """Wrap an already built diffusers SD/SDXL pipeline (its modules are shared, not copied; with
         channels-last, their convolution weights are switched to that layout when generating)."""
@@ -263,6 +278,7 @@ class PanoramaGenerator(BackboneComponents):
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
+        true_cfg_scale: float | None = None,
         num_images_per_prompt: int = 1,
         seed: int | Sequence[int] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -288,7 +304,11 @@ class PanoramaGenerator(BackboneComponents):
             preset: settings of a reference run (:mod:`pano360.presets`); explicit arguments win.
             height, width: pixels, multiples of 8, height ≤ width. Default: the model's native height
                 (512 for SD 1/2, 1024 for SDXL) and twice that width (a full 2:1 sphere).
-            num_inference_steps (default 50), guidance_scale (default 7.5), negative_prompt, eta: as in diffusers.
+            num_inference_steps, guidance_scale, negative_prompt, eta: as in the family's diffusers
+                pipeline (defaults: 50 and 7.5 for SD/SDXL; FLUX 28 and 3.5 embedded guidance; SD3 28 and
+                7.0; Qwen-Image 50 and 4.0, its true CFG, used only with a negative prompt).
+            true_cfg_scale: FLUX: real classifier-free guidance with ``negative_prompt`` when > 1 (its
+                ``guidance_scale`` is the embedded guidance value); ignored by the other families.
             seed: base seed; image i uses ``seed + i`` (or a list of seeds). Random if neither ``seed``
                 nor ``generator`` is given; the seeds used are in ``output.parameters["seeds"]``.
             generator: a ``torch.Generator`` or one per image (diffusers style), instead of ``seed``.
@@ -317,13 +337,16 @@ class PanoramaGenerator(BackboneComponents):
         resolve_size(settings.get("height"), settings.get("width"), default_height, ("height", "width"))  # 0: error
         height = settings.get("height") or default_height
         width = settings.get("width") or (2 * height if settings.get("height") else default_width)
-        num_inference_steps = settings.get("num_inference_steps", 50)
-        guidance_scale = settings.get("guidance_scale", 7.5)
+        contract = self.backbone.contract
+        num_inference_steps = settings.get("num_inference_steps", contract.default_steps)
+        guidance_scale = settings.get("guidance_scale", contract.default_guidance)
         check_generation_args(height=height, width=width, num_inference_steps=num_inference_steps,
                               guidance_scale=guidance_scale, num_images_per_prompt=num_images_per_prompt)
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        scheduler_name = check_scheduler_name(settings.get("scheduler") or self.scheduler_name)
+        scheduler_name = self._check_scheduler(settings.get("scheduler") or self.scheduler_name)
+        cfg_scale, embedded_guidance = contract.guidance_plan(self.pipe, guidance_scale, true_cfg_scale,
+                                                              negative_prompt is not None)
         check_eta(eta, scheduler_name, "eta")
         check_steps_for_scheduler(num_inference_steps, int(self.base_scheduler_config.get("num_train_timesteps", 1000)),
                                   "num_inference_steps")
@@ -334,7 +357,7 @@ class PanoramaGenerator(BackboneComponents):
             check_seed(seed, batch)
         request = GenerationRequest(height=height, width=width, num_inference_steps=num_inference_steps,
                                     guidance_scale=guidance_scale, batch_size=batch,
-                                    has_control=control_image is not None)
+                                    has_control=control_image is not None, cfg=cfg_scale != 1.0)
         method_obj.check(request)
         method_obj.check_for_model(request, info, scheduler_name, self.adapters)
         if control_image is not None and self.controlnet is None:
@@ -354,7 +377,10 @@ class PanoramaGenerator(BackboneComponents):
         if offloaded != "sequential":  # sequential offload keeps the weights on the meta device
             apply_memory_format(channels_last, self.unet, self.vae, self.controlnet)
         sched = make_scheduler(scheduler_name, self.base_scheduler_config)
-        sched.set_timesteps(num_inference_steps, device=self.device)
+        factor = info.vae_scale_factor
+        set_timesteps(sched, num_inference_steps, self.device,
+                      contract.image_seq_len(height // factor, width // factor, info), self.base_scheduler_config,
+                      linear_sigmas=contract.linear_sigmas)
         ctx = RunContext(request=request, backbone=self.backbone, scheduler=sched, prompts=prompts,
                          negative_prompts=negatives, generators=generators, control_image=control,
                          adapters=list(self.adapters), channels_last=channels_last)
@@ -375,9 +401,10 @@ class PanoramaGenerator(BackboneComponents):
             network = run.network  # read inside the patches: attached adapters may wrap the UNet
             if self.compiled_unet is not None and network is self.unet:
                 network = self.compiled_unet
-            model = GuidedModel(network, text, guidance_scale, controlnet=self.controlnet,
-                                controlnet_scale=controlnet_conditioning_scale)
-            state = run.init_latents(noise * sched.init_noise_sigma)
+            model = GuidedModel(network, text, cfg_scale, controlnet=self.controlnet,
+                                controlnet_scale=controlnet_conditioning_scale, family=contract,
+                                embedded_guidance=embedded_guidance)
+            state = run.init_latents(noise * initial_noise_scale(sched))
             for i, t in enumerate(iterator):
                 with torch.no_grad():
                     state, output = run.denoise(model, state, t, i)
@@ -394,6 +421,8 @@ class PanoramaGenerator(BackboneComponents):
             prompts, negatives, method_obj, height, width, num_inference_steps, guidance_scale, scheduler_name,
             eta, seeds, control_image, controlnet_conditioning_scale, latents is not None,
         )
+        if true_cfg_scale is not None:
+            parameters["true_cfg_scale"] = true_cfg_scale
         parameters["preset"] = preset
         resolved = run.resolved()
         if resolved:

@@ -79,11 +79,37 @@ def _append_first_column(module: nn.Module, args: tuple):
 
 
 def _is_padless_downsample(module: nn.Module) -> bool:
+    """SD's encoder ``Downsample2D`` (manual (0, 1, 0, 1) pad) or a ``ZeroPad2d((0, 1, 0, 1))`` before a
+    stride-2 convolution (Qwen-Image's VAE ``Resample``)."""
+    if isinstance(module, nn.ZeroPad2d):
+        return tuple(module.padding) == (0, 1, 0, 1)
     return (
         type(module).__name__ == "Downsample2D"
         and getattr(module, "use_conv", False)
         and getattr(module, "padding", None) == 0
     )
+
+
+def _is_causal_conv3d(module: nn.Module) -> bool:
+    """A video VAE's causal 3-D convolution that pads by hand (``_padding`` = (left, right, top, bottom,
+    front, back), as in Qwen-Image's / Wan's VAE)."""
+    return isinstance(module, nn.Conv3d) and isinstance(getattr(module, "_padding", None), tuple)
+
+
+def _wrap_causal_inputs(module: nn.Module, args: tuple, kwargs: dict):
+    """Pre-hook of a patched causal Conv3d: wrap the width of its input (and of its time cache)."""
+    left, right = module._pano360_wrap_columns
+    args = list(args)
+    if args:
+        args[0] = _wrap_columns(args[0], left, right)
+    cache = kwargs.get("cache_x", args[1] if len(args) > 1 else None)
+    if cache is not None:
+        cache = _wrap_columns(cache, left, right)
+        if "cache_x" in kwargs:
+            kwargs["cache_x"] = cache
+        else:
+            args[1] = cache
+    return tuple(args), kwargs
 
 
 def _patchable(modules: Iterable[nn.Module | None]) -> Iterator[nn.Module]:
@@ -95,7 +121,8 @@ def _patchable(modules: Iterable[nn.Module | None]) -> Iterator[nn.Module]:
             if id(module) in seen:
                 continue
             seen.add(id(module))
-            if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros" or _is_padless_downsample(module):
+            if (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros" or _is_padless_downsample(module)
+                    or _is_causal_conv3d(module)):
                 yield module
 
 
@@ -112,6 +139,11 @@ def enable_wraparound(*modules: nn.Module | None) -> int:
         if isinstance(module, nn.Conv2d):
             module._conv_forward = types.MethodType(_wrapped_conv_forward, module)
             setattr(module, _PATCH, None)
+        elif _is_causal_conv3d(module):
+            left, right, *rest = module._padding
+            module._pano360_wrap_columns = (left, right)
+            module._padding = (0, 0, *rest)  # instance attribute: the width pad is now the wrap
+            setattr(module, _PATCH, module.register_forward_pre_hook(_wrap_causal_inputs, with_kwargs=True))
         else:
             setattr(module, _PATCH, module.register_forward_pre_hook(_append_first_column))
         patched += 1
@@ -134,6 +166,10 @@ def _unpatch(module: nn.Module) -> None:
         del module._conv_forward  # falls back to the class method
     else:
         handle.remove()
+    if hasattr(module, "_pano360_wrap_columns"):
+        left, right = module._pano360_wrap_columns
+        module._padding = (left, right, *module._padding[2:])
+        del module._pano360_wrap_columns
     delattr(module, _PATCH)
 
 

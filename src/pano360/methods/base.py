@@ -46,10 +46,12 @@ class GenerationRequest:
     guidance_scale: float
     batch_size: int = 1
     has_control: bool = False
+    cfg: bool | None = None  # classifier-free guidance runs (None: guidance_scale != 1, the UNet rule)
 
     @property
     def guidance(self) -> bool:
-        return self.guidance_scale != 1.0
+        """True when the denoiser runs twice per latent (conditional and unconditional)."""
+        return self.guidance_scale != 1.0 if self.cfg is None else self.cfg
 
 
 @dataclass
@@ -95,7 +97,7 @@ class RunContext(BackboneComponents):
 
     @property
     def latent_channels(self) -> int:
-        return int(self.vae.config.latent_channels)
+        return int(self.info.latent_channels)
 
     @property
     def step_generator(self):
@@ -166,7 +168,9 @@ class MethodRun:
     def denoise(self, model, latents, t, i: int):
         """(latents the scheduler steps from, guided model output for them) at step ``i``."""
         latents = self.before_step(model, latents, t, i)
-        output = self.predict(model, self.ctx.scheduler.scale_model_input(latents, t), t, i)
+        from ..backbones.parameterization import model_input
+
+        output = self.predict(model, model_input(self.ctx.scheduler, latents, t), t, i)
         return latents, output
 
     def before_step(self, model, latents, t, i: int):
@@ -248,6 +252,13 @@ class PanoramaMethod:
 
     def check_for_model(self, request: GenerationRequest, info, scheduler_name: str, adapters=()) -> None:
         """Checks that need the loaded model's facts (its downsampling, family) or its adapters."""
+        if info.is_dit:
+            step = info.pixel_multiple
+            for name, value in (("height", request.height), ("width", request.width)):
+                if value % step:
+                    lower = max(step, value - value % step)
+                    raise InvalidInputError(f"{name} {value} is not a multiple of {step} pixels, which a {info.family} "
+                                            f"model needs (2x2-latent tokens); use {lower} or {lower + step}")
         for adapter in adapters:
             needed = getattr(adapter, "method", None)
             if needed is not None and needed != self.name:
