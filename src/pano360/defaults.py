@@ -39,3 +39,9 @@ def native_height_for(model: str) -> int:
     if "xl" in name:
         return NATIVE_SIZES["sdxl"]
     return NATIVE_SIZES["sd2"]
+
+
+FAMILY_DEFAULTS = {"sd1": (50, 7.5), "sd2": (50, 7.5), "sdxl": (50, 7.5), "flux": (28, 3.5), "sd3": (28, 7.0),
+                   "qwen-image": (50, 4.0)}
+"""(steps, guidance scale) per family when neither the user nor a preset gives them: each family's
+diffusers pipeline defaults (FLUX's guidance is its embedded value; Qwen-Image's its true CFG scale)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import secrets
@@ -31,19 +32,14 @@ from .backbones.schedulers import (
 from .backbones.vae import tiled_decoding
 from .errors import InvalidInputError
 from .io.sidecar import library_versions
-from .methods import GenerationRequest, PanoramaMethod, RunContext, get_method, method_class
+from .methods import GenerationRequest, PanoramaMethod, RunContext
 from .output import PanoramaOutput
-from .presets import apply_preset
+from .plan import Plan, check_plan_memory, plan_generation
 from .validation import (
     check_eta,
-    check_generation_args,
-    check_memory,
     check_prompts,
     check_seed,
-    check_size_limit,
     check_steps_for_scheduler,
-    estimate_memory,
-    resolve_size,
 )
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -327,38 +323,27 @@ class PanoramaGenerator(BackboneComponents):
         check_prompts(prompt)
         if negative_prompt is not None:
             check_prompts(negative_prompt, "negative_prompt")
-        chosen, options, settings = apply_preset(preset, method, method_options, {
-            "height": height, "width": width, "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale, "scheduler": scheduler})
-        if self.backbone.source.kind == "tiny" and isinstance(chosen, str):  # every method offline on tiny models
-            options = {**method_class(chosen).tiny_defaults, **options}
-        method_obj = get_method(chosen, **options)
-        default_height, default_width = method_obj.default_size(info)
-        resolve_size(settings.get("height"), settings.get("width"), default_height, ("height", "width"))  # 0: error
-        height = settings.get("height") or default_height
-        width = settings.get("width") or (2 * height if settings.get("height") else default_width)
-        contract = self.backbone.contract
-        num_inference_steps = settings.get("num_inference_steps", contract.default_steps)
-        guidance_scale = settings.get("guidance_scale", contract.default_guidance)
-        check_generation_args(height=height, width=width, num_inference_steps=num_inference_steps,
-                              guidance_scale=guidance_scale, num_images_per_prompt=num_images_per_prompt)
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        scheduler_name = self._check_scheduler(settings.get("scheduler") or self.scheduler_name)
+        plan = plan_generation(info, method=method, preset=preset, options=method_options, height=height, width=width,
+                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                               scheduler=scheduler, num_images=num_images_per_prompt, prompt=prompt,
+                               has_control=control_image is not None, allow_large=allow_large,
+                               tiny=self.backbone.source.kind == "tiny")
+        method_obj, height, width = plan.method, plan.height, plan.width
+        num_inference_steps, guidance_scale = plan.num_inference_steps, plan.guidance_scale
+        contract = self.backbone.contract
+        scheduler_name = self._check_scheduler(plan.scheduler or self.scheduler_name)
         cfg_scale, embedded_guidance = contract.guidance_plan(self.pipe, guidance_scale, true_cfg_scale,
                                                               negative_prompt is not None)
         check_eta(eta, scheduler_name, "eta")
         check_steps_for_scheduler(num_inference_steps, int(self.base_scheduler_config.get("num_train_timesteps", 1000)),
                                   "num_inference_steps")
-        check_size_limit(height, width, method_obj, allow_large, "allow_large=True")
         units = method_obj.prompt_units(prompt)
         batch = len(units) * num_images_per_prompt
         if generator is None:
             check_seed(seed, batch)
-        request = GenerationRequest(height=height, width=width, num_inference_steps=num_inference_steps,
-                                    guidance_scale=guidance_scale, batch_size=batch,
-                                    has_control=control_image is not None, cfg=cfg_scale != 1.0)
-        method_obj.check(request)
+        request = dataclasses.replace(plan.request, cfg=cfg_scale != 1.0)
         method_obj.check_for_model(request, info, scheduler_name, self.adapters)
         if control_image is not None and self.controlnet is None:
             raise InvalidInputError("a control image was given but no ControlNet is loaded; pass controlnet=... "
@@ -445,20 +430,11 @@ class PanoramaGenerator(BackboneComponents):
 
     def _check_memory(self, request: GenerationRequest, method_obj, allow_large: bool) -> None:
         """Refuse a run whose estimated activations (the weights are loaded already) exceed the free
-        memory of the device (:func:`pano360.validation.estimate_memory`)."""
-        if allow_large:
-            return
-        from .validation import available_memory
-
-        values = method_obj.values()
-        window = values.get("window")
-        estimate = estimate_memory(
-            request.height, request.width, family=self.family, method=method_obj,
-            dtype_bytes=torch.finfo(self.dtype).bits // 8, batch_size=request.batch_size, guidance=request.guidance,
-            window=max(window) if isinstance(window, tuple) else window, view_batch_size=values.get("view_batch_size", 8),
-            sync_batch_size=1 if "sync_weight" in values else 0, parameters=0,
-        )
-        check_memory(estimate, available_memory(self.device), str(self.device), flag="allow_large=True")
+        memory of the device (:func:`pano360.plan.check_plan_memory`)."""
+        plan = Plan(method_obj, None, request.height, request.width, request.num_inference_steps,
+                    request.guidance_scale, None, request)
+        check_plan_memory(plan, self.backbone.info, str(self.device), torch.finfo(self.dtype).bits // 8, parameters=0,
+                          allow_large=allow_large)
 
     def _parameters(self, prompts, negatives, method_obj, height, width, steps, guidance, scheduler_name, eta,
                     seeds, control_image, control_scale, custom_latents) -> dict:

@@ -244,7 +244,7 @@ class MemoryEstimate:
 def estimate_memory(
     height: int, width: int, *, family: str = "sd2", method="circular", dtype_bytes: int = 2, batch_size: int = 1,
     guidance: bool = True, window: int | None = None, view_batch_size: int = 8, sync_batch_size: int = 0,
-    parameters: float | None = None,
+    parameters: float | None = None, positions: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one generation, from sizes alone (no model needed).
 
@@ -256,12 +256,16 @@ def estimate_memory(
     (``sync_batch_size`` windows × window pixels × :data:`VAE_GRAD_ELEMENTS_PER_PIXEL`), plus 10 %.
     Coarse by design (within a factor of ~2): it exists to refuse runs that cannot fit at once, not
     to plan tight ones. ``height``/``width`` in pixels; ``window`` in latent units (default: native).
+    ``positions``: the latent positions of the method's largest denoiser call as the method declares
+    them (:meth:`pano360.methods.base.PanoramaMethod.denoiser_positions`), instead of the rule above.
     """
     params = parameters if parameters is not None else PARAMETERS.get(family, PARAMETERS["sd2"])
     latent_h, latent_w = height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT
     cfg = 2 if guidance else 1
     per_latent = UNET_ELEMENTS_PER_LATENT.get(family, 30_000)
-    if method_family(method) == "windows":
+    if positions is not None:
+        pass  # the method's own count
+    elif method_family(method) == "windows":
         window = window or NATIVE_SIZES.get(family, 512) // PIXELS_PER_LATENT
         positions = view_batch_size * min(window, latent_h) * min(window, latent_w)  # one batched window call
     else:

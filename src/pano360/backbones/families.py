@@ -120,3 +120,12 @@ def family_of_transformer_keys(keys: Iterable[str]) -> str | None:
     if has("transformer_blocks.") and (has("img_in.") or has("txt_norm.")):
         return "qwen-image"
     return None
+
+
+def family_of_unet_config(unet_config: dict, class_name: str = "") -> str:
+    """SD family of a diffusers UNet config (``unet/config.json``) and its pipeline's class name."""
+    if "XL" in class_name or unet_config.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    if unet_config.get("cross_attention_dim") == 1024 or unet_config.get("use_linear_projection"):
+        return "sd2"
+    return "sd1"

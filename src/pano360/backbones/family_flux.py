@@ -18,8 +18,8 @@ import contextlib
 import torch
 
 from .conditioning import TextConditioning
-from .family import TransformerFamily, register_family
 from .families import FamilyInfo
+from .family import TransformerFamily, register_family
 from .token_seam import (
     AttentionSeam,
     active_seam,

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .conditioning import TextConditioning
-from .family import TransformerFamily, register_family
 from .families import FamilyInfo
+from .family import TransformerFamily, register_family
 from .family_flux import pack_latents, unpack_latents
 from .token_seam import (
     AttentionSeam,

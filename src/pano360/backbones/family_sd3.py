@@ -17,8 +17,8 @@ import contextlib
 import torch
 
 from .conditioning import TextConditioning
-from .family import TransformerFamily, register_family
 from .families import FamilyInfo
+from .family import TransformerFamily, register_family
 from .token_seam import active_seam, snap_frequencies
 
 
@@ -100,7 +100,7 @@ class SD3Family(TransformerFamily):
 
     def call(self, network, latents, t, embeds, pooled=None, mask=None, *, size_px=None, control=None,
              controlnet=None, controlnet_scale=1.0, embedded_guidance=None, **inputs):
-        n, _, h, w = latents.shape
+        n, _, _, w = latents.shape
         seam = active_seam(network)
         scheme = seam.scheme if seam is not None else "none"
         patch = int(network.config.patch_size)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from .conditioning import TextConditioning
-from .family import BackboneFamily, register_family
 from .families import FamilyInfo, family_of_pipeline
+from .family import BackboneFamily, register_family
 
 
 def sdxl_time_ids(size_px: tuple[int, int], count: int, dtype: torch.dtype, device) -> torch.Tensor:

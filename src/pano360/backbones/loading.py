@@ -32,9 +32,11 @@ from pathlib import Path
 
 import torch
 
-from ..defaults import DEFAULT_MODEL  # defined torch-free for the CLI
+from ..defaults import (
+    DEFAULT_MODEL,  # defined torch-free for the CLI
+    DIT_BASE_MODELS,
+)
 from ..errors import InvalidInputError, ModelLoadError
-from ..defaults import DIT_BASE_MODELS
 from .families import (
     DIT_FAMILIES,
     PIPELINE_CLASSES,
@@ -43,6 +45,7 @@ from .families import (
     family_of_checkpoint_keys,
     family_of_model_index,
     family_of_transformer_keys,
+    family_of_unet_config,
 )
 from .tiny import TINY_MODEL_NAMES
 
@@ -333,8 +336,8 @@ def _single_file_dit_family(model: str) -> str | None:
     else:
         try:
             keys = read_checkpoint_keys(path)
-        except Exception:
-            return None  # the SD single-file path says why
+        except Exception:  # noqa: BLE001 (unreadable: the SD single-file path says why)
+            return None
     if family_of_checkpoint_keys(keys) in ("sd1", "sd2", "sdxl") and not any(
             k.split("model.diffusion_model.", 1)[-1].startswith(("double_blocks.", "joint_blocks.", "transformer_blocks."))
             for k in keys):
@@ -554,14 +557,6 @@ class CheckpointFacts:
     in_channels: int | None  # 4 text-to-image, 9 inpainting, None unknown
 
 
-def _family_of_unet_config(unet_config: dict, class_name: str = "") -> str:
-    if "XL" in class_name or unet_config.get("addition_embed_type") == "text_time":
-        return "sdxl"
-    if unet_config.get("cross_attention_dim") == 1024 or unet_config.get("use_linear_projection"):
-        return "sd2"
-    return "sd1"
-
-
 def peek_checkpoint(model: str, *, cache_dir: str | None = None, local_files_only: bool = False,
                     token: str | bool | None = None) -> CheckpointFacts:
     """Family and UNet input channels of ``model`` (any form :func:`load_backbone` takes) from its small
@@ -598,7 +593,7 @@ def peek_checkpoint(model: str, *, cache_dir: str | None = None, local_files_onl
     if not Path(unet_path).is_file():
         return CheckpointFacts(None, None)
     unet_config = json.loads(Path(unet_path).read_text())
-    return CheckpointFacts(_family_of_unet_config(unet_config, class_name), unet_config.get("in_channels"))
+    return CheckpointFacts(family_of_unet_config(unet_config, class_name), unet_config.get("in_channels"))
 
 
 def _single_file_in_channels(path: Path) -> int | None:

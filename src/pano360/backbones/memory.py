@@ -168,7 +168,7 @@ class CompiledNetwork:
         wrapped = isinstance(self.network, torch.nn.Module) and is_wrapped(self.network)
         try:
             return self._for_state(wrapped)(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001  (compilation problems surface at the first call; filtered below)
+        except Exception as error:
             if not _is_compile_failure(error):
                 raise
             self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]

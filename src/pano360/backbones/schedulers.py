@@ -77,6 +77,13 @@ def check_scheduler_for_kind(name: str, kind: str, family: str) -> str:
     return key
 
 
+def resolve_scheduler(name: str | None, kind: str, family: str) -> str:
+    """``name`` checked for a ``kind`` model; None → that kind's default (ddim, flow_euler)."""
+    if name is None:
+        return DEFAULT_SCHEDULERS[kind]
+    return check_scheduler_for_kind(name, kind, family)
+
+
 def make_scheduler(name: str, base_config):
     """A fresh scheduler of kind ``name`` configured from ``base_config`` (the checkpoint's config).
 
@@ -92,7 +99,11 @@ def make_scheduler(name: str, base_config):
         overrides["flow_shift"] = float(base_config.get("shift", 1.0))
         if class_name == "DPMSolverMultistepScheduler" and base_config.get("use_dynamic_shifting", False):
             overrides.update(use_dynamic_shifting=True, time_shift_type="exponential")
-    return scheduler_class.from_config(base_config, **overrides)
+    import inspect
+
+    accepted = set(inspect.signature(scheduler_class.__init__).parameters)
+    config = {key: value for key, value in dict(base_config).items() if key in accepted or key.startswith("_")}
+    return scheduler_class.from_config(config, **overrides)
 
 
 def dynamic_shift(image_seq_len: int, config) -> float:

@@ -199,6 +199,9 @@ class PanoramaMethod:
     summary: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
     run_class: ClassVar[type[MethodRun]] = MethodRun
+    size_family: ClassVar[str] = "full"
+    """``"full"``: the denoiser runs on the whole panorama (attention cost grows with its area squared);
+    ``"windows"``: on native-size windows or views (cost grows with the area). Decides the size limit."""
     tiny_defaults: ClassVar[dict[str, Any]] = {}
     """Option values used with the built-in tiny models unless given (e.g. a built-in perceptual net
     instead of downloaded weights), so that every method runs offline on them."""
@@ -246,6 +249,12 @@ class PanoramaMethod:
     def default_size(self, info) -> tuple[int, int]:
         """(height, width) in pixels when the user gives none: a full 2:1 sphere at the native height."""
         return info.native_size, 2 * info.native_size
+
+    def denoiser_positions(self, request: GenerationRequest, native_latent: int, latent_factor: int) -> int:
+        """Latent positions in the largest batched denoiser call (per guidance half): what the memory
+        estimate sizes. Default: the whole panorama of every image. ``native_latent`` is the model's
+        native size and ``latent_factor`` its pixels per latent."""
+        return request.batch_size * (request.height // latent_factor) * (request.width // latent_factor)
 
     def check(self, request: GenerationRequest) -> None:
         """Model-free checks of the request for this method; raise InvalidInputError."""
