@@ -149,14 +149,20 @@ class PanoramaGenerator(BackboneComponents):
         offload: str = "none",
         tiled_decode: bool | str = "auto",
         compile: bool | str = False,
+        transformer: str | None = None,
+        quantize: str = "none",
     ) -> PanoramaGenerator:
         """Load a backbone (Hub id, diffusers folder, single ``.safetensors``/``.ckpt`` file, or ``tiny``).
 
         Args:
-            model: what to load; ``"tiny"``, ``"tiny-sd2"``, ``"tiny-sdxl"`` are built-in random models.
+            model: what to load (SD 1/2, SDXL, FLUX.1, SD3.x, Qwen-Image; the family is read from the files);
+                ``"tiny"``, ``"tiny-sd2"``, ``"tiny-sdxl"``, ``"tiny-flux"``, ``"tiny-flux-schnell"``,
+                ``"tiny-flux-fill"``, ``"tiny-sd3"``, ``"tiny-qwen"`` are built-in random models.
             torch_dtype: ``"auto"`` (fp16 on GPU, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"`` or a dtype.
             device: ``"auto"`` (cuda, then mps, then cpu) or a device.
-            scheduler: default scheduler name (``ddim``, ``euler``, ``euler_a``, ``dpmpp_2m``, …).
+            scheduler: default scheduler name (``ddim``, ``euler``, ``euler_a``, ``dpmpp_2m``, … for SD/SDXL;
+                ``flow_euler``, ``flow_heun``, ``flow_dpmpp_2m``, ``flow_unipc`` for the transformers; default:
+                the family's, ddim or flow_euler).
             controlnet: a ControlNet (Hub id, folder, file, or ``"tiny"``) for depth conditioning.
             loras: LoRA files or Hub repos, each optionally as ``(source, scale)`` (scale 1 by default).
             embeddings: textual-inversion files, each optionally as ``(path, token)``.
@@ -167,6 +173,10 @@ class PanoramaGenerator(BackboneComponents):
             adapter: trained panorama adapter(s): a pano360 adapter folder (``pano360 train``) or a
                 reference checkpoint (MVDiffusion, UniPano), see :func:`pano360.adapters.load_adapter`.
             offload, tiled_decode, compile: memory and speed modes, see :meth:`configure_memory`.
+            transformer: FLUX/SD3/Qwen-Image: a transformer to use instead of the model's (fine-tune repo,
+                folder, ``.safetensors`` or ``.gguf`` file).
+            quantize: ``"none"``, ``"fp8"`` (float8 weights, computes in ``torch_dtype``) or ``"nf4"``
+                (bitsandbytes, CUDA) for the transformer.
         """
         from .backbones.memory import OFFLOAD_MODES
 
@@ -192,6 +202,7 @@ class PanoramaGenerator(BackboneComponents):
         backbone = load_backbone(
             model, torch_dtype=dtype, device=device, config=config, variant=variant, cache_dir=cache_dir,
             local_files_only=local_files_only, token=token, prediction_type=prediction_type,
+            transformer=transformer, quantize=quantize,
         )
         generator = cls(backbone, scheduler=scheduler, channels_last=channels_last)
         if controlnet:

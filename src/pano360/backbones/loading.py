@@ -514,6 +514,8 @@ def load_controlnet(backbone: Backbone, controlnet: str, *, cache_dir=None, loca
     from diffusers import ControlNetModel
 
     kind = classify_controlnet_argument(controlnet)
+    if backbone.info.is_dit:
+        raise InvalidInputError(f"ControlNets load onto SD/SDXL models here; this is a {backbone.info.family} model")
     unet = backbone.pipe.unet
     source = ModelSource(name=controlnet, kind=kind)
     try:
