@@ -115,6 +115,22 @@ def test_flux_configs_follow_the_released_models(pipelines):
     assert not schnell.scheduler.config.use_dynamic_shifting
 
 
+def test_sd3_configs_follow_the_released_models(pipelines):
+    sd3, sd35 = pipelines("tiny-sd3"), pipelines("tiny-sd35")
+    assert type(sd3).__name__ == "StableDiffusion3Pipeline"
+    assert sd3.vae.config.latent_channels == 16 and sd3.vae_scale_factor == 8
+    assert (sd3.vae.config.scaling_factor, sd3.vae.config.shift_factor) == (1.5305, 0.0609)
+    config = sd3.transformer.config
+    assert config.patch_size == 2 and config.in_channels == config.out_channels == 16
+    assert config.caption_projection_dim == config.num_attention_heads * config.attention_head_dim
+    assert config.pooled_projection_dim == sum(e.config.projection_dim for e in (sd3.text_encoder,
+                                                                                   sd3.text_encoder_2))
+    assert config.joint_attention_dim == sd3.text_encoder_3.config.d_model
+    assert config.qk_norm is None and sd35.transformer.config.qk_norm == "rms_norm"
+    assert tuple(sd35.transformer.config.dual_attention_layers) == (0,)
+    assert sd3.scheduler.config.shift == 3.0 and not sd3.scheduler.config.use_dynamic_shifting
+
+
 FLUX_SHAPES = [
     {"num_attention_heads": 4, "attention_head_dim": 8, "axes_dims_rope": (2, 2, 4)},
     {"attention_head_dim": 24, "axes_dims_rope": (8, 8, 8), "num_layers": 2, "num_single_layers": 1},
@@ -142,6 +158,30 @@ def test_flux_shape_variants_run(name, shape, pipelines):
     assert images.shape == (1, 3, HEIGHT, WIDTH) and torch.isfinite(images).all()
 
 
+SD3_SHAPES = [
+    {"num_attention_heads": 4, "attention_head_dim": 8, "num_layers": 1},
+    {"attention_head_dim": 24, "pos_embed_max_size": 32, "qk_norm": "rms_norm",
+     "dual_attention_layers": (0, 1)},
+    {"latent_channels": 8, "vae_depth": 3},
+]
+
+
+@pytest.mark.parametrize("shape", SD3_SHAPES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_sd3_shape_variants_run(shape, pipelines):
+    pipelines("tiny-sd3")
+    pipe = tiny_dit_pipeline("tiny-sd3", **shape)
+    config = pipe.transformer.config
+    for key, value in shape.items():
+        if key == "latent_channels":
+            assert pipe.vae.config.latent_channels == config.in_channels == value
+        elif key == "vae_depth":
+            assert pipe.vae_scale_factor == 2 ** (value - 1)
+        else:
+            assert (tuple(config[key]) if isinstance(value, tuple) else config[key]) == value
+    images = _generate(pipe)
+    assert images.shape == (1, 3, HEIGHT, WIDTH) and torch.isfinite(images).all()
+
+
 def test_bad_rope_axes_are_refused():
     with pytest.raises(ValueError, match="axes_dims_rope"):
         tiny_dit_pipeline("tiny-flux", attention_head_dim=16, axes_dims_rope=(4, 4, 4))
@@ -162,7 +202,7 @@ def test_t5_tokenizer_is_offline_and_t5_shaped(no_network):
     assert len(long) == 16 and long[-1] == tokenizer.eos_token_id
 
 
-ROUND_TRIP = {"tiny-flux": "FluxPipeline"}
+ROUND_TRIP = {"tiny-flux": "FluxPipeline", "tiny-sd35": "StableDiffusion3Pipeline"}
 
 
 @pytest.mark.parametrize("name", sorted(ROUND_TRIP))

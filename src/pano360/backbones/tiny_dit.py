@@ -160,7 +160,7 @@ def tiny_flux_transformer(num_attention_heads: int = 2, attention_head_dim: int 
                           guidance_embeds: bool = True,
                           joint_attention_dim: int = TEXT_WIDTH, pooled_projection_dim: int = TEXT_WIDTH,
                           seed: int = 0):
-    """A ``FluxTransformer2DModel`` on packed latents (tokens of ``4 * latent_channels`` features, 2×2 patches).
+    """A ``FluxTransformer2DModel`` on packed latents (tokens of ``4 * latent_channels`` features: 2×2).
 
     ``num_layers`` double-stream and ``num_single_layers`` single-stream blocks of ``num_attention_heads ×
     attention_head_dim`` channels; ``in_channels`` overrides the input width (Fill), the output stays
@@ -224,6 +224,63 @@ def tiny_flux_fill_pipeline(seed: int = 0, **shape):
     return FluxFillPipeline(**_flux_components(seed, False, True, **shape))
 
 
+# ------------------------------------------------------------------------------------------- SD3
+
+SD3_T5_WIDTH = 96  # wider than the two CLIPs' concatenation (64), which SD3 zero-pads to the T5 width
+
+
+def tiny_sd3_transformer(num_attention_heads: int = 2, attention_head_dim: int = 16, num_layers: int = 2,
+                         latent_channels: int = 16, sample_size: int = 32, pos_embed_max_size: int = 64,
+                         qk_norm: str | None = None, dual_attention_layers=(),
+                         joint_attention_dim: int = SD3_T5_WIDTH, pooled_projection_dim: int = 2 * TEXT_WIDTH,
+                         seed: int = 0):
+    """An ``SD3Transformer2DModel`` (MMDiT) with 2×2 patches of ``latent_channels``-channel latents.
+
+    ``num_layers`` joint blocks of ``num_attention_heads × attention_head_dim`` channels (the caption
+    projection has the same width, as released); ``pos_embed_max_size`` patches per side of the absolute
+    position embedding (cropped at its centre: latents up to ``2 * pos_embed_max_size`` per side);
+    ``qk_norm="rms_norm"`` and ``dual_attention_layers`` (indices of MMDiT-X blocks) give SD 3.5 flavours."""
+    from diffusers import SD3Transformer2DModel
+
+    inner = num_attention_heads * attention_head_dim
+    with _seeded(seed):
+        return SD3Transformer2DModel(
+            sample_size=sample_size, patch_size=2, in_channels=latent_channels, out_channels=latent_channels,
+            num_layers=num_layers, attention_head_dim=attention_head_dim,
+            num_attention_heads=num_attention_heads,
+            joint_attention_dim=joint_attention_dim, caption_projection_dim=inner,
+            pooled_projection_dim=pooled_projection_dim, pos_embed_max_size=pos_embed_max_size,
+            dual_attention_layers=tuple(dual_attention_layers), qk_norm=qk_norm,
+        ).eval()
+
+
+def tiny_sd3_pipeline(seed: int = 0, latent_channels: int = 16, vae_depth: int = 4, **shape):
+    """A random ``StableDiffusion3Pipeline`` like SD3-medium (with ``qk_norm="rms_norm"`` and
+    ``dual_attention_layers``: like SD 3.5).
+
+    Defaults: transformer of 2 joint blocks, 2 heads × 16 channels (inner width 32), patch 2, position
+    embedding of 64×64 patches (``sample_size`` 32 latents); VAE with 16 latent channels, downsampling 8,
+    scaling 1.5305 / shift 0.0609; two ``CLIPTextModelWithProjection`` (width 32 each: pooled 64, hidden
+    states concatenated to 64 and zero-padded to the T5's 96) and a T5 of width 96 (``joint_attention_dim``);
+    SD3's scheduler (flow matching, shift 3).
+    ``shape``: ``num_attention_heads``, ``attention_head_dim``, ``num_layers``, ``pos_embed_max_size``,
+    ``sample_size``, ``qk_norm``, ``dual_attention_layers``; ``latent_channels``; ``vae_depth`` (4: 8, 3: 4).
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    return StableDiffusion3Pipeline(
+        transformer=tiny_sd3_transformer(latent_channels=latent_channels, seed=seed, **shape),
+        vae=tiny_flow_vae(latent_channels, vae_depth, SD3_VAE_SCALING, SD3_VAE_SHIFT, seed=seed + 1),
+        scheduler=_flow_scheduler(SD3_SCHEDULER),
+        text_encoder=_clip_encoder(seed + 2, with_projection=True),
+        tokenizer=tiny_tokenizer(),
+        text_encoder_2=_clip_encoder(seed + 3, with_projection=True, openclip_style=True),
+        tokenizer_2=tiny_tokenizer(),
+        text_encoder_3=tiny_t5_encoder(SD3_T5_WIDTH, seed=seed + 4),
+        tokenizer_3=tiny_t5_tokenizer(),
+    )
+
+
 # ------------------------------------------------------------------------------------ by name
 
 # name -> (builder, preset keyword arguments); the builders below take ``seed`` and the shape knobs.
@@ -231,11 +288,13 @@ TINY_DIT_NAMES = {
     "tiny-flux": ("flux", {}),
     "tiny-flux-schnell": ("flux", {"schnell": True}),
     "tiny-flux-fill": ("flux-fill", {}),
+    "tiny-sd3": ("sd3", {}),
+    "tiny-sd35": ("sd3", {"qk_norm": "rms_norm", "dual_attention_layers": (0,)}),
 }
 
 
 def _builders() -> dict:
-    return {"flux": tiny_flux_pipeline, "flux-fill": tiny_flux_fill_pipeline}
+    return {"flux": tiny_flux_pipeline, "flux-fill": tiny_flux_fill_pipeline, "sd3": tiny_sd3_pipeline}
 
 
 def tiny_dit_pipeline(name: str, seed: int = 0, **shape):
