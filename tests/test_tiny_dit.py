@@ -1,0 +1,219 @@
+"""Tiny random DiT pipelines (pano360.backbones.tiny_dit): fast, deterministic, offline, run by diffusers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from pano360.backbones import tiny_dit
+from pano360.backbones.tiny_dit import TINY_DIT_NAMES, save_tiny_dit_pipeline, tiny_dit_pipeline
+
+HEIGHT, WIDTH = 64, 128
+NAMES = sorted(TINY_DIT_NAMES)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(single_torch_thread):
+    yield
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def pipelines():
+    """One pipeline per name, built once (diffusers' lazy imports are paid here, not in the timed builds)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = tiny_dit_pipeline(name)
+        return cache[name]
+
+    return get
+
+
+def _generate(pipe, seed=0, prompt="a red barn under a blue sky", height=HEIGHT, width=WIDTH, steps=2):
+    """Two denoising steps through the pipeline's own ``__call__``; (batch, 3, height, width) in [0, 1]."""
+    kwargs = {"prompt": prompt, "height": height, "width": width, "num_inference_steps": steps,
+              "output_type": "pt", "generator": torch.Generator().manual_seed(seed),
+              "max_sequence_length": 32}
+    if type(pipe).__name__ == "FluxFillPipeline":
+        image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1))
+        mask = torch.zeros(1, 1, height, width)
+        mask[..., width // 2:] = 1.0
+        kwargs.update(image=image, mask_image=mask)
+    with torch.no_grad():
+        return pipe(**kwargs).images
+
+
+def _state(module):
+    return {key: value.clone() for key, value in module.state_dict().items()}
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_builds_fast_and_deterministically(name, pipelines):
+    pipelines(name)  # warm imports
+    start = time.perf_counter()
+    first = tiny_dit_pipeline(name, seed=3)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 3.0, f"{name} took {elapsed:.2f} s to build"
+    second = tiny_dit_pipeline(name, seed=3)
+    other = tiny_dit_pipeline(name, seed=4)
+    for component in ("transformer", "vae", "text_encoder"):
+        assert _same_weights(getattr(first, component), getattr(second, component)), component
+    assert not _same_weights(first.transformer, other.transformer)
+    # building does not disturb the caller's random stream
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    tiny_dit_pipeline(name, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_diffusers_call_runs_two_steps(name, pipelines, no_network):
+    pipe = pipelines(name)
+    images = _generate(pipe)
+    assert images.shape == (1, 3, HEIGHT, WIDTH)
+    assert torch.isfinite(images).all()
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.std() > 1e-3, "a constant image: the random model is degenerate"
+    assert torch.equal(images, _generate(pipe)), "not deterministic under the generator's seed"
+    assert not torch.equal(images, _generate(pipe, seed=1))
+
+
+def test_flux_configs_follow_the_released_models(pipelines):
+    dev, schnell, fill = pipelines("tiny-flux"), pipelines("tiny-flux-schnell"), pipelines("tiny-flux-fill")
+    assert type(dev).__name__ == "FluxPipeline" and type(fill).__name__ == "FluxFillPipeline"
+    assert dev.transformer.config.guidance_embeds and not schnell.transformer.config.guidance_embeds
+    assert dev.vae.config.latent_channels == 16 and dev.vae_scale_factor == 8
+    assert (dev.vae.config.scaling_factor, dev.vae.config.shift_factor) == (0.3611, 0.1159)
+    assert dev.transformer.config.in_channels == 64 and fill.transformer.config.in_channels == 384
+    assert fill.transformer.config.out_channels == 64
+    assert sum(dev.transformer.config.axes_dims_rope) == dev.transformer.config.attention_head_dim
+    config = dev.scheduler.config
+    assert config.use_dynamic_shifting
+    assert (config.base_shift, config.max_shift, config.shift) == (0.5, 1.15, 3.0)
+    assert (config.base_image_seq_len, config.max_image_seq_len) == (256, 4096)
+    assert not schnell.scheduler.config.use_dynamic_shifting
+
+
+def test_sd3_configs_follow_the_released_models(pipelines):
+    sd3, sd35 = pipelines("tiny-sd3"), pipelines("tiny-sd35")
+    assert type(sd3).__name__ == "StableDiffusion3Pipeline"
+    assert sd3.vae.config.latent_channels == 16 and sd3.vae_scale_factor == 8
+    assert (sd3.vae.config.scaling_factor, sd3.vae.config.shift_factor) == (1.5305, 0.0609)
+    config = sd3.transformer.config
+    assert config.patch_size == 2 and config.in_channels == config.out_channels == 16
+    assert config.caption_projection_dim == config.num_attention_heads * config.attention_head_dim
+    assert config.pooled_projection_dim == sum(e.config.projection_dim for e in (sd3.text_encoder,
+                                                                                   sd3.text_encoder_2))
+    assert config.joint_attention_dim == sd3.text_encoder_3.config.d_model
+    assert config.qk_norm is None and sd35.transformer.config.qk_norm == "rms_norm"
+    assert tuple(sd35.transformer.config.dual_attention_layers) == (0,)
+    assert sd3.scheduler.config.shift == 3.0 and not sd3.scheduler.config.use_dynamic_shifting
+
+
+FLUX_SHAPES = [
+    {"num_attention_heads": 4, "attention_head_dim": 8, "axes_dims_rope": (2, 2, 4)},
+    {"attention_head_dim": 24, "axes_dims_rope": (8, 8, 8), "num_layers": 2, "num_single_layers": 1},
+    {"latent_channels": 8, "vae_depth": 3},
+]
+
+
+@pytest.mark.parametrize("shape", FLUX_SHAPES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("name", ["tiny-flux", "tiny-flux-fill"])
+def test_flux_shape_variants_run(name, shape, pipelines):
+    pipelines(name)
+    pipe = tiny_dit_pipeline(name, **shape)
+    config = pipe.transformer.config
+    for key, value in shape.items():
+        if key == "latent_channels":
+            assert pipe.vae.config.latent_channels == value
+        elif key == "vae_depth":
+            assert pipe.vae_scale_factor == 2 ** (value - 1)
+        else:
+            assert tuple(config[key]) == value if key == "axes_dims_rope" else config[key] == value
+    if name == "tiny-flux-fill":
+        scale, channels = pipe.vae_scale_factor, pipe.vae.config.latent_channels
+        assert config.in_channels == 8 * channels + 4 * scale * scale
+    images = _generate(pipe)
+    assert images.shape == (1, 3, HEIGHT, WIDTH) and torch.isfinite(images).all()
+
+
+SD3_SHAPES = [
+    {"num_attention_heads": 4, "attention_head_dim": 8, "num_layers": 1},
+    {"attention_head_dim": 24, "pos_embed_max_size": 32, "qk_norm": "rms_norm",
+     "dual_attention_layers": (0, 1)},
+    {"latent_channels": 8, "vae_depth": 3},
+]
+
+
+@pytest.mark.parametrize("shape", SD3_SHAPES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_sd3_shape_variants_run(shape, pipelines):
+    pipelines("tiny-sd3")
+    pipe = tiny_dit_pipeline("tiny-sd3", **shape)
+    config = pipe.transformer.config
+    for key, value in shape.items():
+        if key == "latent_channels":
+            assert pipe.vae.config.latent_channels == config.in_channels == value
+        elif key == "vae_depth":
+            assert pipe.vae_scale_factor == 2 ** (value - 1)
+        else:
+            assert (tuple(config[key]) if isinstance(value, tuple) else config[key]) == value
+    images = _generate(pipe)
+    assert images.shape == (1, 3, HEIGHT, WIDTH) and torch.isfinite(images).all()
+
+
+def test_bad_rope_axes_are_refused():
+    with pytest.raises(ValueError, match="axes_dims_rope"):
+        tiny_dit_pipeline("tiny-flux", attention_head_dim=16, axes_dims_rope=(4, 4, 4))
+    with pytest.raises(ValueError, match="unknown tiny DiT"):
+        tiny_dit_pipeline("tiny-nope")
+
+
+def test_t5_tokenizer_is_offline_and_t5_shaped(no_network):
+    tokenizer = tiny_dit.tiny_t5_tokenizer()
+    assert (tokenizer.pad_token, tokenizer.eos_token, tokenizer.unk_token) == ("<pad>", "</s>", "<unk>")
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
+    ids = tokenizer(["a café", "x"], padding="max_length", max_length=12, truncation=True,
+                    return_tensors="pt").input_ids
+    assert ids.shape == (2, 12)
+    assert ids[0, 7].item() == tokenizer.eos_token_id and (ids[0, 8:] == 0).all()
+    assert tokenizer.decode(ids[0], skip_special_tokens=True) == "a café"
+    long = tokenizer("word " * 200, padding="max_length", max_length=16, truncation=True).input_ids
+    assert len(long) == 16 and long[-1] == tokenizer.eos_token_id
+
+
+ROUND_TRIP = {"tiny-flux": "FluxPipeline", "tiny-sd35": "StableDiffusion3Pipeline"}
+
+
+@pytest.mark.parametrize("name", sorted(ROUND_TRIP))
+def test_save_and_load_round_trip_offline(name, tmp_path, no_network):
+    import diffusers
+
+    folder = save_tiny_dit_pipeline(tmp_path / name, name, seed=2)
+    assert (folder / "model_index.json").is_file()
+    loaded = getattr(diffusers, ROUND_TRIP[name]).from_pretrained(folder)
+    built = tiny_dit_pipeline(name, seed=2)
+    assert _same_weights(loaded.transformer, built.transformer)
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
+    assert public(loaded.scheduler.config) == public(built.scheduler.config)
+    assert torch.equal(_generate(loaded), _generate(built))
