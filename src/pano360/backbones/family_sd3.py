@@ -86,7 +86,8 @@ class SD3Family(TransformerFamily):
         vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         config = pipe.transformer.config
         return FamilyInfo(family=self.name, prediction_type="flow_prediction",
-                          native_size=int(config.sample_size) * vae_scale, vae_scale_factor=vae_scale,
+                          native_size=int(getattr(pipe, "default_sample_size", None) or config.sample_size) * vae_scale,
+                          vae_scale_factor=vae_scale,
                           unet_downsampling=int(config.patch_size),
                           latent_channels=int(pipe.vae.config.latent_channels), patch_size=int(config.patch_size))
 
