@@ -151,6 +151,7 @@ class PanoramaGenerator(BackboneComponents):
         compile: bool | str = False,
         transformer: str | None = None,
         quantize: str = "none",
+        preset: str | None = None,
     ) -> PanoramaGenerator:
         """Load a backbone (Hub id, diffusers folder, single ``.safetensors``/``.ckpt`` file, or ``tiny``).
 
@@ -164,7 +165,8 @@ class PanoramaGenerator(BackboneComponents):
                 ``flow_euler``, ``flow_heun``, ``flow_dpmpp_2m``, ``flow_unipc`` for the transformers; default:
                 the family's, ddim or flow_euler).
             controlnet: a ControlNet (Hub id, folder, file, or ``"tiny"``) for depth conditioning.
-            loras: LoRA files or Hub repos, each optionally as ``(source, scale)`` (scale 1 by default).
+            loras: LoRA files or Hub repos, each optionally as ``(source, scale)`` or ``(source, scale,
+                weight_name)`` (scale 1 by default; the weight file inside a Hub repo that holds several).
             embeddings: textual-inversion files, each optionally as ``(path, token)``.
             config: for single files offline, a diffusers folder/Hub id to take component configs from.
             prediction_type: override the scheduler's (``"epsilon"`` or ``"v_prediction"``).
@@ -177,9 +179,20 @@ class PanoramaGenerator(BackboneComponents):
                 folder, ``.safetensors`` or ``.gguf`` file).
             quantize: ``"none"``, ``"fp8"`` (float8 weights, computes in ``torch_dtype``) or ``"nf4"``
                 (bitsandbytes, CUDA) for the transformer.
+            preset: a preset naming a model (:mod:`pano360.model_presets`, ``docs/models.md``): its model,
+                LoRAs and transformer are loaded unless given here; pass the same ``preset=`` when generating
+                for its size, steps, guidance, seam scheme and trigger phrase.
         """
         from .backbones.memory import OFFLOAD_MODES
 
+        if preset is not None:
+            from .presets import get_preset
+
+            chosen = get_preset(preset)
+            if model == DEFAULT_MODEL and "model" in chosen.generation:
+                model = chosen.generation["model"]
+            loras = loras if loras else list(chosen.loras)
+            transformer = transformer or chosen.transformer
         if scheduler is not None:
             check_scheduler_name(scheduler)
         if offload not in OFFLOAD_MODES:
@@ -189,10 +202,11 @@ class PanoramaGenerator(BackboneComponents):
         device = resolve_device(device)
         resolve_channels_last(channels_last, device)
         dtype = resolve_dtype(torch_dtype, device)
-        lora_list = [(entry, 1.0) if isinstance(entry, (str, os.PathLike)) else tuple(entry) for entry in loras or []]
+        lora_list = [(entry, 1.0, None) if isinstance(entry, (str, os.PathLike)) else (*tuple(entry), None)[:3]
+                     for entry in loras or []]
         embedding_list = [(entry, None) if isinstance(entry, (str, os.PathLike)) else tuple(entry)
                           for entry in embeddings or []]
-        for source, _ in lora_list:
+        for source, _, _ in lora_list:
             lora_files.check_adapter_path(str(source))
         for source, _ in embedding_list:
             lora_files.check_adapter_path(str(source), what="embedding")
@@ -208,8 +222,9 @@ class PanoramaGenerator(BackboneComponents):
         if controlnet:
             load_controlnet(backbone, controlnet, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         if lora_list:
-            lora_files.load_loras(backbone, [(str(s), float(w)) for s, w in lora_list], cache_dir=cache_dir,
-                                local_files_only=local_files_only, token=token)
+            lora_files.load_loras(backbone, [(str(s), float(w)) for s, w, _ in lora_list],
+                                  weight_names=[name for _, _, name in lora_list], cache_dir=cache_dir,
+                                  local_files_only=local_files_only, token=token)
         for source, embedding_token in embedding_list:
             lora_files.load_embedding(backbone, str(source), token=embedding_token)
         for source in adapter_list:
@@ -336,6 +351,10 @@ class PanoramaGenerator(BackboneComponents):
             check_prompts(negative_prompt, "negative_prompt")
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        if preset is not None:
+            from .presets import get_preset
+
+            prompt = _with_trigger(get_preset(preset), prompt)
         plan = plan_generation(info, method=method, preset=preset, options=method_options, height=height, width=width,
                                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                                scheduler=scheduler, num_images=num_images_per_prompt, prompt=prompt,
@@ -484,6 +503,13 @@ class PanoramaGenerator(BackboneComponents):
 
 
 # --- helpers (module level: pure functions of their inputs) -----------------------------------
+
+def _with_trigger(preset, prompt):
+    """The prompt(s) with the preset's trigger phrase (per prompt, per view prompt)."""
+    if isinstance(prompt, str):
+        return preset.prompt(prompt)
+    return [_with_trigger(preset, p) if isinstance(p, (str, list, tuple)) else p for p in prompt]
+
 
 def _expand_negative(negative_prompt, num_prompts: int, per_prompt: int) -> list[str] | None:
     if negative_prompt is None:

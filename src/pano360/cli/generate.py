@@ -206,6 +206,16 @@ def apply_preset(args: argparse.Namespace) -> None:
     args.scheduler = settings.get("scheduler")
     args.preset_options = options
     args.model = args.model or settings.get("model") or DEFAULT_MODEL
+    if args.preset is not None:
+        from ..presets import get_preset
+
+        chosen = get_preset(args.preset)
+        if chosen.loras and not args.lora and args.model == settings.get("model"):
+            args.lora = [source for source, _, _ in chosen.loras]
+            args.lora_scale = args.lora_scale or [scale for _, scale, _ in chosen.loras]
+            args.lora_weight_names = [name for _, _, name in chosen.loras]
+        if chosen.transformer and args.transformer is None and args.model == settings.get("model"):
+            args.transformer = chosen.transformer
 
 
 def method_options(args: argparse.Namespace) -> dict:
@@ -388,7 +398,8 @@ def run(args: argparse.Namespace) -> int:
     from ..generator import PanoramaGenerator
 
     scales = args.lora_scale or [1.0]
-    loras = [(source, scales[i] if len(scales) > 1 else scales[0]) for i, source in enumerate(args.lora)]
+    names = getattr(args, "lora_weight_names", None) or [None] * len(args.lora)
+    loras = [(source, scales[i] if len(scales) > 1 else scales[0], names[i]) for i, source in enumerate(args.lora)]
     tokens = args.embedding_token + [None] * (len(args.embedding) - len(args.embedding_token))
     embeddings = list(zip(args.embedding, tokens))
     controlnet = args.controlnet
