@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from .tiny import TEXT_WIDTH, tiny_text_encoder, tiny_tokenizer
+from .tiny import TEXT_WIDTH, _byte_alphabet, tiny_text_encoder, tiny_tokenizer
 
 # VAE latent normalisation of the released checkpoints: latents = (z - shift) * scaling.
 FLUX_VAE_SCALING, FLUX_VAE_SHIFT = 0.3611, 0.1159
@@ -281,6 +281,152 @@ def tiny_sd3_pipeline(seed: int = 0, latent_channels: int = 16, vae_depth: int =
     )
 
 
+# ------------------------------------------------------------------------------------- Qwen-Image
+
+# Qwen2's special tokens (chat markers, grounding and vision placeholders), in the released order.
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+)
+# The part of QwenImagePipeline's prompt template before the prompt; the released tokenizer makes it 34 tokens
+# (the pipeline's prompt_template_encode_start_idx), and so does tiny_qwen_tokenizer.
+QWEN_IMAGE_TEMPLATE_PREFIX = (
+    "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, "
+    "spatial relationships of the objects and background:<|im_end|>\n<|im_start|>user\n"
+)
+QWEN_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715,
+                     0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+QWEN_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652,
+                    1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+
+def tiny_qwen_tokenizer(model_max_length: int = 32768):
+    """A byte-level BPE ``Qwen2TokenizerFast`` built in memory (~370 tokens).
+
+    Vocabulary: the 256 byte symbols, Qwen2's special tokens (:data:`QWEN_SPECIAL_TOKENS`, special added
+    tokens as in the released tokenizer) and merges that make every word of Qwen-Image's prompt-template
+    prefix one token, so the prefix is 34 tokens as with the real tokenizer; other text is mostly one token
+    per byte. Padding uses ``<|endoftext|>``.
+    """
+    import re
+
+    from tokenizers import AddedToken
+    from transformers import Qwen2TokenizerFast
+
+    vocab = {symbol: index for index, symbol in enumerate(_byte_alphabet())}
+    # Split the prefix as the tokenizer will: special tokens apart, then Qwen2's regex and byte-level mapping.
+    pre_tokenizer = Qwen2TokenizerFast(vocab=dict(vocab), merges=[]).backend_tokenizer.pre_tokenizer
+    specials = "(" + "|".join(re.escape(token) for token in QWEN_SPECIAL_TOKENS) + ")"
+    chunks = [c for c in re.split(specials, QWEN_IMAGE_TEMPLATE_PREFIX) if c and c not in QWEN_SPECIAL_TOKENS]
+    words = [word for chunk in chunks for word, _ in pre_tokenizer.pre_tokenize_str(chunk)]
+    merges = []
+    for word in dict.fromkeys(words):  # left-to-right merge chains: w[:1]+w[1], w[:2]+w[2], ...
+        for end in range(1, len(word)):
+            if word[:end + 1] not in vocab:
+                vocab[word[:end + 1]] = len(vocab)
+                merges.append((word[:end], word[end]))
+    for token in QWEN_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2TokenizerFast(vocab=vocab, merges=merges, model_max_length=model_max_length)
+    tokenizer.add_tokens([AddedToken(token, special=True, normalized=False) for token in QWEN_SPECIAL_TOKENS],
+                         special_tokens=True)
+    return tokenizer
+
+
+def tiny_qwen_text_encoder(tokenizer=None, hidden_size: int = TEXT_WIDTH, seed: int = 0):
+    """A ``Qwen2_5_VLForConditionalGeneration`` with a 2-layer text model of width ``hidden_size`` (4 query
+    and 2 key/value heads of ``hidden_size // 4`` channels, multimodal RoPE sections summing to half a head)
+    and a 1-block vision tower of width 16 (unused for text-to-image, built because the class has one). Its
+    last hidden states (batch, tokens, ``hidden_size``) are Qwen-Image's ``joint_attention_dim``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = tokenizer or tiny_qwen_tokenizer()
+    head_dim = hidden_size // 4
+    quarter = head_dim // 8 or 1
+    mrope_section = [quarter, quarter, head_dim // 2 - 2 * quarter]
+    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
+           for name in ("image_pad", "video_pad", "vision_start", "vision_end", "endoftext", "im_end")}
+    text_config = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section},
+        "bos_token_id": ids["endoftext"], "eos_token_id": ids["im_end"], "pad_token_id": ids["endoftext"],
+    }
+    vision_config = {
+        "depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "patch_size": 14,
+        "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "out_hidden_size": hidden_size,
+        "fullatt_block_indexes": [0],
+    }
+    config = Qwen2_5_VLConfig(
+        text_config=text_config, vision_config=vision_config, image_token_id=ids["image_pad"],
+        video_token_id=ids["video_pad"], vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
+    )
+    with _seeded(seed):
+        return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def tiny_qwen_vae(latent_channels: int = 16, vae_depth: int = 4, seed: int = 0):
+    """An ``AutoencoderKLQwenImage`` (the causal 3-D Wan-style VAE) at toy width: base width 8, multipliers
+    (1, 2, 2, ...) over ``vae_depth`` levels (spatial downsampling ``2 ** (vae_depth - 1)``: 8 by default, as
+    released), one residual block per level, temporal downsampling like the released (1, 2, 2) pattern, and
+    the released ``latents_mean`` / ``latents_std`` (cycled to ``latent_channels`` entries)."""
+    from diffusers import AutoencoderKLQwenImage
+
+    if vae_depth < 2:
+        raise ValueError(f"vae_depth must be at least 2 (downsampling 2), got {vae_depth}")
+    mean = [QWEN_LATENTS_MEAN[i % 16] for i in range(latent_channels)]
+    std = [QWEN_LATENTS_STD[i % 16] for i in range(latent_channels)]
+    with _seeded(seed):
+        return AutoencoderKLQwenImage(
+            base_dim=8, z_dim=latent_channels, dim_mult=[1] + [2] * (vae_depth - 1), num_res_blocks=1,
+            attn_scales=[], temperal_downsample=[False] + [True] * (vae_depth - 2), latents_mean=mean,
+            latents_std=std,
+        ).eval()
+
+
+def tiny_qwen_image_transformer(num_attention_heads: int = 2, attention_head_dim: int = 16,
+                                axes_dims_rope=(4, 6, 6), num_layers: int = 2, latent_channels: int = 16,
+                                joint_attention_dim: int = TEXT_WIDTH, seed: int = 0):
+    """A ``QwenImageTransformer2DModel`` (MMDiT on packed 2×2 latent patches: ``4 * latent_channels``
+    features per token in, ``latent_channels`` per patch pixel out) of ``num_layers`` blocks of
+    ``num_attention_heads × attention_head_dim`` channels, 3-axis RoPE ``axes_dims_rope`` (frame, row, column)
+    summing to the head dimension."""
+    from diffusers import QwenImageTransformer2DModel
+
+    with _seeded(seed):
+        return QwenImageTransformer2DModel(
+            patch_size=2, in_channels=4 * latent_channels, out_channels=latent_channels,
+            num_layers=num_layers,
+            attention_head_dim=attention_head_dim, num_attention_heads=num_attention_heads,
+            joint_attention_dim=joint_attention_dim, guidance_embeds=False,
+            axes_dims_rope=_check_rope(axes_dims_rope, attention_head_dim),
+        ).eval()
+
+
+def tiny_qwen_image_pipeline(seed: int = 0, latent_channels: int = 16, vae_depth: int = 4, **shape):
+    """A random ``QwenImagePipeline`` like Qwen-Image.
+
+    Defaults: transformer of 2 blocks, 2 heads × 16 channels (inner width 32), RoPE axes (4, 6, 6); VAE with
+    16 latent channels, downsampling 8; Qwen2.5-VL text encoder of width 32 (:func:`tiny_qwen_text_encoder`)
+    and the offline tokenizer of :func:`tiny_qwen_tokenizer`; Qwen-Image's scheduler (dynamic exponential shift
+    0.5 → 0.9 over 256 → 8192 tokens, ``shift_terminal`` 0.02). ``shape``: ``num_attention_heads``,
+    ``attention_head_dim``, ``axes_dims_rope``, ``num_layers``; ``latent_channels``; ``vae_depth``.
+    """
+    from diffusers import QwenImagePipeline
+
+    tokenizer = tiny_qwen_tokenizer()
+    return QwenImagePipeline(
+        transformer=tiny_qwen_image_transformer(latent_channels=latent_channels, seed=seed, **shape),
+        vae=tiny_qwen_vae(latent_channels, vae_depth, seed=seed + 1),
+        scheduler=_flow_scheduler(QWEN_IMAGE_SCHEDULER),
+        text_encoder=tiny_qwen_text_encoder(tokenizer, seed=seed + 2),
+        tokenizer=tokenizer,
+    )
+
+
 # ------------------------------------------------------------------------------------ by name
 
 # name -> (builder, preset keyword arguments); the builders below take ``seed`` and the shape knobs.
@@ -290,11 +436,13 @@ TINY_DIT_NAMES = {
     "tiny-flux-fill": ("flux-fill", {}),
     "tiny-sd3": ("sd3", {}),
     "tiny-sd35": ("sd3", {"qk_norm": "rms_norm", "dual_attention_layers": (0,)}),
+    "tiny-qwen": ("qwen", {}),
 }
 
 
 def _builders() -> dict:
-    return {"flux": tiny_flux_pipeline, "flux-fill": tiny_flux_fill_pipeline, "sd3": tiny_sd3_pipeline}
+    return {"flux": tiny_flux_pipeline, "flux-fill": tiny_flux_fill_pipeline, "sd3": tiny_sd3_pipeline,
+            "qwen": tiny_qwen_image_pipeline}
 
 
 def tiny_dit_pipeline(name: str, seed: int = 0, **shape):
