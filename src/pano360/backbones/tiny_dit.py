@@ -392,8 +392,8 @@ def tiny_qwen_image_transformer(num_attention_heads: int = 2, attention_head_dim
                                 joint_attention_dim: int = TEXT_WIDTH, seed: int = 0):
     """A ``QwenImageTransformer2DModel`` (MMDiT on packed 2×2 latent patches: ``4 * latent_channels``
     features per token in, ``latent_channels`` per patch pixel out) of ``num_layers`` blocks of
-    ``num_attention_heads × attention_head_dim`` channels, 3-axis RoPE ``axes_dims_rope`` (frame, row, column)
-    summing to the head dimension."""
+    ``num_attention_heads × attention_head_dim`` channels, 3-axis RoPE ``axes_dims_rope`` (frame, row,
+    column) summing to the head dimension."""
     from diffusers import QwenImageTransformer2DModel
 
     with _seeded(seed):
@@ -411,8 +411,8 @@ def tiny_qwen_image_pipeline(seed: int = 0, latent_channels: int = 16, vae_depth
 
     Defaults: transformer of 2 blocks, 2 heads × 16 channels (inner width 32), RoPE axes (4, 6, 6); VAE with
     16 latent channels, downsampling 8; Qwen2.5-VL text encoder of width 32 (:func:`tiny_qwen_text_encoder`)
-    and the offline tokenizer of :func:`tiny_qwen_tokenizer`; Qwen-Image's scheduler (dynamic exponential shift
-    0.5 → 0.9 over 256 → 8192 tokens, ``shift_terminal`` 0.02). ``shape``: ``num_attention_heads``,
+    and the offline tokenizer of :func:`tiny_qwen_tokenizer`; Qwen-Image's scheduler (dynamic exponential
+    shift 0.5 → 0.9 over 256 → 8192 tokens, ``shift_terminal`` 0.02). ``shape``: ``num_attention_heads``,
     ``attention_head_dim``, ``axes_dims_rope``, ``num_layers``; ``latent_channels``; ``vae_depth``.
     """
     from diffusers import QwenImagePipeline
@@ -462,3 +462,101 @@ def save_tiny_dit_pipeline(folder: str | os.PathLike, name: str = "tiny-flux", s
     folder = Path(folder)
     tiny_dit_pipeline(name, seed, **shape).save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------------------- full size / proportional
+
+# Transformer configs of the released checkpoints (their diffusers ``transformer/config.json``).
+FLUX_DEV_TRANSFORMER = {
+    "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19, "num_single_layers": 38,
+    "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": (16, 56, 56),
+}
+SD3_MEDIUM_TRANSFORMER = {
+    "sample_size": 128, "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 24,
+    "attention_head_dim": 64, "num_attention_heads": 24, "joint_attention_dim": 4096,
+    "caption_projection_dim": 1536, "pooled_projection_dim": 2048, "pos_embed_max_size": 192,
+}
+QWEN_IMAGE_TRANSFORMER = {
+    "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 60, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 3584, "guidance_embeds": False,
+    "axes_dims_rope": (16, 56, 56),
+}
+FULL_SIZE_CONFIGS = {
+    "flux-dev": ("FluxTransformer2DModel", FLUX_DEV_TRANSFORMER),
+    "flux-schnell": ("FluxTransformer2DModel", {**FLUX_DEV_TRANSFORMER, "guidance_embeds": False}),
+    "flux-fill": ("FluxTransformer2DModel", {**FLUX_DEV_TRANSFORMER, "in_channels": 384, "out_channels": 64}),
+    "sd3-medium": ("SD3Transformer2DModel", SD3_MEDIUM_TRANSFORMER),
+    "sd3.5-medium": ("SD3Transformer2DModel", {
+        **SD3_MEDIUM_TRANSFORMER, "pos_embed_max_size": 384, "qk_norm": "rms_norm",
+        "dual_attention_layers": tuple(range(13)),
+    }),
+    "sd3.5-large": ("SD3Transformer2DModel", {
+        **SD3_MEDIUM_TRANSFORMER, "num_layers": 38, "num_attention_heads": 38, "caption_projection_dim": 2432,
+        "qk_norm": "rms_norm",
+    }),
+    "qwen-image": ("QwenImageTransformer2DModel", QWEN_IMAGE_TRANSFORMER),
+}
+# Family names and the tiny models' names -> the released model they stand for.
+FULL_SIZE_ALIASES = {
+    "flux": "flux-dev", "sd3": "sd3-medium", "sd3.5": "sd3.5-large", "qwen": "qwen-image",
+    "tiny-flux": "flux-dev", "tiny-flux-schnell": "flux-schnell", "tiny-flux-fill": "flux-fill",
+    "tiny-sd3": "sd3-medium", "tiny-sd35": "sd3.5-medium", "tiny-qwen": "qwen-image",
+}
+
+
+def _full_size_entry(name: str) -> tuple:
+    key = FULL_SIZE_ALIASES.get(name, name)
+    if key not in FULL_SIZE_CONFIGS:
+        raise ValueError(f"no full-size config for {name!r}; use one of {sorted(FULL_SIZE_CONFIGS)} "
+                         f"or {sorted(FULL_SIZE_ALIASES)}")
+    return FULL_SIZE_CONFIGS[key]
+
+
+def full_size_config(name: str) -> dict:
+    """The released transformer's constructor arguments for ``name`` (a key of :data:`FULL_SIZE_CONFIGS`,
+    a family name or a tiny model's name, see :data:`FULL_SIZE_ALIASES`); a fresh dict."""
+    return dict(_full_size_entry(name)[1])
+
+
+def full_size_transformer(name: str, device="meta", seed: int = 0):
+    """The released transformer architecture for ``name`` with random weights, on ``device`` (default
+    ``"meta"``: no memory, for parameter and FLOP counts; 12 B parameters for FLUX.1, 20 B for Qwen-Image)."""
+    import diffusers
+    import torch
+
+    class_name, config = _full_size_entry(name)
+    with _seeded(seed), torch.device(device):
+        return getattr(diffusers, class_name)(**config).eval()
+
+
+def proportional_flux_config(divisor: int = 8) -> dict:
+    """FLUX.1-dev's transformer config with ``divisor``-times fewer heads (and text widths).
+
+    The depth (19 double + 38 single blocks), the head dimension 128, the RoPE axes (16, 56, 56) and the
+    packed input (64 features) are kept: linear layers shrink by ``divisor²`` in FLOPs, attention's
+    ``softmax(QKᵀ)V`` by ``divisor`` only, so benchmarks err on the attention-heavy side (cf.
+    :mod:`.proportional`). At 4096 image + 512 text tokens ``divisor=8`` has 1/27 of FLUX.1-dev's FLOPs.
+
+    Raises ``ValueError`` unless ``divisor`` divides the 24 heads."""
+    from .proportional import _text_width
+
+    config = full_size_config("flux-dev")
+    heads = config["num_attention_heads"]
+    if divisor < 1 or heads % divisor:
+        raise ValueError(f"divisor {divisor} must divide FLUX's {heads} heads (1, 2, 3, 4, 6, 8, 12, 24)")
+    config["num_attention_heads"] = heads // divisor
+    config["joint_attention_dim"] = _text_width(config["joint_attention_dim"], divisor)
+    config["pooled_projection_dim"] = _text_width(config["pooled_projection_dim"], divisor)
+    return config
+
+
+def proportional_flux_transformer(divisor: int = 8, device="meta", seed: int = 0):
+    """A random ``FluxTransformer2DModel`` with FLUX.1-dev's proportions (:func:`proportional_flux_config`):
+    at ``divisor=8`` 3 heads × 128 (inner width 384), 19 + 38 blocks, T5 width 512, pooled width 96.
+    ``device="meta"`` (the default) builds it without memory, for FLOP counts; ``"cpu"``/``"cuda"`` to run."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    with _seeded(seed), torch.device(device):
+        return FluxTransformer2DModel(**proportional_flux_config(divisor)).eval()
