@@ -91,7 +91,7 @@ def _t5_vocab() -> tuple:
 
 
 def tiny_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH):
-    """A character-level ``T5TokenizerFast`` (Unigram, ~570 pieces, no sentinel tokens), built in memory.
+    """A character-level ``T5TokenizerFast`` (Unigram, 528 pieces, no sentinel tokens), built in memory.
 
     Like T5's SentencePiece tokenizer it marks word starts with ``▁``, appends ``</s>`` and pads with
     ``<pad>`` (id 0); unknown characters map to ``<unk>``."""
@@ -108,9 +108,8 @@ def tiny_t5_encoder(width: int = TEXT_WIDTH, seed: int = 0):
     config = T5Config(
         vocab_size=len(_t5_vocab()), d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=2,
         num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0, is_encoder_decoder=False, use_cache=False, pad_token_id=0, eos_token_id=1,
-        decoder_start_token_id=0,
+        feed_forward_proj="gated-gelu", dropout_rate=0.0, is_encoder_decoder=False, use_cache=False,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     )
     with _seeded(seed):
         return T5EncoderModel(config).eval()
@@ -138,7 +137,7 @@ def tiny_flow_vae(latent_channels: int = 16, vae_depth: int = 4, scaling_factor:
             in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * vae_depth,
             up_block_types=("UpDecoderBlock2D",) * vae_depth, block_out_channels=_vae_widths(vae_depth),
             layers_per_block=1, latent_channels=latent_channels, norm_num_groups=8, sample_size=64,
-            scaling_factor=scaling_factor, shift_factor=shift_factor, force_upcast=False,
+            scaling_factor=scaling_factor, shift_factor=shift_factor, force_upcast=True,
             use_quant_conv=False, use_post_quant_conv=False,
         ).eval()
 
@@ -230,7 +229,7 @@ SD3_T5_WIDTH = 96  # wider than the two CLIPs' concatenation (64), which SD3 zer
 
 
 def tiny_sd3_transformer(num_attention_heads: int = 2, attention_head_dim: int = 16, num_layers: int = 2,
-                         latent_channels: int = 16, sample_size: int = 32, pos_embed_max_size: int = 64,
+                         latent_channels: int = 16, sample_size: int = 32, pos_embed_max_size: int = 128,
                          qk_norm: str | None = None, dual_attention_layers=(),
                          joint_attention_dim: int = SD3_T5_WIDTH, pooled_projection_dim: int = 2 * TEXT_WIDTH,
                          seed: int = 0):
@@ -259,11 +258,10 @@ def tiny_sd3_pipeline(seed: int = 0, latent_channels: int = 16, vae_depth: int =
     ``dual_attention_layers``: like SD 3.5).
 
     Defaults: transformer of 2 joint blocks, 2 heads × 16 channels (inner width 32), patch 2, position
-    embedding of 64×64 patches (``sample_size`` 32 latents); VAE with 16 latent channels, downsampling 8,
-    scaling 1.5305 / shift 0.0609; two ``CLIPTextModelWithProjection`` (width 32 each: pooled 64, hidden
-    states concatenated to 64 and zero-padded to the T5's 96) and a T5 of width 96 (``joint_attention_dim``);
-    SD3's scheduler (flow matching, shift 3).
-    ``shape``: ``num_attention_heads``, ``attention_head_dim``, ``num_layers``, ``pos_embed_max_size``,
+    embedding of 128×128 patches (up to 2048 pixels a side; ``sample_size`` 32 latents); VAE with 16 latent
+    channels, downsampling 8, scaling 1.5305 / shift 0.0609; two ``CLIPTextModelWithProjection`` (width 32
+    each: pooled 64, hidden states concatenated to 64 and zero-padded to the T5's 96) and a T5 of width 96
+    (``joint_attention_dim``); SD3's scheduler (flow matching, shift 3). ``shape``: ``num_attention_heads``, ``attention_head_dim``, ``num_layers``, ``pos_embed_max_size``,
     ``sample_size``, ``qk_norm``, ``dual_attention_layers``; ``latent_channels``; ``vae_depth`` (4: 8, 3: 4).
     """
     from diffusers import StableDiffusion3Pipeline
@@ -302,7 +300,7 @@ QWEN_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.07
 
 
 def tiny_qwen_tokenizer(model_max_length: int = 32768):
-    """A byte-level BPE ``Qwen2TokenizerFast`` built in memory (~370 tokens).
+    """A byte-level BPE ``Qwen2TokenizerFast`` built in memory (370 tokens).
 
     Vocabulary: the 256 byte symbols, Qwen2's special tokens (:data:`QWEN_SPECIAL_TOKENS`, special added
     tokens as in the released tokenizer) and merges that make every word of Qwen-Image's prompt-template
@@ -342,9 +340,12 @@ def tiny_qwen_text_encoder(tokenizer=None, hidden_size: int = TEXT_WIDTH, seed: 
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = tokenizer or tiny_qwen_tokenizer()
-    head_dim = hidden_size // 4
-    quarter = head_dim // 8 or 1
-    mrope_section = [quarter, quarter, head_dim // 2 - 2 * quarter]
+    # Multimodal RoPE: (temporal, height, width) sections of the head's frequency pairs, split like the
+    # released (16, 24, 24) of a 128-channel head.
+    pairs = hidden_size // 4 // 2
+    temporal = max(1, pairs // 4)
+    height = (pairs - temporal) // 2
+    mrope_section = [temporal, height, pairs - temporal - height]
     ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
            for name in ("image_pad", "video_pad", "vision_start", "vision_end", "endoftext", "im_end")}
     text_config = {
@@ -398,8 +399,7 @@ def tiny_qwen_image_transformer(num_attention_heads: int = 2, attention_head_dim
 
     with _seeded(seed):
         return QwenImageTransformer2DModel(
-            patch_size=2, in_channels=4 * latent_channels, out_channels=latent_channels,
-            num_layers=num_layers,
+            patch_size=2, in_channels=4 * latent_channels, out_channels=latent_channels, num_layers=num_layers,
             attention_head_dim=attention_head_dim, num_attention_heads=num_attention_heads,
             joint_attention_dim=joint_attention_dim, guidance_embeds=False,
             axes_dims_rope=_check_rope(axes_dims_rope, attention_head_dim),
