@@ -261,8 +261,9 @@ def tiny_sd3_pipeline(seed: int = 0, latent_channels: int = 16, vae_depth: int =
     embedding of 128×128 patches (up to 2048 pixels a side; ``sample_size`` 32 latents); VAE with 16 latent
     channels, downsampling 8, scaling 1.5305 / shift 0.0609; two ``CLIPTextModelWithProjection`` (width 32
     each: pooled 64, hidden states concatenated to 64 and zero-padded to the T5's 96) and a T5 of width 96
-    (``joint_attention_dim``); SD3's scheduler (flow matching, shift 3). ``shape``: ``num_attention_heads``, ``attention_head_dim``, ``num_layers``, ``pos_embed_max_size``,
-    ``sample_size``, ``qk_norm``, ``dual_attention_layers``; ``latent_channels``; ``vae_depth`` (4: 8, 3: 4).
+    (``joint_attention_dim``); SD3's scheduler (flow matching, shift 3). ``shape``: ``num_attention_heads``,
+    ``attention_head_dim``, ``num_layers``, ``pos_embed_max_size``, ``sample_size``, ``qk_norm``,
+    ``dual_attention_layers``; ``latent_channels``; ``vae_depth`` (4: downsampling 8, 3: 4).
     """
     from diffusers import StableDiffusion3Pipeline
 
@@ -399,8 +400,9 @@ def tiny_qwen_image_transformer(num_attention_heads: int = 2, attention_head_dim
 
     with _seeded(seed):
         return QwenImageTransformer2DModel(
-            patch_size=2, in_channels=4 * latent_channels, out_channels=latent_channels, num_layers=num_layers,
-            attention_head_dim=attention_head_dim, num_attention_heads=num_attention_heads,
+            patch_size=2, in_channels=4 * latent_channels, out_channels=latent_channels,
+            num_layers=num_layers, attention_head_dim=attention_head_dim,
+            num_attention_heads=num_attention_heads,
             joint_attention_dim=joint_attention_dim, guidance_embeds=False,
             axes_dims_rope=_check_rope(axes_dims_rope, attention_head_dim),
         ).eval()
