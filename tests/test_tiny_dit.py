@@ -58,10 +58,6 @@ def _generate(pipe, seed=0, prompt="a red barn under a blue sky", height=HEIGHT,
         return pipe(**kwargs).images
 
 
-def _state(module):
-    return {key: value.clone() for key, value in module.state_dict().items()}
-
-
 def _same_weights(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
