@@ -58,10 +58,6 @@ def _generate(pipe, seed=0, prompt="a red barn under a blue sky", height=HEIGHT,
         return pipe(**kwargs).images
 
 
-def _state(module):
-    return {key: value.clone() for key, value in module.state_dict().items()}
-
-
 def _same_weights(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -74,17 +70,15 @@ def test_builds_fast_and_deterministically(name, pipelines):
     first = tiny_dit_pipeline(name, seed=3)
     elapsed = time.perf_counter() - start
     assert elapsed < 3.0, f"{name} took {elapsed:.2f} s to build"
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
     second = tiny_dit_pipeline(name, seed=3)
+    assert torch.equal(torch.rand(3), expected), "building disturbed the caller's random stream"
     other = tiny_dit_pipeline(name, seed=4)
     for component in ("transformer", "vae", "text_encoder"):
         assert _same_weights(getattr(first, component), getattr(second, component)), component
     assert not _same_weights(first.transformer, other.transformer)
-    # building does not disturb the caller's random stream
-    torch.manual_seed(11)
-    expected = torch.rand(3)
-    torch.manual_seed(11)
-    tiny_dit_pipeline(name, seed=5)
-    assert torch.equal(torch.rand(3), expected)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -236,3 +230,34 @@ def test_save_and_load_round_trip_offline(name, tmp_path, no_network):
     # Bitwise-equal weights; outputs may still differ in the last bits: the loaded weights are memory-mapped
     # safetensors, whose alignment can send CPU matmuls down another SIMD path (seen with Qwen-Image).
     torch.testing.assert_close(_generate(loaded), _generate(built), rtol=0, atol=1e-5)
+
+
+def test_full_size_configs_build_on_meta_with_the_released_sizes():
+    assert tiny_dit.full_size_config("tiny-flux") == tiny_dit.full_size_config("flux-dev")
+    assert tiny_dit.full_size_config("flux-fill")["in_channels"] == 384
+    sd3 = tiny_dit.full_size_transformer("sd3-medium")
+    assert sd3.device.type == "meta"
+    assert 2.0e9 < sum(p.numel() for p in sd3.parameters()) < 2.1e9  # SD3-medium: "2B"
+    config = tiny_dit.full_size_config("sd3.5-large")
+    assert (config["num_layers"], config["num_attention_heads"], config["qk_norm"]) == (38, 38, "rms_norm")
+    assert tiny_dit.full_size_config("qwen")["num_layers"] == 60
+    # every tiny model stands for a released one
+    assert all(tiny_dit.full_size_config(name) for name in TINY_DIT_NAMES)
+    with pytest.raises(ValueError, match="no full-size config"):
+        tiny_dit.full_size_config("flux-pro")
+
+
+def test_proportional_flux_keeps_depth_and_head_dim():
+    config = tiny_dit.proportional_flux_config(8)
+    full = tiny_dit.full_size_config("flux-dev")
+    assert config["num_attention_heads"] == 3
+    assert config["attention_head_dim"] == full["attention_head_dim"] == 128
+    assert (config["num_layers"], config["num_single_layers"]) == (19, 38)
+    assert tuple(config["axes_dims_rope"]) == (16, 56, 56) and config["in_channels"] == 64
+    assert (config["joint_attention_dim"], config["pooled_projection_dim"]) == (512, 96)
+    model = tiny_dit.proportional_flux_transformer(8)
+    assert model.device.type == "meta" and model.config.guidance_embeds
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 11.9e9 / 64 * 0.9 < parameters < 11.9e9 / 64 * 1.1  # widths / 8: parameters / 64
+    with pytest.raises(ValueError, match="divide"):
+        tiny_dit.proportional_flux_config(5)

@@ -91,7 +91,7 @@ def _t5_vocab() -> tuple:
 
 
 def tiny_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH):
-    """A character-level ``T5TokenizerFast`` (Unigram, ~570 pieces, no sentinel tokens), built in memory.
+    """A character-level ``T5TokenizerFast`` (Unigram, 528 pieces, no sentinel tokens), built in memory.
 
     Like T5's SentencePiece tokenizer it marks word starts with ``▁``, appends ``</s>`` and pads with
     ``<pad>`` (id 0); unknown characters map to ``<unk>``."""
@@ -108,9 +108,8 @@ def tiny_t5_encoder(width: int = TEXT_WIDTH, seed: int = 0):
     config = T5Config(
         vocab_size=len(_t5_vocab()), d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=2,
         num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0, is_encoder_decoder=False, use_cache=False, pad_token_id=0, eos_token_id=1,
-        decoder_start_token_id=0,
+        feed_forward_proj="gated-gelu", dropout_rate=0.0, is_encoder_decoder=False, use_cache=False,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     )
     with _seeded(seed):
         return T5EncoderModel(config).eval()
@@ -138,7 +137,7 @@ def tiny_flow_vae(latent_channels: int = 16, vae_depth: int = 4, scaling_factor:
             in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * vae_depth,
             up_block_types=("UpDecoderBlock2D",) * vae_depth, block_out_channels=_vae_widths(vae_depth),
             layers_per_block=1, latent_channels=latent_channels, norm_num_groups=8, sample_size=64,
-            scaling_factor=scaling_factor, shift_factor=shift_factor, force_upcast=False,
+            scaling_factor=scaling_factor, shift_factor=shift_factor, force_upcast=True,
             use_quant_conv=False, use_post_quant_conv=False,
         ).eval()
 
@@ -230,7 +229,7 @@ SD3_T5_WIDTH = 96  # wider than the two CLIPs' concatenation (64), which SD3 zer
 
 
 def tiny_sd3_transformer(num_attention_heads: int = 2, attention_head_dim: int = 16, num_layers: int = 2,
-                         latent_channels: int = 16, sample_size: int = 32, pos_embed_max_size: int = 64,
+                         latent_channels: int = 16, sample_size: int = 32, pos_embed_max_size: int = 128,
                          qk_norm: str | None = None, dual_attention_layers=(),
                          joint_attention_dim: int = SD3_T5_WIDTH, pooled_projection_dim: int = 2 * TEXT_WIDTH,
                          seed: int = 0):
@@ -259,12 +258,12 @@ def tiny_sd3_pipeline(seed: int = 0, latent_channels: int = 16, vae_depth: int =
     ``dual_attention_layers``: like SD 3.5).
 
     Defaults: transformer of 2 joint blocks, 2 heads × 16 channels (inner width 32), patch 2, position
-    embedding of 64×64 patches (``sample_size`` 32 latents); VAE with 16 latent channels, downsampling 8,
-    scaling 1.5305 / shift 0.0609; two ``CLIPTextModelWithProjection`` (width 32 each: pooled 64, hidden
-    states concatenated to 64 and zero-padded to the T5's 96) and a T5 of width 96 (``joint_attention_dim``);
-    SD3's scheduler (flow matching, shift 3).
-    ``shape``: ``num_attention_heads``, ``attention_head_dim``, ``num_layers``, ``pos_embed_max_size``,
-    ``sample_size``, ``qk_norm``, ``dual_attention_layers``; ``latent_channels``; ``vae_depth`` (4: 8, 3: 4).
+    embedding of 128×128 patches (up to 2048 pixels a side; ``sample_size`` 32 latents); VAE with 16 latent
+    channels, downsampling 8, scaling 1.5305 / shift 0.0609; two ``CLIPTextModelWithProjection`` (width 32
+    each: pooled 64, hidden states concatenated to 64 and zero-padded to the T5's 96) and a T5 of width 96
+    (``joint_attention_dim``); SD3's scheduler (flow matching, shift 3). ``shape``: ``num_attention_heads``,
+    ``attention_head_dim``, ``num_layers``, ``pos_embed_max_size``, ``sample_size``, ``qk_norm``,
+    ``dual_attention_layers``; ``latent_channels``; ``vae_depth`` (4: downsampling 8, 3: 4).
     """
     from diffusers import StableDiffusion3Pipeline
 
@@ -302,7 +301,7 @@ QWEN_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.07
 
 
 def tiny_qwen_tokenizer(model_max_length: int = 32768):
-    """A byte-level BPE ``Qwen2TokenizerFast`` built in memory (~370 tokens).
+    """A byte-level BPE ``Qwen2TokenizerFast`` built in memory (370 tokens).
 
     Vocabulary: the 256 byte symbols, Qwen2's special tokens (:data:`QWEN_SPECIAL_TOKENS`, special added
     tokens as in the released tokenizer) and merges that make every word of Qwen-Image's prompt-template
@@ -342,9 +341,12 @@ def tiny_qwen_text_encoder(tokenizer=None, hidden_size: int = TEXT_WIDTH, seed: 
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = tokenizer or tiny_qwen_tokenizer()
-    head_dim = hidden_size // 4
-    quarter = head_dim // 8 or 1
-    mrope_section = [quarter, quarter, head_dim // 2 - 2 * quarter]
+    # Multimodal RoPE: (temporal, height, width) sections of the head's frequency pairs, split like the
+    # released (16, 24, 24) of a 128-channel head.
+    pairs = hidden_size // 4 // 2
+    temporal = max(1, pairs // 4)
+    height = (pairs - temporal) // 2
+    mrope_section = [temporal, height, pairs - temporal - height]
     ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>")
            for name in ("image_pad", "video_pad", "vision_start", "vision_end", "endoftext", "im_end")}
     text_config = {
@@ -392,15 +394,15 @@ def tiny_qwen_image_transformer(num_attention_heads: int = 2, attention_head_dim
                                 joint_attention_dim: int = TEXT_WIDTH, seed: int = 0):
     """A ``QwenImageTransformer2DModel`` (MMDiT on packed 2×2 latent patches: ``4 * latent_channels``
     features per token in, ``latent_channels`` per patch pixel out) of ``num_layers`` blocks of
-    ``num_attention_heads × attention_head_dim`` channels, 3-axis RoPE ``axes_dims_rope`` (frame, row, column)
-    summing to the head dimension."""
+    ``num_attention_heads × attention_head_dim`` channels, 3-axis RoPE ``axes_dims_rope`` (frame, row,
+    column) summing to the head dimension."""
     from diffusers import QwenImageTransformer2DModel
 
     with _seeded(seed):
         return QwenImageTransformer2DModel(
             patch_size=2, in_channels=4 * latent_channels, out_channels=latent_channels,
-            num_layers=num_layers,
-            attention_head_dim=attention_head_dim, num_attention_heads=num_attention_heads,
+            num_layers=num_layers, attention_head_dim=attention_head_dim,
+            num_attention_heads=num_attention_heads,
             joint_attention_dim=joint_attention_dim, guidance_embeds=False,
             axes_dims_rope=_check_rope(axes_dims_rope, attention_head_dim),
         ).eval()
@@ -411,8 +413,8 @@ def tiny_qwen_image_pipeline(seed: int = 0, latent_channels: int = 16, vae_depth
 
     Defaults: transformer of 2 blocks, 2 heads × 16 channels (inner width 32), RoPE axes (4, 6, 6); VAE with
     16 latent channels, downsampling 8; Qwen2.5-VL text encoder of width 32 (:func:`tiny_qwen_text_encoder`)
-    and the offline tokenizer of :func:`tiny_qwen_tokenizer`; Qwen-Image's scheduler (dynamic exponential shift
-    0.5 → 0.9 over 256 → 8192 tokens, ``shift_terminal`` 0.02). ``shape``: ``num_attention_heads``,
+    and the offline tokenizer of :func:`tiny_qwen_tokenizer`; Qwen-Image's scheduler (dynamic exponential
+    shift 0.5 → 0.9 over 256 → 8192 tokens, ``shift_terminal`` 0.02). ``shape``: ``num_attention_heads``,
     ``attention_head_dim``, ``axes_dims_rope``, ``num_layers``; ``latent_channels``; ``vae_depth``.
     """
     from diffusers import QwenImagePipeline
@@ -462,3 +464,101 @@ def save_tiny_dit_pipeline(folder: str | os.PathLike, name: str = "tiny-flux", s
     folder = Path(folder)
     tiny_dit_pipeline(name, seed, **shape).save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------------------- full size / proportional
+
+# Transformer configs of the released checkpoints (their diffusers ``transformer/config.json``).
+FLUX_DEV_TRANSFORMER = {
+    "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19, "num_single_layers": 38,
+    "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": (16, 56, 56),
+}
+SD3_MEDIUM_TRANSFORMER = {
+    "sample_size": 128, "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 24,
+    "attention_head_dim": 64, "num_attention_heads": 24, "joint_attention_dim": 4096,
+    "caption_projection_dim": 1536, "pooled_projection_dim": 2048, "pos_embed_max_size": 192,
+}
+QWEN_IMAGE_TRANSFORMER = {
+    "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 60, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 3584, "guidance_embeds": False,
+    "axes_dims_rope": (16, 56, 56),
+}
+FULL_SIZE_CONFIGS = {
+    "flux-dev": ("FluxTransformer2DModel", FLUX_DEV_TRANSFORMER),
+    "flux-schnell": ("FluxTransformer2DModel", {**FLUX_DEV_TRANSFORMER, "guidance_embeds": False}),
+    "flux-fill": ("FluxTransformer2DModel", {**FLUX_DEV_TRANSFORMER, "in_channels": 384, "out_channels": 64}),
+    "sd3-medium": ("SD3Transformer2DModel", SD3_MEDIUM_TRANSFORMER),
+    "sd3.5-medium": ("SD3Transformer2DModel", {
+        **SD3_MEDIUM_TRANSFORMER, "pos_embed_max_size": 384, "qk_norm": "rms_norm",
+        "dual_attention_layers": tuple(range(13)),
+    }),
+    "sd3.5-large": ("SD3Transformer2DModel", {
+        **SD3_MEDIUM_TRANSFORMER, "num_layers": 38, "num_attention_heads": 38, "caption_projection_dim": 2432,
+        "qk_norm": "rms_norm",
+    }),
+    "qwen-image": ("QwenImageTransformer2DModel", QWEN_IMAGE_TRANSFORMER),
+}
+# Family names and the tiny models' names -> the released model they stand for.
+FULL_SIZE_ALIASES = {
+    "flux": "flux-dev", "sd3": "sd3-medium", "sd3.5": "sd3.5-large", "qwen": "qwen-image",
+    "tiny-flux": "flux-dev", "tiny-flux-schnell": "flux-schnell", "tiny-flux-fill": "flux-fill",
+    "tiny-sd3": "sd3-medium", "tiny-sd35": "sd3.5-medium", "tiny-qwen": "qwen-image",
+}
+
+
+def _full_size_entry(name: str) -> tuple:
+    key = FULL_SIZE_ALIASES.get(name, name)
+    if key not in FULL_SIZE_CONFIGS:
+        raise ValueError(f"no full-size config for {name!r}; use one of {sorted(FULL_SIZE_CONFIGS)} "
+                         f"or {sorted(FULL_SIZE_ALIASES)}")
+    return FULL_SIZE_CONFIGS[key]
+
+
+def full_size_config(name: str) -> dict:
+    """The released transformer's constructor arguments for ``name`` (a key of :data:`FULL_SIZE_CONFIGS`,
+    a family name or a tiny model's name, see :data:`FULL_SIZE_ALIASES`); a fresh dict."""
+    return dict(_full_size_entry(name)[1])
+
+
+def full_size_transformer(name: str, device="meta", seed: int = 0):
+    """The released transformer architecture for ``name`` with random weights, on ``device`` (default
+    ``"meta"``: no memory, for parameter and FLOP counts; 12 B parameters for FLUX.1, 20 B for Qwen-Image)."""
+    import diffusers
+    import torch
+
+    class_name, config = _full_size_entry(name)
+    with _seeded(seed), torch.device(device):
+        return getattr(diffusers, class_name)(**config).eval()
+
+
+def proportional_flux_config(divisor: int = 8) -> dict:
+    """FLUX.1-dev's transformer config with ``divisor``-times fewer heads (and text widths).
+
+    The depth (19 double + 38 single blocks), the head dimension 128, the RoPE axes (16, 56, 56) and the
+    packed input (64 features) are kept: linear layers shrink by ``divisor²`` in FLOPs, attention's
+    ``softmax(QKᵀ)V`` by ``divisor`` only, so benchmarks err on the attention-heavy side (cf.
+    :mod:`.proportional`). At 4096 image + 512 text tokens ``divisor=8`` has 1/27 of FLUX.1-dev's FLOPs.
+
+    Raises ``ValueError`` unless ``divisor`` divides the 24 heads."""
+    from .proportional import _text_width
+
+    config = full_size_config("flux-dev")
+    heads = config["num_attention_heads"]
+    if divisor < 1 or heads % divisor:
+        raise ValueError(f"divisor {divisor} must divide FLUX's {heads} heads (1, 2, 3, 4, 6, 8, 12, 24)")
+    config["num_attention_heads"] = heads // divisor
+    config["joint_attention_dim"] = _text_width(config["joint_attention_dim"], divisor)
+    config["pooled_projection_dim"] = _text_width(config["pooled_projection_dim"], divisor)
+    return config
+
+
+def proportional_flux_transformer(divisor: int = 8, device="meta", seed: int = 0):
+    """A random ``FluxTransformer2DModel`` with FLUX.1-dev's proportions (:func:`proportional_flux_config`):
+    at ``divisor=8`` 3 heads × 128 (inner width 384), 19 + 38 blocks, T5 width 512, pooled width 96.
+    ``device="meta"`` (the default) builds it without memory, for FLOP counts; ``"cpu"``/``"cuda"`` to run."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    with _seeded(seed), torch.device(device):
+        return FluxTransformer2DModel(**proportional_flux_config(divisor)).eval()
