@@ -388,7 +388,8 @@ class PanoramaGenerator(BackboneComponents):
         generators, seeds = _make_generators(seed, generator, batch)
         control = _prepare_control_image(control_image, batch, height, width, self.device, self.dtype)
         offloaded, tiled = self._memory_plan(height, width)
-        channels_last = resolve_channels_last(self.channels_last, self.device)
+        # channels-last speeds up convolutions: the UNets' (a transformer has none worth it; video VAEs are 5-D)
+        channels_last = resolve_channels_last(self.channels_last, self.device) and not info.is_dit
         if offloaded != "sequential":  # sequential offload keeps the weights on the meta device
             apply_memory_format(channels_last, self.unet, self.vae, self.controlnet)
         sched = make_scheduler(scheduler_name, self.base_scheduler_config)
@@ -551,7 +552,7 @@ def _initial_noise(latents, generators, batch, shape, device, dtype) -> torch.Te
         if tuple(latents.shape[1:]) != shape or latents.shape[0] not in (1, batch):
             raise InvalidInputError(
                 f"latents have shape {tuple(latents.shape)}, expected ({batch}, {', '.join(map(str, shape))}) "
-                "for this method and size (latent units = pixels / 8)"
+                "for this method and size (latent units = pixels / the VAE's factor, 8 for the released models)"
             )
         return latents.expand(batch, *shape).to(device=device, dtype=dtype)
     noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in generators]

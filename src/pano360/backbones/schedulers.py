@@ -139,8 +139,11 @@ def set_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: in
     accepted = set(inspect.signature(scheduler.set_timesteps).parameters)
     kwargs = {}
     dynamic = bool(config.get("use_dynamic_shifting", False))
-    if dynamic and "mu" in accepted and image_seq_len is not None:
-        mu = dynamic_shift(image_seq_len, base_config if base_config is not None else config)
+    if dynamic and "mu" in accepted:
+        shift_config = base_config if base_config is not None else config
+        if image_seq_len is None:  # unknown size: the shift of the base sequence length
+            image_seq_len = int(shift_config.get("base_image_seq_len", 256))
+        mu = dynamic_shift(image_seq_len, shift_config)
         if type(scheduler).__name__ == "DPMSolverMultistepScheduler" and config.get("time_shift_type") != "exponential":
             scheduler.config.flow_shift = math.exp(mu)
         else:

@@ -44,14 +44,15 @@ def _padding_pairs(conv: nn.Conv2d) -> tuple[int, int, int, int]:
 
 
 def _wrap_columns(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """[..., W] → [..., left + W + right]: the last ``left`` columns before, the first ``right`` after.
+    """[..., W] → [..., left + W + right]: the last ``left`` columns before, the first ``right`` after
+    (any rank: 5-D video-VAE maps too).
 
     ``F.pad``'s circular mode for NCHW maps (fastest there); for channels-last maps ``torch.cat``,
     which keeps the layout (``F.pad`` returns an NCHW copy, about 4× slower, and the next convolution
     converts back).
     """
     channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    if not channels_last or max(left, right) > x.shape[-1]:  # (too wide: F.pad explains the error)
+    if x.dim() == 4 and (not channels_last or max(left, right) > x.shape[-1]):  # (too wide: F.pad explains)
         return F.pad(x, (left, right, 0, 0), mode="circular")
     parts = ([x[..., x.shape[-1] - left:]] if left else []) + [x] + ([x[..., :right]] if right else [])
     return torch.cat(parts, dim=-1)
