@@ -185,6 +185,7 @@ METHODS = [
     ("spot", {"window": 8}),
     ("syncdiffusion", {"window": 8, "stride": 4, "sync_threshold": 1}),
     ("circular", {"seam": "pad"}),
+    ("circular", {"seam": "blend"}),
     ("circular", {"roll_per_step": 90.0}),
 ]
 

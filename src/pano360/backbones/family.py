@@ -127,10 +127,31 @@ class TransformerFamily(BackboneFamily):
 
     kind = "dit"
     schedule = "flow"
-    seam_schemes = ("exact", "periodic", "pad", "none")
+    seam_schemes = ("exact", "periodic", "pad", "blend", "none")
 
     def denoiser(self, pipe):
         return pipe.transformer
+
+    def call(self, network, latents, t, embeds, pooled=None, mask=None, **kwargs):
+        """The transformer's output for spatial latents, with the seam set on ``network`` (if any);
+        HunyuanWorld's extend-and-blend wraps the plain call, the other schemes live in ``_call``."""
+        from .token_seam import active_seam, extend_and_blend
+
+        seam = active_seam(network)
+        if seam is None or seam.scheme != "blend":
+            return self._call(network, latents, t, embeds, pooled, mask, seam=seam, **kwargs)
+        fill = kwargs.pop("fill", None)
+
+        def plain(extended):
+            if fill is not None:  # FLUX Fill's condition is extended like the latents
+                kwargs["fill"] = torch.cat([fill, fill[..., :extended.shape[-1] - fill.shape[-1]]], dim=-1)
+            return self._call(network, extended, t, embeds, pooled, mask, seam=None, **kwargs)
+
+        return extend_and_blend(plain, latents)
+
+    def _call(self, network, latents, t, embeds, pooled=None, mask=None, *, seam=None, **kwargs):
+        """The family's call on [N, C, h, w] latents with ``seam`` (a TokenSeam or None)."""
+        raise NotImplementedError
 
     def seam(self, backbone, network=True, vae=True, scheme="exact", rounding="nearest", offset=0):
         import contextlib

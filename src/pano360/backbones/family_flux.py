@@ -22,7 +22,6 @@ from .families import FamilyInfo
 from .family import TransformerFamily, register_family
 from .token_seam import (
     AttentionSeam,
-    active_seam,
     intercept_attention,
     pad_latent_columns,
     padded_columns,
@@ -91,10 +90,9 @@ class FluxFamily(TransformerFamily):
         cfg = float(true_cfg_scale or 1.0) if has_negative else 1.0
         return cfg, embedded
 
-    def call(self, network, latents, t, embeds, pooled=None, mask=None, *, size_px=None, control=None,
-             controlnet=None, controlnet_scale=1.0, embedded_guidance=None, fill=None, **inputs):
+    def _call(self, network, latents, t, embeds, pooled=None, mask=None, *, seam=None, size_px=None, control=None,
+              controlnet=None, controlnet_scale=1.0, embedded_guidance=None, fill=None, **inputs):
         n, _, h, w = latents.shape
-        seam = active_seam(network)
         scheme = seam.scheme if seam is not None else "none"
         pad = 2 if scheme == "pad" else 0  # one token column a side (2 latent columns)
         if pad:

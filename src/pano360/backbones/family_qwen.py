@@ -25,7 +25,6 @@ from .family import TransformerFamily, register_family
 from .family_flux import pack_latents, unpack_latents
 from .token_seam import (
     AttentionSeam,
-    active_seam,
     intercept_attention,
     pad_latent_columns,
     padded_columns,
@@ -76,7 +75,7 @@ class FrameVAE(nn.Module):
         return self.inner.device
 
     def decode(self, latents: torch.Tensor, return_dict: bool = False):
-        like = dict(device=latents.device, dtype=self.inner.dtype)
+        like = {"device": latents.device, "dtype": self.inner.dtype}
         z = latents[:, :, None].to(**like) * self.latents_std.to(**like) + self.latents_mean.to(**like)
         return (self.inner.decode(z, return_dict=False)[0][:, :, 0],)
 
@@ -137,10 +136,9 @@ class QwenImageFamily(TransformerFamily):
         rescaled = m_tokens * (c_tokens.norm(dim=-1, keepdim=True) / m_tokens.norm(dim=-1, keepdim=True))
         return unpack_latents(rescaled, h, w)
 
-    def call(self, network, latents, t, embeds, pooled=None, mask=None, *, size_px=None, control=None,
-             controlnet=None, controlnet_scale=1.0, embedded_guidance=None, **inputs):
+    def _call(self, network, latents, t, embeds, pooled=None, mask=None, *, seam=None, size_px=None, control=None,
+              controlnet=None, controlnet_scale=1.0, embedded_guidance=None, **inputs):
         n, _, h, w = latents.shape
-        seam = active_seam(network)
         scheme = seam.scheme if seam is not None else "none"
         pad = 2 if scheme == "pad" else 0
         if pad:

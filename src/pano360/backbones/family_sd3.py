@@ -19,7 +19,7 @@ import torch
 from .conditioning import TextConditioning
 from .families import FamilyInfo
 from .family import TransformerFamily, register_family
-from .token_seam import active_seam, snap_frequencies
+from .token_seam import snap_frequencies
 
 
 def _frequencies(dim: int) -> torch.Tensor:
@@ -99,10 +99,9 @@ class SD3Family(TransformerFamily):
                 max_sequence_length=self.max_sequence_length)
         return TextConditioning(embeds, negative if guidance else None, pooled, negative_pooled if guidance else None)
 
-    def call(self, network, latents, t, embeds, pooled=None, mask=None, *, size_px=None, control=None,
-             controlnet=None, controlnet_scale=1.0, embedded_guidance=None, **inputs):
+    def _call(self, network, latents, t, embeds, pooled=None, mask=None, *, seam=None, size_px=None, control=None,
+              controlnet=None, controlnet_scale=1.0, embedded_guidance=None, **inputs):
         n, _, _, w = latents.shape
-        seam = active_seam(network)
         scheme = seam.scheme if seam is not None else "none"
         patch = int(network.config.patch_size)
         pad = patch if scheme == "pad" else 0

@@ -21,6 +21,10 @@ the circular method's ``seam`` option and set on the network with :func:`token_s
 ``pad`` (DiT360)
     One extra token column on each side copied from the opposite edge, with the copied columns'
     position ids, cropped after the call. Approximate: attention still sees an edge.
+``blend`` (HunyuanWorld-1.0, LayerPano3D)
+    The latent is extended by ``BLEND_EXTEND`` latent columns copied from its left edge onto its right,
+    predicted with the model's own positions, and the prediction of those columns is blended linearly
+    into the left edge's before the extension is dropped. Approximate.
 ``none``
     The model as released.
 
@@ -43,7 +47,8 @@ from dataclasses import dataclass
 
 import torch
 
-SEAM_SCHEMES = ("exact", "periodic", "pad", "none")
+SEAM_SCHEMES = ("exact", "periodic", "pad", "blend", "none")
+BLEND_EXTEND = 6  # latent columns, HunyuanWorld-1.0's blend_extend
 ROUNDINGS = ("nearest", "ceil")
 _ATTRIBUTE = "_pano360_token_seam"
 
@@ -187,3 +192,19 @@ def padded_columns(columns: int, pad: int) -> torch.Tensor:
 def pad_latent_columns(latents: torch.Tensor, pad: int) -> torch.Tensor:
     """[..., w] → [..., pad + w + pad] latents, wrapped from the opposite edge (``pad`` latent columns)."""
     return torch.cat([latents[..., -pad:], latents, latents[..., :pad]], dim=-1)
+
+
+def extend_and_blend(call, latents: torch.Tensor, extend: int = BLEND_EXTEND) -> torch.Tensor:
+    """HunyuanWorld's extend-and-blend around one model call: ``call`` [N, C, h, w + e] → [N, C, h, w + e].
+
+    ``extend`` latent columns (rounded up to an even number, the 2-latent token) are copied from the left
+    edge onto the right; the output's copy of those columns is blended into the left edge with a linear
+    ramp (weight 1 for the copy at the outer column, 0 at the inner one).
+    """
+    width = latents.shape[-1]
+    extend = min(width, extend + extend % 2)
+    out = call(torch.cat([latents, latents[..., :extend]], dim=-1))
+    ramp = torch.linspace(1.0, 0.0, extend, device=out.device, dtype=out.dtype)
+    blended = out[..., :width].clone()
+    blended[..., :extend] = ramp * out[..., width:] + (1 - ramp) * out[..., :extend]
+    return blended

@@ -87,8 +87,8 @@ class CircularMethod(PanoramaMethod):
                choices=("exact", "reference")),
         Option("seam", "exact", "transformers (FLUX, SD3, Qwen-Image): how the network closes the seam: exact "
                "(periodic positions; rolls are exact), periodic (frequency snapping only, as stable-diffusion.cpp), "
-               "pad (DiT360's copied token column), none (as released); UNets: exact", kind="choice",
-               choices=("exact", "periodic", "pad", "none")),
+               "pad (DiT360's copied token column), blend (HunyuanWorld's extend-and-blend), none (as released); "
+               "UNets: exact", kind="choice", choices=("exact", "periodic", "pad", "blend", "none")),
         Option("rope_rounding", "nearest", "transformers: how width frequencies snap to the panorama's harmonics: "
                "nearest (the lowest become 0) or ceil (at least one turn)", kind="choice",
                choices=("nearest", "ceil")),
