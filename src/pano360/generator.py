@@ -495,6 +495,8 @@ class PanoramaGenerator(BackboneComponents):
             "versions": library_versions() | {"pano360": __version__},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if backbone.transformer_source is not None:
+            record["transformer"] = backbone.transformer_source.as_dict()
         if backbone.controlnet is not None:
             record["controlnet"] = backbone.controlnet_source.as_dict()
             record["controlnet_conditioning_scale"] = control_scale
