@@ -1,0 +1,189 @@
+"""``pano360 batch --engine ray`` on a Ray cluster this module starts on 127.0.0.1 (2 CPUs): the same
+images as the local engine, a worker killed mid-run costs one retried job and nothing else, a failing job
+is retried then recorded, outputs through the object store, re-runs do nothing; and without Ray, one
+line naming the extra."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+# Ray maps 127.0.0.1 to the machine's network address unless its "cluster" mode is off; these tests
+# must start and reach Ray on the loopback only. Read when Ray is imported, so set first.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import pytest
+
+import pano360
+from pano360.batch import BatchRunner, BatchSettings, load_jobs, read_records
+
+TESTS = Path(__file__).resolve().parent
+JOB_DEFAULTS = {"model": "tiny", "height": 32, "width": 64, "num_inference_steps": 4}
+CURSED = "a cursed room"
+
+
+# --- without Ray (runs everywhere) ------------------------------------------------------------------
+
+def test_without_ray_one_line_names_the_extra_and_local_refuses_ray_flags(tmp_path, capsys, monkeypatch):
+    from pano360.cli.main import main
+
+    jobs = tmp_path / "p.txt"
+    jobs.write_text("a\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["batch", str(jobs), "-o", str(tmp_path / "o"), "--engine", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'pip install "pano360[ray]"' in err
+    assert not (tmp_path / "o").exists()  # before anything is read or written
+    assert main(["batch", str(jobs), "-o", str(tmp_path / "o"), "--workers", "2", "--retries", "1"]) == 2
+    assert "--workers, --retries only apply with --engine ray" in capsys.readouterr().err
+
+
+# --- on a local Ray cluster -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One Ray for the module: 2 CPUs, loopback only, workers importing this checkout (and this folder,
+    for the test's loader)."""
+    ray = pytest.importorskip("ray")
+    src = str(Path(pano360.__file__).resolve().parents[1])
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([src, str(TESTS)]), "OMP_NUM_THREADS": "1",
+                                       "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}})
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    yield ray
+    ray.shutdown()
+
+
+class CursedLoader:
+    """Loads the real model; its generator fails every time for the prompt CURSED (a job that fails
+    deterministically after the model is loaded). Pickled by reference: workers import this module."""
+
+    def __call__(self, load):
+        from pano360 import PanoramaGenerator
+
+        generator = PanoramaGenerator.from_pretrained(load["model"], device="cpu", torch_dtype="fp32")
+
+        class Cursed:
+            backbone = generator.backbone
+            controlnet = None
+
+            def __call__(self, prompt, **kwargs):
+                if prompt == CURSED:
+                    raise RuntimeError("this prompt always fails")
+                return generator(prompt, **kwargs)
+
+        return Cursed()
+
+
+@pytest.fixture(scope="module")
+def local_images(tmp_path_factory, tiny_generators, single_torch_thread):
+    """The local engine's images of 2 prompts x 3 seeds (name -> bytes), and the jobs file."""
+    folder = tmp_path_factory.mktemp("ray-reference")
+    jobs_file = folder / "prompts.txt"
+    jobs_file.write_text("a red room\na blue sky\n")
+    jobs, errors = load_jobs(jobs_file, defaults=JOB_DEFAULTS, repeat=3)
+    summary = BatchRunner(jobs, errors, BatchSettings(out_dir=folder / "out", progress=False),
+                          lambda _: tiny_generators("tiny")).run()
+    assert summary.total["done"] == 6
+    return jobs_file, {p.name: p.read_bytes() for p in (folder / "out").glob("*.png")}
+
+
+def _watch_for_partial_files(out: Path, stop: threading.Event, seen: list[str]) -> None:
+    """Every image visible under its final name must be complete (verify() checks each PNG chunk)."""
+    from PIL import Image
+
+    while not stop.is_set():
+        for path in out.glob("*.png"):
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except FileNotFoundError:
+                continue
+            except Exception as error:  # noqa: BLE001
+                seen.append(f"{path.name}: {error}")
+        stop.wait(0.05)
+
+
+def test_ray_makes_the_local_images_and_survives_a_killed_worker(ray_cluster, local_images, tmp_path, capsys):
+    from pano360.batch.ray_engine import RayBatchRunner, RaySettings
+
+    ray = ray_cluster
+    jobs_file, expected = local_images
+    jobs_file_with_cursed = tmp_path / "prompts.txt"
+    jobs_file_with_cursed.write_text(jobs_file.read_text() + CURSED + "\n")
+    jobs, errors = load_jobs(jobs_file_with_cursed, defaults=JOB_DEFAULTS, repeat=3)
+    jobs = jobs[:7]  # the 6 reference jobs and one cursed job
+    out = tmp_path / "out"
+    killed = {}
+
+    class KillingOneWorker(RayBatchRunner):
+        """Kills the worker that was just given the 4th job (both workers have each finished a job by
+        then, so the job is lost mid-run), by that actor's own id."""
+
+        dispatched = 0
+
+        def _submit(self, ray, worker, job, group, load):
+            ref = super()._submit(ray, worker, job, group, load)
+            self.dispatched += 1
+            if self.dispatched == 4:
+                killed.update(job=job.id, actor=worker._actor_id.hex())
+                ray.kill(worker)
+            return ref
+
+    settings = RaySettings(workers=2, retries=2, load_generator=CursedLoader())
+    stop, partial = threading.Event(), []
+    out.mkdir()
+    watcher = threading.Thread(target=_watch_for_partial_files, args=(out, stop, partial), daemon=True)
+    watcher.start()
+    try:
+        runner = KillingOneWorker(jobs, errors, BatchSettings(out_dir=out, progress=True), settings)
+        summary = runner.run()
+    finally:
+        stop.set()
+        watcher.join()
+    err = capsys.readouterr().err
+    assert not partial, partial
+    assert summary.total == {"done": 6, "skipped": 0, "failed": 1, "pending": 0}, summary
+    assert runner.workers_started == 3  # two, and one in place of the killed one
+    assert "7/7" in err and ("job/s" in err or "s/job" in err)  # done/total and rate on the driver
+    assert "lost its worker" in err and "this prompt always fails" in err
+
+    images = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert images == expected  # byte for byte, the killed job's image included
+    records = read_records(out / "manifest.jsonl")
+    assert len(records) == 7 and len({r["job"] for r in records}) == 7
+    by_job = {r["job"]: r for r in records}
+    assert by_job[killed["job"]]["status"] == "done" and by_job[killed["job"]]["attempts"] == 2
+    assert by_job[killed["job"]]["file"] in expected
+    [cursed] = [r for r in records if r["prompt"] == CURSED]
+    assert cursed["status"] == "failed" and cursed["attempts"] == 3 and "always fails" in cursed["reason"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary or probe file
+    log = [r for r in read_records(out / "manifest.d" / "rank0-of1.jsonl")]
+    assert sorted(r["job"] for r in log) == sorted(by_job)  # one final record per job: no duplicates
+
+    # a re-run starts no worker and touches nothing
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    again = RayBatchRunner(jobs[:6], [], BatchSettings(out_dir=out, progress=False), settings)
+    summary = again.run()
+    assert summary.total == {"done": 0, "skipped": 6, "failed": 0, "pending": 0} and again.workers_started == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+
+
+def test_cli_outputs_through_the_object_store(ray_cluster, local_images, tmp_path, capsys):
+    from pano360.cli.main import main
+
+    jobs_file, expected = local_images
+    out = tmp_path / "out"
+    code = main(["batch", str(jobs_file), "-o", str(out), "--model", "tiny", "--height", "32", "--width", "64",
+                 "--steps", "4", "--repeat", "3", "--device", "cpu", "--engine", "ray", "--workers", "1",
+                 "--outputs", "driver", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert "6 jobs: 6 generated, 0 finished earlier, 0 failed, 0 pending" in captured.out
+    assert "jobs:" not in captured.err  # --quiet: no bar
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == expected
+    records = read_records(out / "manifest.jsonl")
+    assert [r["status"] for r in records] == ["done"] * 6 and {r["attempts"] for r in records} == {1}
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
