@@ -218,7 +218,6 @@ class RayBatchRunner(BatchRunner):
 
                 progress = tqdm(total=total, initial=total - len(todo), desc="jobs", unit="job", file=sys.stderr,
                                 smoothing=0.1)
-                progress.set_postfix_str(f"{count} Ray workers")
             return self._schedule(ray, todo, record, count, gpus, probe, progress)
         finally:
             if progress:
@@ -266,18 +265,35 @@ class RayBatchRunner(BatchRunner):
         return actor.remote(self.settings, self.ray_settings.load_generator, self.ray_settings.outputs, probe, name)
 
     def _schedule(self, ray, todo: list[Job], record, count: int, gpus: float, probe, progress) -> bool:
-        """Keep every worker busy with one job until none is left; returns True if stopped early."""
+        """Keep every ready worker busy with one job until none is left; returns True if stopped early.
+
+        A worker gets jobs once it has started (answered a ping), so a replacement that is still
+        starting (or cannot start) holds no job while others are free.
+        """
         groups = group_by_model(todo)
         queues = {key: deque(jobs) for key, jobs in groups.items()}
         loads = {key: call_arguments(jobs[0].spec)[0] for key, jobs in groups.items()}
         attempts: dict[str, int] = {}
-        idle = [self._start_worker(ray, gpus, probe) for _ in range(count)]
-        loaded: dict[Any, str | None] = {}  # actor -> group it has loaded (or is loading)
-        busy: dict[Any, tuple[Any, Job, str]] = {}  # object ref -> (actor, job, group)
+        idle: deque = deque()  # ready workers, longest idle first
+        starting: dict[Any, Any] = {}  # ping ref -> actor
+        busy: dict[Any, tuple[Any, Job, str]] = {}  # job ref -> (actor, job, group)
+        loaded: dict[Any, str | None] = {}  # actor -> the model group it has loaded (or is loading)
+        failed_starts: list[str] = []
 
         def say(text: str) -> None:
             if progress:
                 progress.write(f"pano360 batch: {text}", file=sys.stderr)
+
+        def show_workers() -> None:
+            if progress:
+                progress.set_postfix_str(f"{len(idle) + len(busy)}/{count} Ray workers ready")
+
+        def start() -> None:
+            actor = self._start_worker(ray, gpus, probe)
+            starting[actor.where.remote()] = actor
+
+        def jobs_left() -> bool:
+            return any(queues.values())
 
         def finish(job: Job, status: str, **fields) -> None:
             record(job, status, attempts=attempts.get(job.id, 0), **fields)
@@ -292,61 +308,85 @@ class RayBatchRunner(BatchRunner):
             else:
                 finish(job, "failed", reason=reason, **fields)
 
-        def next_job(actor) -> tuple[Job, str] | None:
+        def next_job(actor) -> tuple[Job, str]:
             own = loaded.get(actor)
             if own is not None and queues.get(own):
                 return queues[own].popleft(), own
-            for key, queue in queues.items():  # the next model in order with jobs left
-                if queue:
-                    return queue.popleft(), key
-            return None
+            key = next(key for key, queue in queues.items() if queue)  # the next model in order with jobs left
+            return queues[key].popleft(), key
 
+        def job_returned(ref) -> None:
+            actor, job, group = busy.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as error:
+                loaded.pop(actor, None)
+                ray.kill(actor)  # make sure it is gone (a no-op for a dead one)
+                failed_attempt(job, group, f"lost its worker ({_first_line(error)})")
+                if jobs_left() and not self.stop.requested:
+                    start()
+                return
+            except ray.exceptions.RayError as error:  # the result was lost, a bug in the worker, ...
+                idle.append(actor)
+                failed_attempt(job, group, f"failed on Ray: {_first_line(error)}")
+                return
+            idle.append(actor)
+            worker = result.get("worker")
+            if "load_error" in result:  # the whole model group fails, as in the local runner
+                loaded[actor] = None
+                for lost in [job, *queues[group]]:
+                    finish(lost, "failed", reason=result["load_error"], worker=worker)
+                queues[group].clear()
+                return
+            outcome: JobOutcome = result["outcome"]
+            if outcome.status == "done" and result.get("files"):
+                outcome = self._write_files(job, result.pop("files"), outcome)
+            if outcome.status == "done":
+                finish(job, "done", worker=worker, **outcome.fields())
+            else:
+                failed_attempt(job, group, outcome.reason or "failed", outcome.retryable, worker=worker,
+                               **{k: v for k, v in outcome.fields().items() if k != "reason"})
+
+        def worker_started(ref) -> None:
+            actor = starting.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as error:  # cannot start there: pano360 missing on a node, ...
+                ray.kill(actor)
+                failed_starts.append(_first_line(error))
+                say(f"a Ray worker could not start ({failed_starts[-1]})")
+                if len(failed_starts) < count * (self.ray_settings.retries + 1) and jobs_left():
+                    start()
+                return
+            idle.append(actor)
+
+        for _ in range(count):
+            start()
         try:
-            while busy or any(queues.values()):
-                while idle and not self.stop.requested and any(queues.values()):
-                    actor = idle.pop()
+            while True:
+                while idle and jobs_left() and not self.stop.requested:
+                    actor = idle.popleft()
                     job, group = next_job(actor)
                     loaded[actor] = group
                     attempts[job.id] = attempts.get(job.id, 0) + 1
                     busy[self._submit(ray, actor, job, group, loads[group])] = (actor, job, group)
-                if not busy:
-                    break  # stopped with jobs left
-                ready, _ = ray.wait(list(busy), num_returns=1, timeout=1.0)
+                show_workers()
+                if not busy and (not jobs_left() or not starting or self.stop.requested):
+                    break
+                ready, _ = ray.wait([*busy, *starting], num_returns=1, timeout=1.0)
                 for ref in ready:
-                    actor, job, group = busy.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except ray.exceptions.RayActorError as error:
-                        loaded.pop(actor, None)
-                        ray.kill(actor)  # make sure it is gone (a no-op for a dead one)
-                        failed_attempt(job, group, f"lost its worker ({_first_line(error)})")
-                        if any(queues.values()) and not self.stop.requested:
-                            idle.append(self._start_worker(ray, gpus, probe))
-                        continue
-                    except ray.exceptions.RayError as error:  # the result was lost, a bug in the worker, ...
-                        idle.append(actor)
-                        failed_attempt(job, group, f"failed on Ray: {_first_line(error)}")
-                        continue
-                    idle.append(actor)
-                    worker = result.get("worker")
-                    if "load_error" in result:  # the whole model group fails, as in the local runner
-                        loaded[actor] = None
-                        for lost in [job, *queues[group]]:
-                            finish(lost, "failed", reason=result["load_error"], worker=worker)
-                        queues[group].clear()
-                        continue
-                    outcome: JobOutcome = result["outcome"]
-                    if outcome.status == "done" and result.get("files"):
-                        outcome = self._write_files(job, result.pop("files"), outcome)
-                    if outcome.status == "done":
-                        finish(job, "done", worker=worker, **outcome.fields())
-                    else:
-                        failed_attempt(job, group, outcome.reason or "failed", outcome.retryable, worker=worker,
-                                       **{k: v for k, v in outcome.fields().items() if k != "reason"})
+                    (job_returned if ref in busy else worker_started)(ref)
+            if jobs_left() and not self.stop.requested:  # every worker died or none could start
+                reason = (f"no Ray worker could start ({failed_starts[-1]}); install pano360 on every node "
+                          "(or pass a runtime_env) and check the cluster's resources") if failed_starts else \
+                    "every Ray worker was lost"
+                for queue in queues.values():
+                    while queue:
+                        finish(queue.popleft(), "failed", reason=reason)
         finally:
-            for actor in [*idle, *(entry[0] for entry in busy.values())]:
+            for actor in [*idle, *starting.values(), *(entry[0] for entry in busy.values())]:
                 ray.kill(actor)
-        return any(queues.values())
+        return jobs_left()
 
     def _write_files(self, job: Job, files: dict[str, bytes], outcome: JobOutcome) -> JobOutcome:
         """Write a job's files that came back through the object store: atomic, image first, sidecar last."""
