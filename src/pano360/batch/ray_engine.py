@@ -48,7 +48,9 @@ from .runner import (
     _reason,
     call_arguments,
     group_by_model,
+    is_finished,
     job_image_path,
+    leftovers,
     load_failure,
     run_job,
 )
@@ -205,8 +207,13 @@ class RayBatchRunner(BatchRunner):
         ray = require_ray()
         started_ray = False
         if not ray.is_initialized():
-            ray.init(address=self.ray_settings.address, runtime_env=self.ray_settings.runtime_env,
-                     logging_level="WARNING", log_to_driver=True)
+            try:
+                ray.init(address=self.ray_settings.address, runtime_env=self.ray_settings.runtime_env,
+                         logging_level="WARNING", log_to_driver=True)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                where = self.ray_settings.address or os.environ.get("RAY_ADDRESS") or "this machine"
+                raise InvalidInputError(f"cannot start or reach Ray at {where} ({_first_line(error)}); start the "
+                                        "cluster (ray start --head) or fix --address") from None
             started_ray = True
         self._actor_class = ray.remote(RayWorker)
         probe = self._write_probe() if self.ray_settings.outputs != "driver" else None
@@ -322,13 +329,21 @@ class RayBatchRunner(BatchRunner):
             except ray.exceptions.RayActorError as error:
                 loaded.pop(actor, None)
                 ray.kill(actor)  # make sure it is gone (a no-op for a dead one)
-                failed_attempt(job, group, f"lost its worker ({_first_line(error)})")
+                salvaged = self._salvage(job)
+                if salvaged:
+                    finish(job, "done", file=salvaged)
+                else:
+                    failed_attempt(job, group, f"lost its worker ({_first_line(error)})")
                 if jobs_left() and not self.stop.requested:
                     start()
                 return
             except ray.exceptions.RayError as error:  # the result was lost, a bug in the worker, ...
                 idle.append(actor)
-                failed_attempt(job, group, f"failed on Ray: {_first_line(error)}")
+                salvaged = self._salvage(job)
+                if salvaged:
+                    finish(job, "done", file=salvaged)
+                else:
+                    failed_attempt(job, group, f"failed on Ray: {_first_line(error)}")
                 return
             idle.append(actor)
             worker = result.get("worker")
@@ -387,6 +402,17 @@ class RayBatchRunner(BatchRunner):
             for actor in [*idle, *starting.values(), *(entry[0] for entry in busy.values())]:
                 ray.kill(actor)
         return jobs_left()
+
+    def _salvage(self, job: Job) -> str | None:
+        """After a lost worker or result: a worker writing into DIR may have finished the job before it was
+        lost (its image name is returned: the job is done), or left part of it (removed, so that the retry
+        can write the files; ``None``)."""
+        image = job_image_path(self.out_dir, job, self.settings.image_format)
+        if is_finished(image, job.id):
+            return image.name
+        for path in leftovers(image):
+            path.unlink(missing_ok=True)
+        return None
 
     def _write_files(self, job: Job, files: dict[str, bytes], outcome: JobOutcome) -> JobOutcome:
         """Write a job's files that came back through the object store: atomic, image first, sidecar last."""
