@@ -209,7 +209,7 @@ class RayBatchRunner(BatchRunner):
         if not ray.is_initialized():
             try:
                 ray.init(address=self.ray_settings.address, runtime_env=self.ray_settings.runtime_env,
-                         logging_level="WARNING", log_to_driver=True)
+                         logging_level="WARNING", log_to_driver=self.settings.progress)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 where = self.ray_settings.address or os.environ.get("RAY_ADDRESS") or "this machine"
                 raise InvalidInputError(f"cannot start or reach Ray at {where} ({_first_line(error)}); start the "
@@ -354,10 +354,11 @@ class RayBatchRunner(BatchRunner):
                 queues[group].clear()
                 return
             outcome: JobOutcome = result["outcome"]
+            via = "driver" if result.get("files") else "shared"
             if outcome.status == "done" and result.get("files"):
                 outcome = self._write_files(job, result.pop("files"), outcome)
             if outcome.status == "done":
-                finish(job, "done", worker=worker, **outcome.fields())
+                finish(job, "done", worker=worker, outputs=via, **outcome.fields())
             else:
                 failed_attempt(job, group, outcome.reason or "failed", outcome.retryable, worker=worker,
                                **{k: v for k, v in outcome.fields().items() if k != "reason"})
