@@ -193,3 +193,132 @@ def test_ray_makes_the_local_images_and_survives_a_killed_worker(ray_cluster, lo
     [again] = runners
     assert again.workers_started == 0 and again.ray_settings.outputs == "driver" and again.ray_settings.retries == 1
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+
+
+# --- the driver's scheduling, on an in-process stand-in for Ray (fast, runs without Ray) -------------
+
+class Ref:
+    """An object reference: hashable by identity, holding a value or an error."""
+
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+
+class FakeRay:
+    """Just what the driver uses of Ray: actors run their methods at once, in this process."""
+
+    class RayError(Exception):
+        pass
+
+    class RayActorError(RayError):
+        pass
+
+    def __init__(self, start_fails=False, dies_after_run=()):
+        self.exceptions = self  # ray.exceptions.RayActorError
+        self.start_fails = start_fails
+        self.dies_after_run = set(dies_after_run)  # prompts whose worker dies after writing its files
+        self.killed = []
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def remote(self, cls):
+        fake = self
+
+        class Actor:
+            def __init__(self, args):
+                self.instance, self.dead = cls(*args), False
+
+            def __getattr__(self, name):
+                method = getattr(self.instance, name)
+
+                class Call:
+                    @staticmethod
+                    def remote(*args):
+                        if self.dead or (name == "where" and fake.start_fails):
+                            return Ref(error=fake.RayActorError(f"{name}: the actor died"))
+                        value = method(*args)
+                        if name == "run" and args[0].prompt in fake.dies_after_run:
+                            fake.dies_after_run.discard(args[0].prompt)
+                            self.dead = True
+                            return Ref(error=fake.RayActorError("the node was lost"))
+                        return Ref(value=value)
+
+                return Call
+
+        class Options:
+            @staticmethod
+            def options(**_):
+                return type("Starter", (), {"remote": staticmethod(lambda *args: Actor(args))})
+
+        return Options
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return list(refs[:num_returns]), list(refs[num_returns:])
+
+    def get(self, ref):
+        if ref.error is not None:
+            raise ref.error
+        return ref.value
+
+    def kill(self, actor):
+        actor.dead = True
+        self.killed.append(actor)
+
+
+def _fake_run(tmp_path, monkeypatch, tiny_generators, fake, prompts, **settings):
+    from pano360.batch.ray_engine import RayBatchRunner, RaySettings
+
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    tmp_path.mkdir()
+    jobs_file = tmp_path / "p.txt"
+    jobs_file.write_text("".join(p + "\n" for p in prompts))
+    jobs, errors = load_jobs(jobs_file, defaults=JOB_DEFAULTS | {"num_inference_steps": 2})
+    loader = settings.pop("load_generator", lambda load: tiny_generators("tiny"))
+    runner = RayBatchRunner(jobs, errors, BatchSettings(out_dir=tmp_path / "out", progress=False),
+                            RaySettings(load_generator=loader, **settings))
+    summary = runner.run()
+    records = {r["prompt"]: r for r in read_records(tmp_path / "out" / "manifest.jsonl")}
+    return runner, summary, records
+
+
+def test_scheduling_lost_results_bad_models_dead_clusters_and_sigint(tmp_path, monkeypatch, tiny_generators,
+                                                                     single_torch_thread):
+    import signal
+
+    # a worker lost after writing its files: the job is done, not redone
+    runner, summary, records = _fake_run(tmp_path / "a", monkeypatch, tiny_generators,
+                                         FakeRay(dies_after_run={"b"}), ["a", "b", "c"], workers=1)
+    assert summary.total["done"] == 3 and records["b"]["attempts"] == 1 and runner.workers_started == 2
+
+    # a model that cannot be loaded fails its group, once per job, without retries
+    def cannot_load(load):
+        raise OSError("no such model")
+
+    _, summary, records = _fake_run(tmp_path / "b", monkeypatch, tiny_generators, FakeRay(), ["a", "b"],
+                                    load_generator=cannot_load)
+    assert summary.total == {"done": 0, "skipped": 0, "failed": 2, "pending": 0}
+    assert all("cannot load model tiny" in r["reason"] and "no such model" in r["reason"] for r in records.values())
+
+    # no worker can start: a bounded number of tries, then every job fails with the reason
+    runner, summary, records = _fake_run(tmp_path / "c", monkeypatch, tiny_generators, FakeRay(start_fails=True),
+                                         ["a", "b"], workers=2, retries=1)
+    assert summary.total["failed"] == 2 and runner.workers_started == 4
+    assert all("no Ray worker could start" in r["reason"] for r in records.values())
+
+    # Ctrl+C: no new job is given out, the running one is finished, the rest stays pending
+    def interrupting(load):
+        generator = tiny_generators("tiny")
+
+        def once(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            return generator(*args, **kwargs)
+
+        return type("Once", (), {"__call__": staticmethod(once)})()
+
+    _, summary, records = _fake_run(tmp_path / "d", monkeypatch, tiny_generators, FakeRay(), ["a", "b", "c"],
+                                    workers=1, load_generator=interrupting)
+    assert summary.interrupted and summary.total == {"done": 1, "skipped": 0, "failed": 0, "pending": 2}

@@ -371,7 +371,7 @@ class RayBatchRunner(BatchRunner):
                 ray.kill(actor)
                 failed_starts.append(_first_line(error))
                 say(f"a Ray worker could not start ({failed_starts[-1]})")
-                if len(failed_starts) < count * (self.ray_settings.retries + 1) and jobs_left():
+                if len(failed_starts) <= count * self.ray_settings.retries and jobs_left():  # retries per worker
                     start()
                 return
             idle.append(actor)
