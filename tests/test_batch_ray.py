@@ -111,7 +111,6 @@ def test_ray_makes_the_local_images_and_survives_a_killed_worker(ray_cluster, lo
     from pano360.batch.ray_engine import RayBatchRunner, RaySettings
     from pano360.cli.main import main
 
-    ray = ray_cluster
     jobs_file, expected = local_images
     jobs_file_with_cursed = tmp_path / "prompts.txt"
     jobs_file_with_cursed.write_text(jobs_file.read_text() + CURSED + "\n")
