@@ -249,8 +249,8 @@ class RayBatchRunner(BatchRunner):
         """(number of workers, GPUs per worker) from the settings and the cluster's resources."""
         resources = ray.cluster_resources()
         gpus = self.ray_settings.gpus_per_worker
-        if gpus is None:
-            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        if gpus is None:  # a GPU each where there are GPUs, unless the jobs are told to run on the CPU
+            gpus = 1.0 if resources.get("GPU", 0) >= 1 and self.settings.device != "cpu" else 0.0
         count = self.ray_settings.workers
         if count is None:
             if gpus > 0:

@@ -82,8 +82,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                            help="actors, each loading the model once (default: as many as the cluster's GPUs, or "
                                 "CPUs, hold; at most one per job)")
     ray_group.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
-                           help="GPUs each actor reserves; 0.5 puts two on a GPU (default: 1 if the cluster has GPUs, "
-                                "else 0)")
+                           help="GPUs each actor reserves; 0.5 puts two on a GPU (default: 1 if the cluster has GPUs "
+                                "and --device is not cpu, else 0)")
     ray_group.add_argument("--cpus-per-worker", type=float, default=None, metavar="C",
                            help="CPUs each actor reserves (default 1)")
     ray_group.add_argument("--outputs", default=None, choices=["auto", "shared", "driver"],
