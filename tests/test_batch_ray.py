@@ -40,6 +40,16 @@ def test_without_ray_one_line_names_the_extra_and_local_refuses_ray_flags(tmp_pa
     assert "--workers, --retries only apply with --engine ray" in capsys.readouterr().err
 
 
+def test_an_address_where_nothing_listens_is_one_line_at_once():
+    from pano360.batch.ray_engine import RaySettings
+    from pano360.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="cannot reach Ray at 127.0.0.1:1 .*fix --address"):
+        RaySettings(address="127.0.0.1:1").check()  # Ray itself would retry for minutes
+    with pytest.raises(InvalidInputError, match="not auto, HOST:PORT"):
+        RaySettings(address="ray://nowhere").check()
+
+
 # --- on a local Ray cluster -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

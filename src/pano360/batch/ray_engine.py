@@ -110,6 +110,24 @@ class RaySettings:
             raise InvalidInputError(f"--outputs must be one of {', '.join(OUTPUT_MODES)}, got {self.outputs!r}")
         if self.retries < 0:
             raise InvalidInputError(f"--retries must be 0 or more, got {self.retries}")
+        check_reachable(self.address)
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """For a ``HOST:PORT`` or ``ray://HOST:PORT`` address, that something listens there (Ray itself would
+    retry for minutes before failing). ``None``, ``auto`` and ``local`` are left to Ray."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidInputError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise InvalidInputError(f"cannot reach Ray at {address} ({error.strerror or error}); start the cluster "
+                                "(ray start --head) or fix --address") from None
 
 
 # --- the worker (a Ray actor; ray.remote is applied when a batch starts, so this imports without Ray) ----
