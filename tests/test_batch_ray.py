@@ -130,8 +130,8 @@ def test_ray_makes_the_local_images_and_survives_a_killed_worker(ray_cluster, lo
     killed = {}
 
     class KillingOneWorker(RayBatchRunner):
-        """Kills the worker that was just given the 4th job (both workers have each finished a job by
-        then, so the job is lost mid-run), by that actor's own id. Its second worker plays one on a node
+        """Kills the worker that was just given the 4th job (it has loaded the model and finished a job
+        by then, so the job is lost mid-run), by that actor's own id. Its second worker plays one on a node
         without DIR (it is not given the probe file), so its files come back through the object store."""
 
         dispatched = 0
@@ -179,7 +179,8 @@ def test_ray_makes_the_local_images_and_survives_a_killed_worker(ray_cluster, lo
     assert sorted(r["job"] for r in log) == sorted(by_job)  # one final record per job: no duplicates
 
     # both ways of writing were used: the first worker into DIR, the second through the object store
-    # (each finished a job before the 4th was given out)
+    # (a worker is given a second job only after finishing its first, so the killed one had finished one,
+    # and the other one was never killed)
     assert {r.get("outputs") for r in records if r["status"] == "done"} == {"shared", "driver"}
 
     # a re-run from the command line starts no worker and touches nothing
