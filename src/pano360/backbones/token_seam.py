@@ -13,7 +13,9 @@ the circular method's ``seam`` option and set on the network with :func:`token_s
     components (as if every column sat at the text's own width position), which makes the whole
     transformer exactly equivariant to rolls by whole tokens. It is computed in one attention call
     with two extra copies of the width dimensions (image q/k rotated; text–image terms unrotated; a
-    ± copy cancelling the double count), so flash attention still applies (FLUX: 128 + 2·56 = 240).
+    ± copy cancelling the double count), so flash attention still applies (FLUX: 128 + 2·56 = 240; on
+    CUDA v is zero-padded to that size for the flash kernels). Cost: the q·k products grow by that
+    ratio (``docs/benchmarks.md``: +11 % FLOPs per FLUX call at 512×1024, more at larger sizes).
 ``periodic``
     Only the frequency snapping (stable-diffusion.cpp's ``--circular``): image–image attention is
     periodic, but text–image attention keeps its dependence on the absolute column, so a roll changes
@@ -165,7 +167,9 @@ def intercept_attention(modules, plan: AttentionSeam):
                 return original(query, key, value, attn_mask, *args, **kwargs)
             head = query.shape[-1]
             q, k = plan.augment(query, True), plan.augment(key, False)
-            extra = q.shape[-1] - value.shape[-1]
+            # CUDA's flash kernels need one head size for q, k and v: pad v with zeros there (output sliced);
+            # elsewhere (math / memory-efficient kernels) v keeps its size and costs nothing extra
+            extra = q.shape[-1] - value.shape[-1] if query.device.type == "cuda" else 0
             v = torch.nn.functional.pad(value, (0, extra)) if extra else value
             if kwargs.get("scale") is None:
                 kwargs["scale"] = 1.0 / math.sqrt(head)
