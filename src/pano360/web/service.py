@@ -211,6 +211,37 @@ class PanoramaService:
                     fov=placement.fov_deg, height=height, refine_poles=bool(refine_poles))
         return self._run_spec(spec, on_step, session)
 
+    def placement_preview(self, photo, yaw: float = 0.0, pitch: float = 0.0, fov: float = 90.0,
+                          height: int | None = None) -> Path:
+        """The photo projected to its place on a grey sphere (no model): ``inputs/placement-<hash>.png``."""
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        from ..io.images import save_panorama_image
+        from ..sphere.pipeline import check_outpaint_request
+        from ..sphere.placement import Placement, place_photo
+
+        image = self.check_upload(photo, "photo")
+        height = min(_whole(height, "height") or 256, 512)
+        height -= height % 8
+        placement = Placement(float(yaw or 0.0), float(pitch or 0.0), float(fov or 90.0))
+        check_outpaint_request((image.height, image.width), placement, (height, 2 * height))
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        canvas, covered, _ = place_photo(tensor, (height, 2 * height), placement)
+        shown = canvas * covered + (1 - covered) * -0.6  # dark grey where the model will paint
+        array = ((shown[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+        folder = self.out_dir / "inputs"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"placement-{_image_hash(image)[:16]}-{placement.yaw_deg:g}-{placement.pitch_deg:g}-" \
+                          f"{placement.fov_deg:g}-{height}.png"
+        if not target.exists():
+            try:
+                save_panorama_image(Image.fromarray(array), target)
+            except FileExistsError:
+                pass
+        return target
+
     def refine(self, name: str, operation: str, prompt: str | None = None, steps: int | None = 30,
                guidance_scale: float | None = 7.5, seed: int | None = None, *, on_step=None,
                session: str = "local") -> Result:
