@@ -213,12 +213,12 @@ def build_app(service: PanoramaService):
                         preset = gr.Dropdown(["none", *sorted(PRESETS)], value="none", label="Preset")
                     with gr.Row():
                         height = gr.Number(min(native, limits.max_height), label="Height (px)", minimum=8,
-                                           maximum=limits.max_height, step=8, elem_id="pano360-height", **number)
+                                           step=8, elem_id="pano360-height", **number)
                         width = gr.Number(min(2 * native, limits.max_width), label="Width (px)", minimum=8,
-                                          maximum=limits.max_width, step=8, elem_id="pano360-width", **number)
+                                          step=8, elem_id="pano360-width", **number)
                     with gr.Row():
                         steps = gr.Number(min(50, limits.max_steps), label="Steps", minimum=1,
-                                          maximum=limits.max_steps, elem_id="pano360-steps", **number)
+                                          elem_id="pano360-steps", **number)
                         guidance = gr.Number(7.5, label="Guidance")
                         seed = gr.Number(-1, label="Seed (-1: random)", **number)
                     inputs = [prompt, negative, method, preset, height, width, steps, guidance, seed]
@@ -228,8 +228,9 @@ def build_app(service: PanoramaService):
                     gr.Markdown(f"Sampler: {DEFAULT_SCHEDULER}. The same request gives the same file, so a "
                                 "repeated request returns the earlier result.")
                 with gr.Tab("Photo → 360°"):
-                    photo = gr.Image(type="filepath", label="Photo (PNG/JPEG)", sources=["upload"],
-                                     elem_id="pano360-photo")
+                    photo = gr.File(label="Photo (PNG/JPEG/WebP; checked for size and type on the server)",
+                                    file_types=[".png", ".jpg", ".jpeg", ".webp"], type="filepath",
+                                    elem_id="pano360-photo")
                     photo_prompt = gr.Textbox(label="What the whole panorama shows", elem_id="pano360-photo-prompt",
                                               max_length=limits.max_prompt_chars)
                     photo_negative = gr.Textbox(label="Negative prompt", max_length=limits.max_prompt_chars)
@@ -240,10 +241,10 @@ def build_app(service: PanoramaService):
                                         elem_id="pano360-fov")
                     with gr.Row():
                         photo_height = gr.Number(min(native, limits.max_height), label="Height (px, width = 2x)",
-                                                 minimum=64, maximum=limits.max_height, step=8,
+                                                 minimum=64, step=8,
                                                  elem_id="pano360-photo-height", **number)
                         photo_steps = gr.Number(min(30, limits.max_steps), label="Steps", minimum=1,
-                                                maximum=limits.max_steps, elem_id="pano360-photo-steps", **number)
+                                                elem_id="pano360-photo-steps", **number)
                         photo_guidance = gr.Number(7.5, label="Guidance")
                         photo_seed = gr.Number(-1, label="Seed", **number)
                     refine = gr.Checkbox(True, label="Refine the poles", elem_id="pano360-refine")
@@ -259,7 +260,7 @@ def build_app(service: PanoramaService):
                     edit_negative = gr.Textbox(label="Negative prompt", max_length=limits.max_prompt_chars)
                     with gr.Row():
                         edit_steps = gr.Number(min(30, limits.max_steps), label="Steps", minimum=1,
-                                               maximum=limits.max_steps, elem_id="pano360-edit-steps", **number)
+                                               elem_id="pano360-edit-steps", **number)
                         edit_guidance = gr.Number(7.5, label="Guidance")
                         edit_seed = gr.Number(-1, label="Seed", **number)
                     inpaint_button = gr.Button("Inpaint the painted region", variant="primary",
