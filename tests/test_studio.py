@@ -400,6 +400,8 @@ def test_browser_studio_generate_paint_inpaint_outpaint_gallery_rerun(server, br
     frame = browser.find_element(By.CSS_SELECTOR, "#pano360-viewer iframe")
     browser.switch_to.frame(frame)
     browser.find_element(By.CSS_SELECTOR, "#pano360-paintbar button[data-mode=paint]").click()
+    browser.execute_script("var b = document.getElementById('pano360-brush'); b.value = 60; "
+                           "b.dispatchEvent(new Event('input'));")  # a wide brush for a 64x128 panorama
     overlay = browser.find_element(By.ID, "pano360-paint")
     ActionChains(browser).move_to_element_with_offset(overlay, -120, 0).click_and_hold() \
         .move_by_offset(80, 20).move_by_offset(80, -20).release().perform()
@@ -426,7 +428,7 @@ def test_browser_studio_generate_paint_inpaint_outpaint_gallery_rerun(server, br
     field("pano360-photo-prompt", "a garden")
     for element_id, value in (("pano360-fov", "60"), ("pano360-photo-height", "64"), ("pano360-photo-steps", "2")):
         field(element_id, value)
-    _wait(lambda: "photo.png" in browser.find_element(By.CSS_SELECTOR, "#pano360-photo").text)
+    _wait(lambda: ".png" in browser.find_element(By.CSS_SELECTOR, "#pano360-photo").text)
     browser.find_element(By.CSS_SELECTOR, "#pano360-outpaint").click()
     _wait(lambda: current().startswith("outpaint-a-garden"))
     import torch
