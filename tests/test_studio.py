@@ -22,7 +22,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +29,14 @@ from PIL import Image
 from test_viewer import browser  # noqa: F401  (the headless Chromium fixture)
 
 from pano360.errors import InvalidInputError
-from pano360.web.limits import JobCancelled, RateLimiter, RequestLimits, check_exposure, login_check, parse_auth
+from pano360.web.limits import (
+    JobCancelled,
+    RateLimiter,
+    RequestLimits,
+    check_exposure,
+    login_check,
+    parse_auth,
+)
 from pano360.web.service import PanoramaService
 
 SMALL = {"height": 64, "width": 128, "steps": 2}
@@ -218,8 +224,9 @@ def server(tmp_path_factory, tiny_generators, single_torch_thread):
 
 def test_40_concurrent_api_requests_in_order_within_the_limit(server):
     from gradio_client import Client
+    from gradio_client.utils import Status
 
-    url, out, service = server
+    url, _, service = server
     started, lock = [], threading.Lock()
     original = service.generate
 
@@ -234,9 +241,10 @@ def test_40_concurrent_api_requests_in_order_within_the_limit(server):
         t0 = time.monotonic()
         jobs = []
         for seed in range(40):
-            jobs.append(client.submit(f"job {seed}", "", "circular", "none", 64, 128, 2, 7.5, seed,
-                                      api_name="/generate"))
-            time.sleep(0.02)  # submitted one after another: the queue's order is the submission order
+            job = client.submit(f"job {seed}", "", "circular", "none", 64, 128, 2, 7.5, seed, api_name="/generate")
+            jobs.append(job)
+            # each job has joined the queue before the next is sent: the queue's order is the submission order
+            _wait(lambda job=job: job.status().code not in (Status.STARTING, Status.JOINING_QUEUE), 30)
         answers = [job.result(timeout=240) for job in jobs]
         elapsed = time.monotonic() - t0
     finally:
@@ -261,7 +269,7 @@ def test_over_limit_requests_uploads_and_names_are_refused(server, tmp_path):
     big = tmp_path / "big.png"
     Image.fromarray(_noise(400, 400)).save(big)  # ~470 KiB of noise
     assert big.stat().st_size > UPLOAD_LIMIT
-    with pytest.raises(Exception):  # noqa: PT011 - Gradio refuses it (413) before our code runs
+    with pytest.raises(Exception):  # noqa: B017 - Gradio refuses it (413) before our code runs
         client.predict(handle_file(str(big)), "x", "", 0, 0, 60, 64, 2, 7.5, 1, False, api_name="/outpaint")
     fake = tmp_path / "fake.png"
     fake.write_text("not an image")
@@ -303,7 +311,7 @@ def test_a_login_is_enforced_for_every_route(tiny_generators, single_torch_threa
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code in (401, 403)
-        with pytest.raises(Exception):  # noqa: PT011
+        with pytest.raises(Exception):  # noqa: B017 - a wrong password: the login fails
             Client(url, auth=("ana", "wrong"), verbose=False)
         client = Client(url, auth=("ana", "pw"), verbose=False)
         assert client.predict("ok", "", "circular", "none", 64, 128, 2, 7.5, 1, api_name="/generate")[4]["seed"] == 1
@@ -366,7 +374,7 @@ def test_browser_studio_generate_paint_inpaint_outpaint_gallery_rerun(server, br
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    url, out, service = server
+    url, out, _ = server
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     browser.set_window_size(1280, 1400)
     browser.get(url)
