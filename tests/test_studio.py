@@ -291,6 +291,35 @@ def test_over_limit_requests_uploads_and_names_are_refused(server, tmp_path):
         service.rate = RateLimiter(0)
 
 
+def test_cancel_stops_the_callers_running_job(server):
+    from gradio_client import Client
+
+    url, out, service = server
+    client = Client(url, verbose=False, download_files=False)
+    other = Client(url, verbose=False, download_files=False)
+    original = service.generate
+
+    def slow(*args, on_step=None, **kwargs):  # a job long enough to be cancelled while it runs
+        def step(done, total):
+            time.sleep(0.5)
+            if on_step:
+                on_step(done, total)
+
+        return original(*args, on_step=step, **kwargs)
+
+    service.generate = slow
+    try:
+        job = client.submit("to be cancelled", "", "circular", "none", 64, 128, 8, 7.5, 11, api_name="/generate")
+        _wait(lambda: service.gate.active, 30)
+        assert "No job of yours" in other.predict(api_name="/cancel")  # another client cannot cancel it
+        assert "Cancelling" in client.predict(api_name="/cancel")
+        with pytest.raises(Exception, match="cancelled"):
+            job.result(timeout=60)
+    finally:
+        service.generate = original
+    assert not list(out.glob("to-be-cancelled*"))
+
+
 def test_a_login_is_enforced_for_every_route(tiny_generators, single_torch_thread, tmp_path, monkeypatch):
     pytest.importorskip("gradio")
     from gradio_client import Client
