@@ -123,7 +123,8 @@ def test_serve_cli_refuses_a_public_host_without_a_login(tmp_path, capsys):
                           (["--host", "0.0.0.0", "--auth", "x"], "--auth must be USER:PASS"),
                           (["--token-file", str(tmp_path / "none")], "--token-file"),
                           (["--max-size", "big"], "--max-size must be HEIGHTxWIDTH"),
-                          (["--rate-limit", "-1"], "--rate-limit"), (["--concurrency", "0"], "--concurrency")):
+                          (["--rate-limit", "-1"], "--rate-limit"), (["--concurrency", "0"], "--concurrency"),
+                          (["--lora-scale", "0.5"], "--lora-scale needs --lora")):
         assert main(["serve", "--model", "tiny", "--out-dir", str(tmp_path / "o"), *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -151,6 +152,10 @@ def test_service_outpaint_rerun_vary_delete_and_cancel(service, tmp_path):
     assert other.parameters["seed"] != 2 and other.image != result.image
     generated = service.generate("a field", seed=4, **SMALL)
     assert (_pixels(service.rerun(generated.image.name).image) == _pixels(generated.image)).all()
+    elsewhere = PanoramaService(service.generator, service.out_dir, model_name="another-model")
+    for name in (generated.image.name, result.image.name):  # a re-run on another model would differ: refused
+        with pytest.raises(InvalidInputError, match="this server runs"):
+            elsewhere.rerun(name)
     trashed = service.delete(other.image.name)
     assert trashed.parent == service.out_dir / "trash" and trashed.is_file() and not other.image.exists()
     captions = [caption for _, caption in service.gallery()]

@@ -39,6 +39,12 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="Hub id, diffusers folder, .safetensors/.ckpt file, or tiny / tiny-sd2 / tiny-sdxl")
     parser.add_argument("--controlnet", default=None,
                         help="a depth ControlNet (Hub id/folder/file, or tiny): requests then need a depth map")
+    parser.add_argument("--lora", action="append", default=[], metavar="SOURCE",
+                        help="a LoRA loaded for every request (Hub id, folder or .safetensors; repeatable)")
+    parser.add_argument("--lora-scale", action="append", type=float, default=[], metavar="SCALE",
+                        help="scale of each --lora in order (one value applies to all; default 1.0)")
+    parser.add_argument("--adapter", default=None, metavar="PATH",
+                        help="a trained panorama adapter folder loaded for every request")
     parser.add_argument("--out-dir", default="outputs", help="folder for results (and the gallery)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 shares the app with your network")
@@ -96,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
     RateLimiter(args.rate_limit)
     JobGate(args.concurrency)
     limits = RequestLimits(max_height, max_width, args.max_steps, args.max_prompt_chars)
+    if args.lora_scale and not args.lora:
+        raise InvalidInputError("--lora-scale needs --lora SOURCE (the LoRA it scales); add --lora or drop --lora-scale")
+    if args.lora_scale and len(args.lora_scale) not in (1, len(args.lora)):
+        raise InvalidInputError(f"{len(args.lora_scale)} --lora-scale values for {len(args.lora)} --lora; give one "
+                                "scale, or one per --lora")
+    scales = args.lora_scale * len(args.lora) if len(args.lora_scale) == 1 else args.lora_scale or [1.0] * len(args.lora)
+    loras = list(zip(args.lora, scales))
     classify_model_argument(args.model)
     if args.controlnet:
         classify_controlnet_argument(args.controlnet)
@@ -111,9 +124,11 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"loading {args.model} ...", file=sys.stderr)
     generators = [PanoramaGenerator.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
-                                                    controlnet=args.controlnet, local_files_only=args.offline)
+                                                    controlnet=args.controlnet, local_files_only=args.offline,
+                                                    loras=loras or None, adapter=args.adapter)
                   for _ in range(args.concurrency)]
-    service = PanoramaService(generators, out_dir, model_name=args.model,
+    model_keys = {"lora": args.lora, "lora_scale": scales if args.lora else [], "adapter": args.adapter}
+    service = PanoramaService(generators, out_dir, model_name=args.model, model_keys=model_keys,
                               max_upload_bytes=int(args.max_upload_mb * 2**20), limits=limits,
                               rate_limit=args.rate_limit)
     auth = login_check(users, token) if users or token else None

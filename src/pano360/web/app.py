@@ -197,7 +197,8 @@ def build_app(service: PanoramaService):
 
     number = {"precision": 0}
     with gr.Blocks(title="pano360 studio", analytics_enabled=False) as app:
-        gr.Markdown(f"# pano360 studio\nSeamless 360° panoramas: model `{service.model_name}` ({info.family}); "
+        extras = "".join(f", {key} `{value}`" for key, value in service.model_keys.items())
+        gr.Markdown(f"# pano360 studio\nSeamless 360° panoramas: model `{service.model_name}` ({info.family}){extras}; "
                     f"results are saved in `{service.out_dir}`. Limits: up to {limits.max_height}x"
                     f"{limits.max_width} px (HxW), {limits.max_steps} steps, {limits.max_prompt_chars} characters "
                     f"of prompt; {service.gate.limit} job(s) at a time.")

@@ -61,12 +61,15 @@ class PanoramaService:
 
     def __init__(self, generator, out_dir: str | os.PathLike, model_name: str = "custom",
                  max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, limits: RequestLimits | None = None,
-                 rate_limit: int = 0):
+                 rate_limit: int = 0, model_keys: dict | None = None):
         self.generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
         self.generator = self.generators[0]
         self.out_dir = Path(out_dir).resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.model_name = model_name
+        # what the generators were loaded with besides the model (batch job keys: lora, lora_scale,
+        # adapter): recorded in every job, and a re-run of a result made otherwise is refused
+        self.model_keys = {key: value for key, value in (model_keys or {}).items() if value}
         self.max_upload_bytes = int(max_upload_bytes)
         self.limits = limits or RequestLimits()
         self.rate = RateLimiter(rate_limit)
@@ -124,7 +127,7 @@ class PanoramaService:
         if entry["seed"] is None or entry["seed"] < 0:
             entry["seed"] = secrets.randbelow(2**31)
         entry = {key: value for key, value in entry.items() if value is not None}
-        [spec] = expand_entry(entry, {"model": self.model_name})
+        [spec] = expand_entry(entry, {"model": self.model_name, **self.model_keys})
         check_job(spec)
         return Job(job_id(spec), spec, 0, "web")
 
@@ -334,7 +337,8 @@ class PanoramaService:
         check_guidance(guidance)
         return {"operation": operation, "prompt": prompt, "negative_prompt": negative_prompt or None,
                 "num_inference_steps": steps, "guidance_scale": guidance,
-                "seed": secrets.randbelow(2**31) if seed is None or seed < 0 else seed, "model": self.model_name}
+                "seed": secrets.randbelow(2**31) if seed is None or seed < 0 else seed, "model": self.model_name,
+                **self.model_keys}
 
     def _spec_of(self, name: str):
         """(studio spec, None) or (None, batch job) from a result's sidecar."""
@@ -343,12 +347,25 @@ class PanoramaService:
         record = self.result(name).parameters
         studio = record.get("studio")
         if isinstance(studio, dict) and isinstance(studio.get("spec"), dict):
-            return dict(studio["spec"]), None
+            spec = dict(studio["spec"])
+            made = {key: spec.get(key) for key in ("model", "lora", "lora_scale", "adapter") if spec.get(key)}
+            here = {"model": self.model_name, **self.model_keys}
+            if made != here:
+                raise InvalidInputError(f"{name!r} was made with {made}; this server runs {here}, so a re-run would "
+                                        "not give the same image (start pano360 serve with that model)")
+            return spec, None
         batch = record.get("batch")
         if isinstance(batch, dict) and isinstance(batch.get("job"), dict):
             spec = dict(batch["job"])
             if "depth_sha256" in spec:
                 raise InvalidInputError(f"{name!r} was made from a depth map, which is not kept; generate it again")
+            from ..batch.jobs import MODEL_KEYS
+
+            made = {key: spec.get(key) for key in MODEL_KEYS if spec.get(key)}
+            here = {"model": self.model_name, **self.model_keys}
+            if made != here:
+                raise InvalidInputError(f"{name!r} was made with {made}; this server runs {here}, so a re-run would "
+                                        "not give the same image (start pano360 serve with that model)")
             return spec, Job(job_id(spec), spec, 0, "web")
         raise InvalidInputError(f"the sidecar of {name!r} does not say how it was made, so it cannot be re-run")
 
