@@ -244,18 +244,20 @@ def test_40_concurrent_api_requests_in_order_within_the_limit(server):
     try:
         client = Client(url, verbose=False, download_files=False)  # the answers, not 40 x 60 gallery images
         t0 = time.monotonic()
-        jobs = []
+        jobs, ranks = [], []
         for seed in range(40):
             job = client.submit(f"job {seed}", "", "circular", "none", 64, 128, 2, 7.5, seed, api_name="/generate")
             jobs.append(job)
             # each job has joined the queue before the next is sent: the queue's order is the submission order
             _wait(lambda job=job: job.status().code not in (Status.STARTING, Status.JOINING_QUEUE), 30)
+            ranks.append(job.status().rank or 0)
         answers = [job.result(timeout=240) for job in jobs]
         elapsed = time.monotonic() - t0
     finally:
         service.generate = original
     assert [a[4]["seed"] for a in answers] == list(range(40))
     assert service.gate.peak <= service.gate.limit == 2
+    assert max(ranks) > 0  # jobs waited, and were told their place in the queue
     assert all(abs(started.index(seed) - seed) <= service.gate.limit for seed in range(40)), started
     assert _status(f"{url}config") == 200  # still up
     print(f"40 requests answered in {elapsed:.1f} s (peak {service.gate.peak} at once)")
@@ -316,6 +318,9 @@ def test_cancel_stops_the_callers_running_job(server):
     try:
         job = client.submit("to be cancelled", "", "circular", "none", 64, 128, 8, 7.5, 11, api_name="/generate")
         _wait(lambda: service.gate.active, 30)
+        # the caller sees step k/n and an ETA while it runs
+        progress = _wait(lambda: (job.status().progress_data or [None])[-1], 30)
+        assert progress.desc.startswith("step ") and "/8 · ETA" in progress.desc, progress
         assert "No job of yours" in other.predict(api_name="/cancel")  # another client cannot cancel it
         assert "Cancelling" in client.predict(api_name="/cancel")
         with pytest.raises(Exception, match="cancelled"):
