@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -501,3 +502,33 @@ def test_browser_studio_generate_paint_inpaint_outpaint_gallery_rerun(server, br
     _wait(lambda: current() == edited.replace(".png", "-rerun1.png"))
     assert (_pixels(out / current()) == after).all()
     browser.save_screenshot(str(tmp_path / "studio.png"))
+
+
+def test_3d_exports_call_pano360_spatial_when_it_is_there(service, monkeypatch):
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+
+    result = service.generate("a field", seed=4, **SMALL)
+    if importlib.util.find_spec("pano360.spatial") is None:
+        with pytest.raises(InvalidInputError, match="need pano360.spatial"):
+            service.export_3d(result.image.name, "depth")
+    calls = []
+
+    def convert_panorama(image_path, to, output, **options):
+        calls.append((Path(image_path).name, to))
+        Path(output).write_bytes(b"3d")
+        return Path(output)
+
+    fake = types.ModuleType("pano360.spatial")
+    fake.__spec__ = importlib.machinery.ModuleSpec("pano360.spatial", None)
+    fake.convert_panorama = convert_panorama
+    monkeypatch.setitem(sys.modules, "pano360.spatial", fake)
+    import pano360
+
+    monkeypatch.setattr(pano360, "spatial", fake, raising=False)
+    path = service.export_3d(result.image.name, "mesh")
+    assert calls == [(result.image.name, "mesh")] and path.parent == service.out_dir and path.suffix == ".glb"
+    with pytest.raises(InvalidInputError, match="unknown export"):
+        service.export_3d(result.image.name, "../x")
