@@ -283,9 +283,10 @@ def build_app(service: PanoramaService):
                     cancel_button = gr.Button("Cancel job", variant="stop", elem_id="pano360-cancel", scale=1)
                 status = gr.Markdown(elem_id="pano360-status")
                 with gr.Row():
-                    image_file = gr.File(label="Panorama (PNG with 360 XMP)")
-                    sidecar_file = gr.File(label="Parameters (JSON sidecar)")
-                    cubemap_file = gr.File(label="Cube map (zip of 6 faces)")
+                    # downloads only: never an upload target
+                    image_file = gr.File(label="Panorama (PNG with 360 XMP)", interactive=False)
+                    sidecar_file = gr.File(label="Parameters (JSON sidecar)", interactive=False)
+                    cubemap_file = gr.File(label="Cube map (zip of 6 faces)", interactive=False)
                 parameters = gr.JSON(label="Parameters")
         gr.Markdown("## Gallery\nClick a result to open it; then re-run it from its sidecar, vary its seed, "
                     "or delete it (moved to `trash/` in the output folder).")
