@@ -325,7 +325,8 @@ def build_app(service: PanoramaService):
         on(vary_button.click, vary_seed, [current], "vary_seed")
         preview.click(place, [photo, yaw, pitch, fov, photo_height], viewer, api_name=False, queue=False)
         delete_button.click(delete, current, [status, gallery], api_name="delete", queue=False)
-        cancel_button.click(cancel, None, status, api_name="cancel", queue=False)
+        # stops the caller's running job at its next step and drops the caller's waiting jobs from the queue
+        cancel_button.click(cancel, None, status, api_name="cancel", queue=False, cancels=events)
         export_button.click(export, [current, export_kind], export_file, api_name="export_3d", **jobs)
 
         def pick(evt):
