@@ -103,10 +103,15 @@ def build_app(service: PanoramaService):
     def job(run, request, progress, admit=True):
         """Run one job with the rate limit, progress (step k/n, ETA) and the user's messages."""
         client, session = _caller(request)
-        started = time.monotonic()
+        started = [time.monotonic()]
 
         def on_step(done, total):
-            elapsed = time.monotonic() - started
+            if total <= 0:  # waiting for the device (-total jobs first), or (0) starting on it now
+                started[0] = time.monotonic()
+                progress(0.0, desc=f"waiting for the device: {-total} job(s) first (shorter jobs go first)"
+                         if total else "starting")
+                return
+            elapsed = time.monotonic() - started[0]
             eta = elapsed / max(done, 1) * (total - done)
             progress(done / total, desc=f"step {done}/{total} · ETA {eta:.0f} s")
 
@@ -304,7 +309,8 @@ def build_app(service: PanoramaService):
         def shown(image_path):
             return Path(image_path).name if image_path else ""
 
-        jobs = {"concurrency_id": DEVICE, "concurrency_limit": service.gate.limit}
+        # the gate gets a few more requests than it runs, so that it can let a short one through
+        jobs = {"concurrency_id": DEVICE, "concurrency_limit": service.gate.limit + service.gate.lookahead}
         events = []
 
         def on(trigger, fn, ins, api_name, js=None):

@@ -94,47 +94,100 @@ class RateLimiter:
 
 
 class JobGate:
-    """At most ``limit`` jobs on the device at once (the rest wait in order), with per-client
-    cancellation and the peak concurrency (for tests and the status line)."""
+    """At most ``limit`` jobs on the device at once; waiting jobs go in **shortest first** order.
 
-    def __init__(self, limit: int = 1):
+    A job's ``cost`` is its work in pixel-steps (height × width × steps). When a slot frees, the
+    waiting job with the smallest cost runs next, ties in arrival order; a job that has waited
+    ``max_wait_s`` is served in arrival order ahead of newer ones (no starvation). So a short request
+    is let through past long ones instead of waiting for all of them, and equal requests keep their
+    order. The web page hands the gate up to ``limit + lookahead`` requests at once (the rest wait in
+    Gradio's queue, which shows their position and ETA). Cancellation is per client session;
+    ``peak`` is the most jobs that ran at once.
+    """
+
+    def __init__(self, limit: int = 1, lookahead: int = 8, max_wait_s: float = 120.0, clock=time.monotonic):
         if limit < 1:
             raise InvalidInputError(f"--concurrency must be >= 1, got {limit}")
         self.limit = int(limit)
-        self._slots = threading.Semaphore(self.limit)
-        self._lock = threading.Lock()
+        self.lookahead = int(lookahead)
+        self.max_wait_s = float(max_wait_s)
+        self._clock = clock
+        self._slots = threading.Semaphore(self.limit)  # also taken by short device work outside run()
+        self._lock = threading.Condition()
+        self._waiting: list[tuple[float, int, float]] = []  # (cost, arrival number, arrival time)
+        self._arrivals = 0
         self._cancel: dict[str, threading.Event] = {}
         self.active = 0
         self.peak = 0
+        self.max_waiting = 0  # the longest the gate's own waiting line has been
+        self.order: deque = deque(maxlen=1000)  # arrival numbers in the order they started (for tests)
 
     def cancel(self, client: str) -> bool:
-        """Ask the running job of ``client`` to stop at its next step; True when one was running."""
+        """Ask the job of ``client`` (running, or waiting in the gate) to stop; True when there was one."""
         with self._lock:
             event = self._cancel.get(client)
-        if event is None:
-            return False
-        event.set()
-        return True
+            if event is not None:
+                event.set()
+                self._lock.notify_all()
+        return event is not None
 
-    def run(self, client: str, work):
-        """``work(check)`` on the device; ``check()`` raises :class:`JobCancelled` once cancelled."""
+    def _next(self, now: float):
+        """The ticket that runs next: the oldest one past max_wait_s, else the cheapest (ties: oldest)."""
+        overdue = [ticket for ticket in self._waiting if now - ticket[2] >= self.max_wait_s]
+        if overdue:
+            return min(overdue, key=lambda ticket: ticket[1])
+        return min(self._waiting, key=lambda ticket: (ticket[0], ticket[1]))
+
+    def waiting_ahead(self, cost: float) -> int:
+        """How many waiting jobs would run before a new one of ``cost``."""
+        with self._lock:
+            return sum(1 for ticket in self._waiting if ticket[0] <= cost) + self.active
+
+    def run(self, client: str, work, cost: float = 0.0, on_wait=None):
+        """``work(check)`` on the device; ``check()`` raises :class:`JobCancelled` once cancelled.
+        ``on_wait(ahead)`` is told how many jobs run or go before this one while it waits."""
         event = threading.Event()
-        with self._slots:
-            with self._lock:
-                self._cancel[client or "?"] = event
-                self.active += 1
-                self.peak = max(self.peak, self.active)
+        key = client or "?"
+        with self._lock:
+            self._arrivals += 1
+            ticket = (float(cost), self._arrivals, self._clock())
+            self._waiting.append(ticket)
+            self.max_waiting = max(self.max_waiting, len(self._waiting))
+            self._cancel[key] = event
             try:
-                def check():
+                while True:
                     if event.is_set():
                         raise JobCancelled("cancelled: nothing was saved")
+                    if self.active < self.limit and self._next(self._clock()) is ticket \
+                            and self._slots.acquire(blocking=False):
+                        break
+                    if on_wait is not None:
+                        on_wait(self.active + sum(1 for t in self._waiting if t is not ticket and
+                                                  (t[0], t[1]) < (ticket[0], ticket[1])))
+                    self._lock.wait(timeout=1.0)  # re-check: overdue jobs and the clock move on
+            except BaseException:
+                self._waiting.remove(ticket)
+                if self._cancel.get(key) is event:
+                    del self._cancel[key]
+                self._lock.notify_all()
+                raise
+            self._waiting.remove(ticket)
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.order.append(ticket[1])
+        try:
+            def check():
+                if event.is_set():
+                    raise JobCancelled("cancelled: nothing was saved")
 
-                return work(check)
-            finally:
-                with self._lock:
-                    self.active -= 1
-                    if self._cancel.get(client or "?") is event:
-                        del self._cancel[client or "?"]
+            return work(check)
+        finally:
+            self._slots.release()
+            with self._lock:
+                self.active -= 1
+                if self._cancel.get(key) is event:
+                    del self._cancel[key]
+                self._lock.notify_all()
 
 
 def parse_auth(text: str) -> tuple[str, str]:

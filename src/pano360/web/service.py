@@ -81,9 +81,11 @@ class PanoramaService:
     def needs_depth(self) -> bool:
         return self.generator.controlnet is not None
 
-    def _run(self, session: str, work, on_step=None):
+    def _run(self, session: str, work, on_step=None, cost: float = 0.0):
         """``work(generator, step)`` with a free generator; ``step(done, total)`` reports progress and
-        raises :class:`~.limits.JobCancelled` after :meth:`cancel`."""
+        raises :class:`~.limits.JobCancelled` after :meth:`cancel`. ``cost`` (pixel-steps) orders
+        the waiting jobs, shortest first (:class:`~.limits.JobGate`); while waiting,
+        ``on_step(0, -ahead)`` says how many jobs go first."""
 
         def run(check):
             with self._free_lock:
@@ -95,12 +97,18 @@ class PanoramaService:
                         on_step(done, total)
 
                 check()
+                if on_step:
+                    on_step(0, 0)  # on the device now
                 return work(generator, step)
             finally:
                 with self._free_lock:
                     self._free.append(generator)
 
-        return self.gate.run(session, run)
+        def waiting(ahead):
+            if on_step:
+                on_step(0, -ahead)
+
+        return self.gate.run(session, run, cost=cost, on_wait=waiting)
 
     def cancel(self, session: str) -> bool:
         """Stop the running job of ``session`` at its next step (True when there was one)."""
@@ -172,7 +180,8 @@ class PanoramaService:
             output.parameters["batch"] = {"job_id": job.id, "job": job.spec, "source": "web"}
             output.save(image)
 
-        self._run(session, work, on_step)
+        cost = call.get("height", 512) * call.get("width", 1024) * total
+        self._run(session, work, on_step, cost=cost)
         return self.result(image.name)
 
     # --- studio operations: inpaint, outpaint, poles, upscale; re-run, vary seed, delete --------
@@ -385,7 +394,7 @@ class PanoramaService:
         def work(generator, step):
             return _run_operation(generator, spec, inputs, lambda i: step(i + 1, total))
 
-        image = self._run(session, work, on_step)
+        image = self._run(session, work, on_step, cost=_cost(spec, inputs))
         self._save(image, target, spec)
         return self.result(target.name)
 
@@ -571,6 +580,16 @@ def _image_hash(image) -> str:
     import hashlib
 
     return hashlib.sha256(f"{image.width}x{image.height}:".encode() + image.tobytes()).hexdigest()
+
+
+def _cost(spec: dict, inputs: dict) -> float:
+    """A studio job's work in pixel-steps, to order waiting jobs (shortest first)."""
+    steps = spec["num_inference_steps"]
+    if spec["operation"] == "outpaint":
+        return 2 * spec["height"] ** 2 * steps * (2 if spec.get("refine_poles") else 1)
+    image = inputs.get("source")
+    pixels = image.width * image.height if image is not None else 512 * 1024
+    return pixels * steps * (4 if spec["operation"] == "upscale" else 1)
 
 
 def _run_operation(generator, spec: dict, inputs: dict, progress):
