@@ -142,9 +142,9 @@ def test_job_gate_lets_a_short_job_through_keeps_order_and_cancels_waiting_jobs(
 
     threads = [job("long running", 100, hold=True)]
     _wait(lambda: started, 10)
-    for name, cost in (("long 1", 100), ("long 2", 100), ("short", 1), ("doomed", 1)):
+    for waiting, (name, cost) in enumerate((("long 1", 100), ("long 2", 100), ("short", 1), ("doomed", 1)), 1):
         threads.append(job(name, cost))
-        _wait(lambda n=len(threads) - 1: len(gate._waiting) == n, 10)
+        _wait(lambda waiting=waiting: len(gate._waiting) == waiting, 10)
     assert gate.cancel("doomed")  # a waiting job can be cancelled too
     _wait(lambda: "doomed cancelled" in started, 10)
     release.set()
