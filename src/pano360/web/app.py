@@ -105,12 +105,12 @@ def build_app(service: PanoramaService):
         client, session = _caller(request)
         started = [time.monotonic()]
 
+        def waiting(ahead):  # for the device, with ``ahead`` jobs first; 0 = starting on it now
+            started[0] = time.monotonic()
+            progress(0.0, desc=f"waiting for the device: {ahead} job(s) first (shorter jobs go first)"
+                     if ahead else "starting")
+
         def on_step(done, total):
-            if total <= 0:  # waiting for the device (-total jobs first), or (0) starting on it now
-                started[0] = time.monotonic()
-                progress(0.0, desc=f"waiting for the device: {-total} job(s) first (shorter jobs go first)"
-                         if total else "starting")
-                return
             elapsed = time.monotonic() - started[0]
             eta = elapsed / max(done, 1) * (total - done)
             progress(done / total, desc=f"step {done}/{total} · ETA {eta:.0f} s")
@@ -118,7 +118,12 @@ def build_app(service: PanoramaService):
         try:
             if admit:
                 service.admit(client)
-            return outputs_for(run(on_step, session))
+            service.waiters[session] = waiting
+            try:
+                return outputs_for(run(on_step, session))
+            finally:
+                if service.waiters.get(session) is waiting:
+                    del service.waiters[session]
         except JobCancelled as error:
             raise gr.Error(str(error)) from None
         except Exception as error:  # noqa: BLE001 - every failure is shown, the server goes on

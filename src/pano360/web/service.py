@@ -75,6 +75,7 @@ class PanoramaService:
         self.rate = RateLimiter(rate_limit)
         self.gate = JobGate(len(self.generators))
         self._free = list(self.generators)
+        self.waiters: dict[str, Callable[[int], None]] = {}  # session -> told how many jobs go first
         self._free_lock = threading.Lock()
 
     @property
@@ -84,8 +85,9 @@ class PanoramaService:
     def _run(self, session: str, work, on_step=None, cost: float = 0.0):
         """``work(generator, step)`` with a free generator; ``step(done, total)`` reports progress and
         raises :class:`~.limits.JobCancelled` after :meth:`cancel`. ``cost`` (pixel-steps) orders
-        the waiting jobs, shortest first (:class:`~.limits.JobGate`); while waiting,
-        ``on_step(0, -ahead)`` says how many jobs go first."""
+        the waiting jobs, shortest first (:class:`~.limits.JobGate`); while the job waits,
+        ``self.waiters[session](ahead)`` (when the front end registered one) is told how many jobs go
+        first, and ``(0)`` once it is on the device."""
 
         def run(check):
             with self._free_lock:
@@ -97,16 +99,16 @@ class PanoramaService:
                         on_step(done, total)
 
                 check()
-                if on_step:
-                    on_step(0, 0)  # on the device now
+                waiting(0)  # on the device now
                 return work(generator, step)
             finally:
                 with self._free_lock:
                     self._free.append(generator)
 
         def waiting(ahead):
-            if on_step:
-                on_step(0, -ahead)
+            waiter = self.waiters.get(session)
+            if waiter is not None:
+                waiter(ahead)
 
         return self.gate.run(session, run, cost=cost, on_wait=waiting)
 
