@@ -204,6 +204,17 @@ def test_service_outpaint_rerun_vary_delete_and_cancel(service, tmp_path):
     assert other.parameters["seed"] != 2 and other.image != result.image
     generated = service.generate("a field", seed=4, **SMALL)
     assert (_pixels(service.rerun(generated.image.name).image) == _pixels(generated.image)).all()
+    # poles and upscale on a result; the placement preview (no model) puts the photo where outpaint will
+    poles = service.refine(generated.image.name, "poles", steps=2, seed=1)
+    assert poles.parameters["operation"] == "poles" and _pixels(poles.image).shape == (64, 128, 3)
+    assert _pixels(service.refine(generated.image.name, "upscale", steps=2, seed=1).image).shape == (128, 256, 3)
+    preview = service.placement_preview(photo, 0, 0, 60, 64)
+    assert preview.parent == service.out_dir / "inputs"
+    shown = _pixels(preview)
+    assert _psnr(shown[inside], expected[inside]) >= 40 and (shown[0] == shown[0, 0]).all()  # grey elsewhere
+    with pytest.raises(InvalidInputError, match="larger than this server allows"):
+        PanoramaService(service.generator, service.out_dir, limits=RequestLimits(64, 128)).refine(
+            generated.image.name, "upscale", steps=2)
     elsewhere = PanoramaService(service.generator, service.out_dir, model_name="another-model")
     for name in (generated.image.name, result.image.name):  # a re-run on another model would differ: refused
         with pytest.raises(InvalidInputError, match="this server runs"):
@@ -211,7 +222,7 @@ def test_service_outpaint_rerun_vary_delete_and_cancel(service, tmp_path):
     trashed = service.delete(other.image.name)
     assert trashed.parent == service.out_dir / "trash" and trashed.is_file() and not other.image.exists()
     captions = [caption for _, caption in service.gallery()]
-    assert any("(outpaint, seed 2)" in c for c in captions) and len(captions) == 4
+    assert any("(outpaint, seed 2)" in c for c in captions) and len(captions) == 6
     # inputs only by the names the studio gave them
     for bad in ("../secret.png", "inputs/../../x.png", "/etc/passwd"):
         with pytest.raises(InvalidInputError):
