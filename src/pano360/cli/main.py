@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import Pano360Error
 
 SUBCOMMANDS = ["generate", "info", "convert", "view", "eval", "train", "caption", "batch", "serve", "poles", "outpaint",
-               "upscale", "qkvo"]
+               "upscale", "inpaint", "qkvo"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
