@@ -97,8 +97,7 @@ def inpaint_panorama(
     import torch
     from PIL import Image
 
-    from ..backbones.schedulers import DEFAULT_SCHEDULER
-    from ..backbones.wrap import total_downsampling
+    from ..backbones.loading import family_info
     from ..io.export import open_image
     from ..validation import check_guidance, check_steps
     from .inpaint import inpaint
@@ -110,7 +109,7 @@ def inpaint_panorama(
     image = panorama if isinstance(panorama, Image.Image) else open_image(panorama, "panorama")
     image = image.convert("RGB")
     pipe = getattr(model, "pipe", model)
-    check_inpaint_size(image.height, image.width, 8 * total_downsampling(pipe.unet))
+    check_inpaint_size(image.height, image.width, family_info(pipe).pixel_multiple)
     keep = read_mask(mask, image.height, image.width)
     original = np.asarray(image)
     tensor = torch.from_numpy(original.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
@@ -118,7 +117,7 @@ def inpaint_panorama(
     with torch.no_grad():
         result = inpaint(
             pipe, tensor, regenerate, prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, scheduler=scheduler or DEFAULT_SCHEDULER, seed=seed, wrap=True,
+            guidance_scale=guidance_scale, scheduler=scheduler, seed=seed, wrap=True,
             progress=progress,
         )
     generated = ((result[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()

@@ -87,12 +87,14 @@ def _caller(request) -> tuple[str, str]:
 def build_app(service: PanoramaService):
     """The Gradio Blocks app (not launched)."""
     gr = require_gradio()
-    from ..backbones.schedulers import DEFAULT_SCHEDULER
     from ..methods import available_methods
     from ..presets import PRESETS
 
     info = service.generator.backbone.info
     native = info.native_size
+    from ..defaults import FAMILY_DEFAULTS
+
+    default_steps, default_guidance = FAMILY_DEFAULTS.get(info.family, FAMILY_DEFAULTS["sd2"])
     limits = service.limits
     has_spatial = importlib.util.find_spec("pano360.spatial") is not None
 
@@ -228,15 +230,15 @@ def build_app(service: PanoramaService):
                         width = gr.Number(min(2 * native, limits.max_width), label="Width (px)", minimum=8,
                                           step=8, elem_id="pano360-width", **number)
                     with gr.Row():
-                        steps = gr.Number(min(50, limits.max_steps), label="Steps", minimum=1,
+                        steps = gr.Number(min(default_steps, limits.max_steps), label="Steps", minimum=1,
                                           elem_id="pano360-steps", **number)
-                        guidance = gr.Number(7.5, label="Guidance")
+                        guidance = gr.Number(default_guidance, label="Guidance")
                         seed = gr.Number(-1, label="Seed (-1: random)", **number)
                     inputs = [prompt, negative, method, preset, height, width, steps, guidance, seed]
                     if service.needs_depth:
                         inputs.append(gr.Image(type="filepath", label="Depth map (PNG/JPEG)", sources=["upload"]))
                     run = gr.Button("Generate", variant="primary", elem_id="pano360-generate")
-                    gr.Markdown(f"Sampler: {DEFAULT_SCHEDULER}. The same request gives the same file, so a "
+                    gr.Markdown(f"Sampler: {service.generator.scheduler_name}. The same request gives the same file, so a "
                                 "repeated request returns the earlier result.")
                 with gr.Tab("Photo → 360°"):
                     photo = gr.File(label="Photo (PNG/JPEG/WebP; checked for size and type on the server)",
@@ -256,7 +258,7 @@ def build_app(service: PanoramaService):
                                                  elem_id="pano360-photo-height", **number)
                         photo_steps = gr.Number(min(30, limits.max_steps), label="Steps", minimum=1,
                                                 elem_id="pano360-photo-steps", **number)
-                        photo_guidance = gr.Number(7.5, label="Guidance")
+                        photo_guidance = gr.Number(default_guidance, label="Guidance")
                         photo_seed = gr.Number(-1, label="Seed", **number)
                     refine = gr.Checkbox(True, label="Refine the poles", elem_id="pano360-refine")
                     with gr.Row():
@@ -272,7 +274,7 @@ def build_app(service: PanoramaService):
                     with gr.Row():
                         edit_steps = gr.Number(min(30, limits.max_steps), label="Steps", minimum=1,
                                                elem_id="pano360-edit-steps", **number)
-                        edit_guidance = gr.Number(7.5, label="Guidance")
+                        edit_guidance = gr.Number(default_guidance, label="Guidance")
                         edit_seed = gr.Number(-1, label="Seed", **number)
                     inpaint_button = gr.Button("Inpaint the painted region", variant="primary",
                                                elem_id="pano360-inpaint")
