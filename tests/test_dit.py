@@ -41,21 +41,25 @@ def pipes():
 
 def diffusers_reference(pipe, name, latents, **kwargs):
     """The family's own diffusers pipeline from the same initial latents."""
-    packed = latents if name == "tiny-sd3" else pack_latents(latents)
+    packed = latents if name.startswith("tiny-sd3") else pack_latents(latents)
     return pipe(PROMPT, height=H, width=W, num_inference_steps=STEPS, output_type="pt", latents=packed,
                 **kwargs).images
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("tiny-flux", {}),
-    ("tiny-flux", {"negative_prompt": "blurry", "true_cfg_scale": 2.0}),
-    ("tiny-sd3", {}),
-    ("tiny-sd3", {"negative_prompt": "blurry", "guidance_scale": 5.0}),
-    ("tiny-qwen", {}),
-    ("tiny-qwen", {"negative_prompt": "blurry"}),
+@pytest.mark.parametrize("name, kwargs, shape", [
+    ("tiny-flux", {}, None),
+    ("tiny-flux", {"negative_prompt": "blurry", "true_cfg_scale": 2.0}, None),
+    ("tiny-flux", {}, {"attention_head_dim": 24, "axes_dims_rope": (8, 8, 8), "latent_channels": 8}),
+    ("tiny-flux-schnell", {}, {"num_attention_heads": 3}),
+    ("tiny-sd3", {}, None),
+    ("tiny-sd3", {"negative_prompt": "blurry", "guidance_scale": 5.0}, None),
+    ("tiny-sd35", {}, None),
+    ("tiny-qwen", {}, None),
+    ("tiny-qwen", {"negative_prompt": "blurry"}, None),
+    ("tiny-qwen", {}, {"attention_head_dim": 32, "axes_dims_rope": (8, 12, 12), "latent_channels": 8}),
 ])
-def test_unwrapped_circular_equals_the_diffusers_pipeline(pipes, name, kwargs):
-    pipe = pipes[name]
+def test_unwrapped_circular_equals_the_diffusers_pipeline(pipes, name, kwargs, shape):
+    pipe = pipes[name] if shape is None and name in pipes else tiny_dit_pipeline(name, **(shape or {}))
     gen = PanoramaGenerator.from_pipe(pipe, name)
     latents = noise(gen.backbone.info.latent_channels, seed=3)
     reference = diffusers_reference(pipe, name, latents, **kwargs)
