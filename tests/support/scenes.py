@@ -1,0 +1,89 @@
+"""Synthetic scenes with known geometry for the 3D tests: a box room, optionally with a free-standing box
+inside, seen from a camera at the origin (pano360's frame: x right, y up, z forward).
+
+``radial_depth(directions)`` gives the exact distance along each ray; ``render`` gives a textured
+equirect panorama and its true depth; :class:`StandInDepthModel` plays a monocular depth model that
+returns each view's true planar depth under a random scale and shift plus noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pano360.geometry import ViewRig, equirect_directions, rotation_matrix, view_directions
+
+
+@dataclass
+class Scene:
+    room_min: tuple[float, float, float] = (-2.0, -1.5, -3.0)   # floor 1.5 m below the camera
+    room_max: tuple[float, float, float] = (3.0, 1.2, 2.5)
+    object_min: tuple[float, float, float] | None = None
+    object_max: tuple[float, float, float] | None = None
+
+    def radial_depth(self, directions: torch.Tensor) -> torch.Tensor:
+        """Unit rays [..., 3] → distance to the first surface [...] (float64 maths)."""
+        d = directions.double()
+        low, high = torch.tensor(self.room_min, dtype=torch.float64), torch.tensor(self.room_max, dtype=torch.float64)
+        safe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+        exit_t = torch.where(safe > 0, high / safe, low / safe).amin(-1)  # inside the room: leave it
+        if self.object_min is None:
+            return exit_t
+        o_low = torch.tensor(self.object_min, dtype=torch.float64)
+        o_high = torch.tensor(self.object_max, dtype=torch.float64)
+        t1, t2 = o_low / safe, o_high / safe
+        near = torch.minimum(t1, t2).amax(-1)
+        far = torch.maximum(t1, t2).amin(-1)
+        hit = (far >= near) & (near > 0)
+        return torch.where(hit, torch.minimum(near, exit_t), exit_t)
+
+    def planes(self) -> list[tuple[int, float]]:
+        """The room's six planes as (axis, coordinate)."""
+        return [(axis, bound[axis]) for axis in range(3) for bound in (self.room_min, self.room_max)]
+
+    def render(self, height: int = 64, width: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """(panorama [1, 3, H, W] in [0, 1], true radial depth [H, W] float32) with a checker texture."""
+        directions = equirect_directions(height, width, dtype=torch.float64)
+        depth = self.radial_depth(directions)
+        points = directions * depth[..., None]
+        checker = (torch.floor(points * 2.0).sum(-1) % 2)  # 0.5 m squares on every surface
+        colour = 0.25 + 0.5 * (points - torch.tensor(self.room_min)) / (
+            torch.tensor(self.room_max) - torch.tensor(self.room_min))
+        image = (colour * (0.6 + 0.4 * checker[..., None])).clamp(0, 1)
+        return image.permute(2, 0, 1)[None].float(), depth.float()
+
+
+BOX_ROOM = Scene()
+OBJECT_ROOM = Scene(object_min=(-0.6, -1.5, 0.8), object_max=(0.5, -0.2, 1.6))
+
+
+class StandInDepthModel:
+    """Returns each view's true *planar* depth (or its inverse) under a random per-view affine map plus
+    noise. Views arrive in the rig's order, batch after batch; the model counts them."""
+
+    def __init__(self, scene: Scene, rig: ViewRig, *, prediction: str = "depth", noise: float = 0.003,
+                 seed: int = 0):
+        self.scene, self.rig, self.prediction, self.noise = scene, rig, prediction, noise
+        self.generator = torch.Generator().manual_seed(seed)
+        self.next_view = 0
+        self.scales: list[float] = []
+        self.shifts: list[float] = []
+        self.name = "stand-in"
+
+    def __call__(self, views: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = views.shape
+        index = list(range(self.next_view, self.next_view + n))
+        self.next_view += n
+        sub = self.rig[index]
+        rays = view_directions(**sub.angles(), out_hw=(height, width), dtype=torch.float64)  # [n, h, w, 3]
+        forward = rotation_matrix(sub.yaw_deg, sub.pitch_deg, sub.roll_deg)[:, :, 2]
+        radial = self.scene.radial_depth(rays)
+        planar = radial * torch.einsum("nhwc,nc->nhw", rays, forward)
+        value = planar if self.prediction == "depth" else 1.0 / planar
+        scale = 0.5 + 2.0 * torch.rand(n, generator=self.generator, dtype=torch.float64)
+        shift = (torch.rand(n, generator=self.generator, dtype=torch.float64) - 0.5) * float(value.mean())
+        self.scales += scale.tolist()
+        self.shifts += shift.tolist()
+        noisy = value * (1 + self.noise * torch.randn(value.shape, generator=self.generator, dtype=torch.float64))
+        return (scale[:, None, None] * noisy + shift[:, None, None]).float()
