@@ -15,7 +15,7 @@ import sys
 from .. import __version__
 from ..errors import Pano360Error
 
-SUBCOMMANDS = ["generate", "info", "convert", "view", "eval", "train", "caption", "batch", "serve", "poles", "outpaint",
+SUBCOMMANDS = ["generate", "info", "convert", "depth", "view", "eval", "train", "caption", "batch", "serve", "poles", "outpaint",
                "upscale", "qkvo"]
 
 
