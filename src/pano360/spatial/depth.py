@@ -168,6 +168,11 @@ def load_depth_model(
 
     text = os.fspath(name)
     kwargs = {} if local_files_only is None else {"local_files_only": local_files_only}
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
+    if looks_local and not Path(os.path.expanduser(text)).is_dir():
+        raise ModelLoadError(f"depth model folder {text} does not exist; check the path or give a hub id such as "
+                             f"{DEFAULT_DEPTH_MODEL}")
+    text = os.path.expanduser(text)
     try:
         config = AutoConfig.from_pretrained(text, **kwargs)
     except (OSError, ValueError) as error:
@@ -373,7 +378,7 @@ def estimate_depth(
             panorama's cube-face size widened to the FoV).
         camera_height: metres from the camera to the floor; rescales the result to metres.
         align_hw: grid of the alignment solve (default: the panorama downsampled to at most 96x192).
-        max_depth_ratio: distances are clamped to this many times the median (sky, zero disparity).
+        max_depth_ratio: distances are clamped to [median / ratio, median · ratio] (sky, zero disparity).
         progress: a tqdm bar over the view batches.
 
     Returns:
@@ -445,7 +450,7 @@ def estimate_depth(
         floor = _weighted_median(merged[good], area[good]) / max_depth_ratio
         depth = merged.clamp_min(float(floor))
     median = _weighted_median(depth, area)
-    depth = depth.clamp_max(float(median) * max_depth_ratio)
+    depth = depth.clamp(float(median) / max_depth_ratio, float(median) * max_depth_ratio)
     units = "metres" if kind == "metric" else "relative"
     if camera_height is not None:
         depth = depth * (camera_height / estimate_camera_height(depth))

@@ -8,6 +8,7 @@ distance ρ from the centre, azimuth φ and height y is therefore seen by
     both:      latitude = atan2(y, √(ρ² − e²)),
 
 so its angular disparity is 2·asin(e/ρ) (≈ IPD/ρ), i.e. 2·asin(e/ρ)·W/(2π) pixels in a W-wide image.
+Within 60° of the horizon e is IPD/2; beyond, it fades to 0 at the poles (see :func:`ods_project`).
 Each eye is rendered by forward-warping every panorama pixel to its ODS position with a z-buffer
 (nearest surface wins; a second pass splats each pixel into its second-closest column where the first
 left a gap, so surfaces that stretch leave no cracks).
@@ -39,12 +40,21 @@ LAYOUTS = ("tb", "sbs")
 GSPHERICAL_NS = "http://ns.google.com/videos/1.0/spherical/"
 
 
-def ods_project(points: Tensor, eye: int, ipd: float, height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
+POLE_FADE_DEG = 60.0
+
+
+def ods_project(points: Tensor, eye: int, ipd: float, height: int, width: int,
+                pole_fade_deg: float = POLE_FADE_DEG) -> tuple[Tensor, Tensor, Tensor]:
     """Points [..., 3] (pano360 frame) → (column, row, distance from the eye) [...] in eye ``eye``
-    (+1 left, −1 right) of an H×W ODS panorama (pixel centres at integer coordinates)."""
-    e = ipd / 2.0
+    (+1 left, −1 right) of an H×W ODS panorama (pixel centres at integer coordinates).
+
+    ODS breaks down towards the zenith and nadir (every eye direction there is horizontal), so the eye
+    separation is full within ±``pole_fade_deg`` of the horizon and fades with cos(latitude) to 0 at the
+    poles, where both eyes see the same (mono) image, as ODS renderers do."""
     x, y, z = points.unbind(-1)
-    rho = torch.hypot(x, z).clamp_min(e * 1.0001)
+    cos_lat = torch.hypot(x, z) / points.norm(dim=-1).clamp_min(1e-12)
+    e = (ipd / 2.0) * (cos_lat / math.cos(math.radians(pole_fade_deg))).clamp(0.0, 1.0)
+    rho = torch.maximum(torch.hypot(x, z), e * 1.0001).clamp_min(1e-12)
     phi = torch.atan2(x, z)
     theta = phi + eye * torch.asin(e / rho)
     tangent = torch.sqrt(rho.square() - e * e)
@@ -69,8 +79,7 @@ def _fill_rows(image: Tensor, zbuf: Tensor, valid: Tensor) -> Tensor:
     z_right = torch.where(has_right, zbuf[rows, right], torch.full_like(zbuf, -1.0))
     source = torch.where(z_left >= z_right, left, right)
     filled = image[:, rows, source]
-    ok = has_left | has_right
-    return torch.where(valid[None] | ~ok[None], image, filled)
+    return torch.where(valid[None], image, filled)
 
 
 def render_eye(pano: Tensor, depth: Tensor, eye: int, ipd: float, supersample: int = 2) -> tuple[Tensor, Tensor]:
@@ -109,6 +118,8 @@ def render_eye(pano: Tensor, depth: Tensor, eye: int, ipd: float, supersample: i
     valid = torch.isfinite(zbuf).reshape(height, width)
     zmap = torch.where(valid, zbuf.reshape(height, width), torch.zeros(height, width))
     image = _fill_rows(image.reshape(channels, height, width), zmap, valid)
+    empty_rows = ~valid.any(1)  # a row nothing landed in (never within the fade band): keep the source row
+    image[:, empty_rows] = pano[0][:, empty_rows]
     return image[None], (~valid)[None, None]
 
 
