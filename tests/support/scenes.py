@@ -22,16 +22,18 @@ class Scene:
     object_min: tuple[float, float, float] | None = None
     object_max: tuple[float, float, float] | None = None
 
-    def radial_depth(self, directions: torch.Tensor) -> torch.Tensor:
-        """Unit rays [..., 3] → distance to the first surface [...] (float64 maths)."""
+    def radial_depth(self, directions: torch.Tensor, origin=(0.0, 0.0, 0.0)) -> torch.Tensor:
+        """Unit rays [..., 3] from ``origin`` (inside the room) → distance to the first surface [...]."""
         d = directions.double()
-        low, high = torch.tensor(self.room_min, dtype=torch.float64), torch.tensor(self.room_max, dtype=torch.float64)
+        o = torch.tensor(origin, dtype=torch.float64)
+        low = torch.tensor(self.room_min, dtype=torch.float64) - o
+        high = torch.tensor(self.room_max, dtype=torch.float64) - o
         safe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
         exit_t = torch.where(safe > 0, high / safe, low / safe).amin(-1)  # inside the room: leave it
         if self.object_min is None:
             return exit_t
-        o_low = torch.tensor(self.object_min, dtype=torch.float64)
-        o_high = torch.tensor(self.object_max, dtype=torch.float64)
+        o_low = torch.tensor(self.object_min, dtype=torch.float64) - o
+        o_high = torch.tensor(self.object_max, dtype=torch.float64) - o
         t1, t2 = o_low / safe, o_high / safe
         near = torch.minimum(t1, t2).amax(-1)
         far = torch.maximum(t1, t2).amin(-1)
@@ -46,12 +48,27 @@ class Scene:
         """(panorama [1, 3, H, W] in [0, 1], true radial depth [H, W] float32) with a checker texture."""
         directions = equirect_directions(height, width, dtype=torch.float64)
         depth = self.radial_depth(directions)
-        points = directions * depth[..., None]
-        checker = (torch.floor(points * 2.0).sum(-1) % 2)  # 0.5 m squares on every surface
+        image = self.colour(directions * depth[..., None])
+        return image.permute(2, 0, 1)[None].float(), depth.float()
+
+    def colour(self, points: torch.Tensor) -> torch.Tensor:
+        """Texture of the surfaces: [..., 3] points → [..., 3] RGB (a gradient times 0.5 m checkers)."""
+        checker = (torch.floor(points * 2.0).sum(-1) % 2)
         colour = 0.25 + 0.5 * (points - torch.tensor(self.room_min)) / (
             torch.tensor(self.room_max) - torch.tensor(self.room_min))
-        image = (colour * (0.6 + 0.4 * checker[..., None])).clamp(0, 1)
-        return image.permute(2, 0, 1)[None].float(), depth.float()
+        return (colour * (0.6 + 0.4 * checker[..., None])).clamp(0, 1)
+
+    def camera_image(self, origin, yaw_deg: float, pitch_deg: float, hfov_deg: float, hw) -> torch.Tensor:
+        """What a pinhole camera at ``origin`` (pano360 frame) sees: [h, w, 3] (exact ray casting)."""
+        height, width = hw
+        tan = torch.tan(torch.deg2rad(torch.tensor(hfov_deg / 2, dtype=torch.float64)))
+        x = (2 * (torch.arange(width, dtype=torch.float64) + 0.5) / width - 1) * tan
+        y = (1 - 2 * (torch.arange(height, dtype=torch.float64) + 0.5) / height) * tan * height / width
+        rays = torch.stack(torch.broadcast_tensors(x[None, :], y[:, None], torch.ones(1, 1, dtype=torch.float64)), -1)
+        rays = rays / rays.norm(dim=-1, keepdim=True)
+        world = rays @ rotation_matrix(yaw_deg, pitch_deg)[0].T
+        distance = self.radial_depth(world, origin)
+        return self.colour(torch.tensor(origin, dtype=torch.float64) + world * distance[..., None])
 
 
 BOX_ROOM = Scene()
