@@ -67,8 +67,9 @@ def test_merged_depth_equals_truth_up_to_one_scale(scene, prediction):
     assert result.overlap_residual < 0.01
 
 
-def test_tiny_transformers_depth_model_runs_and_wrong_models_are_refused(tmp_path):
-    from transformers import BertConfig, BertModel, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+def save_tiny_depth_anything(folder):
+    """A random Depth Anything (DINOv2 backbone) with 28x28 inputs, saved like a hub checkpoint."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
     backbone = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
                             image_size=28, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
@@ -76,10 +77,17 @@ def test_tiny_transformers_depth_model_runs_and_wrong_models_are_refused(tmp_pat
     config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 8, 8],
                                  fusion_hidden_size=8, head_hidden_size=4)
     torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(tmp_path / "tiny-da")
-    (tmp_path / "tiny-da" / "preprocessor_config.json").write_text(json.dumps(
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(
         {"image_processor_type": "DPTImageProcessor", "size": {"height": 28, "width": 28},
          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    return folder
+
+
+def test_tiny_transformers_depth_model_runs_and_wrong_models_are_refused(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    save_tiny_depth_anything(tmp_path / "tiny-da")
     model = load_depth_model(tmp_path / "tiny-da", local_files_only=True)
     assert (model.size, model.multiple, model.prediction) == (28, 14, "disparity")
     pano, _ = BOX_ROOM.render(32, 64)
@@ -241,6 +249,34 @@ def test_convert_cli_writes_every_3d_output_from_one_depth(tmp_path, capsys):
     # no clobbering, and a failing run leaves nothing new behind
     assert main(["convert", str(source), "--to", "mesh"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_batch_jobs_write_their_exports(tmp_path, tiny_generators, single_torch_thread):
+    from pano360.batch import exports as batch_exports
+    from pano360.batch.jobs import load_jobs
+    from pano360.batch.manifest import read_records
+    from pano360.batch.runner import BatchRunner, BatchSettings
+    from pano360.spatial import CONVERSIONS
+
+    assert batch_exports.EXPORTS == CONVERSIONS
+    model = save_tiny_depth_anything(tmp_path / "tiny-da")
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text(json.dumps({"prompt": "a room", "exports": "depth,mesh,stereo,hdr",
+                                     "depth_model": str(model)}) + "\n"
+                         + json.dumps({"prompt": "b", "exports": ["voxels"]}) + "\n")
+    jobs, errors = load_jobs(jobs_file, defaults={"model": "tiny", "height": 32, "width": 64,
+                                                  "num_inference_steps": 2})
+    assert len(jobs) == 1 and "unknown export 'voxels'" in errors[0].reason
+    assert jobs[0].spec["exports"] == ["depth", "hdr", "mesh", "stereo"]
+    out = tmp_path / "out"
+    summary = BatchRunner(jobs, errors, BatchSettings(out_dir=out, progress=False),
+                          lambda _: tiny_generators("tiny")).run()
+    assert summary.total["done"] == 1
+    record = next(r for r in read_records(out / "manifest.jsonl") if r["status"] == "done")
+    stem = record["file"][:-4]
+    assert sorted(record["exports"]) == sorted([f"{stem}_depth.exr", f"{stem}_depth.exr.json", f"{stem}_mesh.glb",
+                                                f"{stem}_360_TB.png", f"{stem}.hdr"])
+    assert all((out / name).is_file() for name in record["exports"])
 
 
 def _save(pano: torch.Tensor, path):

@@ -371,6 +371,9 @@ class BatchRunner:
             output.parameters["batch"] = {"job_id": job.id, "job": job.spec, "source": job.source,
                                           "jobs_file": self.settings.jobs_file}
             output.save(image, metadata=self.settings.metadata)
+            from .exports import write_job_exports
+
+            exports = write_job_exports(image, job.spec.get("exports"), job.spec.get("depth_model"))
         except OutputExistsError as error:
             record(job, "failed", reason=_reason(error))
         except KeyboardInterrupt:
@@ -383,7 +386,8 @@ class BatchRunner:
                 path.unlink(missing_ok=True)
             record(job, "failed", reason=_reason(error), seconds=round(time.perf_counter() - started, 3))
         else:
-            record(job, "done", file=image.name, seconds=round(time.perf_counter() - started, 3))
+            extra = {"exports": [path.name for path in exports]} if exports else {}
+            record(job, "done", file=image.name, seconds=round(time.perf_counter() - started, 3), **extra)
 
     def _merge(self) -> Path:
         """Merge all ranks' logs; repeated while another rank's log grew meanwhile, so the last
