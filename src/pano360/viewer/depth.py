@@ -1,10 +1,10 @@
 """The viewer's depth mode: walk a little inside the panorama, rendered as a mesh displaced by depth.
 
-:func:`build_depth_viewer_html` writes one self-contained page, like the 360° viewer: the mesh of
-:func:`pano360.spatial.mesh.build_mesh` (positions, texture coordinates, triangles; faces across depth
-edges already removed), the panorama as the texture and a coarse map of the free space, all inlined as
-base64, plus ``assets/depth-viewer.js``, pano360's own small WebGL2 renderer (no third-party library,
-no CDN, opens from disk). Drag to look, wheel to zoom, W/A/S/D or arrows to walk, Q/E down/up, R back to
+:func:`build_depth_viewer_html` writes one self-contained page, like the 360° viewer: the ``.glb`` that
+``pano360 convert --to mesh`` writes (the same bytes: faces across depth edges removed, the panorama as
+its texture) and a coarse map of the free space, inlined as base64, plus ``assets/depth-viewer.js``,
+pano360's own small WebGL2 renderer with a binary-glTF reader (no third-party library, no CDN, opens
+from disk). Drag to look, wheel to zoom, W/A/S/D or arrows to walk, Q/E down/up, R back to
 the centre; the pointer's position shifts the eye slightly (head-motion parallax). Walking stops at
 ``limit`` (0.8) of the way to the nearest surface in the direction of travel, so the camera stays in
 the scene's free space, where the mesh has no holes to look through.
@@ -43,11 +43,12 @@ def free_space_grid(depth: torch.Tensor, hw: tuple[int, int] = FREE_SPACE_HW) ->
 
 def depth_viewer_config(image_path, depth: torch.Tensor, *, rows: int | None = None, grazing_deg: float = 85.0,
                         hfov: float = 90.0, yaw: float = 0.0, pitch: float = 0.0, limit: float = 0.8) -> dict:
-    """The page's ``PANO360_DEPTH`` object (mesh and texture as base64)."""
+    """The page's ``PANO360_DEPTH`` object (the mesh as base64 .glb, texture inside)."""
+    from ..io.export import image_to_tensor
     from ..io.images import read_image
     from ..spatial.depth import check_full_sphere
     from ..spatial.files import check_depth_matches
-    from ..spatial.mesh import build_mesh
+    from ..spatial.mesh import build_mesh, mesh_files
 
     path = Path(image_path)
     image = read_image(path, "panorama", formats=tuple(MIME_TYPES))
@@ -58,16 +59,16 @@ def depth_viewer_config(image_path, depth: torch.Tensor, *, rows: int | None = N
     mesh = build_mesh(depth, rows=rows or min(image.height, 256), grazing_deg=grazing_deg)
     median = float(depth.median())
     grid = free_space_grid(depth)
-    return {
-        "positions": _b64(mesh.vertices.astype(np.float32)), "uvs": _b64(mesh.uv.astype(np.float32)),
-        "indices": _b64(mesh.faces.astype(np.uint32)),
-        "texture": base64.b64encode(path.read_bytes()).decode("ascii"), "mime": MIME_TYPES[image.format],
+    glb = next(iter(mesh_files(mesh, image_to_tensor(image.convert("RGB")), "mesh.glb").values()))
+    config = {
+        "glb": base64.b64encode(glb).decode("ascii"),
         "free": {"rows": int(grid.shape[0]), "cols": int(grid.shape[1]), "data": _b64(grid)},
         "hfov": float(hfov), "yaw": float(yaw), "pitch": float(pitch), "limit": float(limit),
         "step": 0.05 * median, "parallax": 0.03 * median,
         "near": 0.005 * float(depth.min()), "far": 4.0 * float(depth.max()),
         "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
     }
+    return config
 
 
 def build_depth_viewer_html(image_path, depth: torch.Tensor, *, title: str | None = None, **options) -> str:

@@ -19,15 +19,44 @@
     for (var i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
     return out;
   }
-  var positions = new Float32Array(bytes(cfg.positions).buffer);
-  var uvs = new Float32Array(bytes(cfg.uvs).buffer);
-  var indices = new Uint32Array(bytes(cfg.indices).buffer);
   var free = new Float32Array(bytes(cfg.free.data).buffer);
+
+  // Binary glTF 2.0: 12-byte header, a JSON chunk, a BIN chunk (glTF spec, "GLB File Format").
+  function parseGlb(data) {
+    var view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    if (view.getUint32(0, true) !== 0x46546C67 || view.getUint32(4, true) !== 2) throw new Error('not a glTF 2.0 binary');
+    var jsonLength = view.getUint32(12, true);
+    var json = JSON.parse(new TextDecoder().decode(data.subarray(20, 20 + jsonLength)));
+    var binStart = 20 + jsonLength + 8, bin = data.subarray(binStart, binStart + view.getUint32(20 + jsonLength, true));
+    function viewBytes(index) {
+      var bv = json.bufferViews[index], start = bv.byteOffset || 0;
+      return bin.slice(start, start + bv.byteLength);
+    }
+    var sizes = {SCALAR: 1, VEC2: 2, VEC3: 3};
+    function accessor(index) {
+      var a = json.accessors[index], raw = viewBytes(a.bufferView), offset = a.byteOffset || 0;
+      var n = a.count * sizes[a.type];
+      var copy = raw.buffer.slice(raw.byteOffset + offset, raw.byteOffset + offset +
+        n * (a.componentType === 5123 ? 2 : 4));
+      if (a.componentType === 5126) return new Float32Array(copy);
+      if (a.componentType === 5125) return new Uint32Array(copy);
+      if (a.componentType === 5123) return new Uint32Array(new Uint16Array(copy));
+      throw new Error('unsupported accessor component type ' + a.componentType);
+    }
+    var primitive = json.meshes[0].primitives[0];
+    var material = json.materials[primitive.material];
+    var image = json.images[json.textures[material.pbrMetallicRoughness.baseColorTexture.index].source];
+    return {positions: accessor(primitive.attributes.POSITION), uvs: accessor(primitive.attributes.TEXCOORD_0),
+            indices: accessor(primitive.indices), image: viewBytes(image.bufferView), mime: image.mimeType};
+  }
+  var mesh;
+  try { mesh = parseGlb(bytes(cfg.glb)); } catch (error) { fail('cannot read the mesh: ' + error.message); return; }
+  var positions = mesh.positions, uvs = mesh.uvs, indices = mesh.indices;
 
   var vs = '#version 300 es\nin vec3 p; in vec2 t; uniform mat4 m; out vec2 v;\n' +
     'void main() { v = t; gl_Position = m * vec4(p, 1.0); }';
   var fs = '#version 300 es\nprecision highp float; in vec2 v; uniform sampler2D s; out vec4 c;\n' +
-    'void main() { c = vec4(texture(s, vec2(v.x, 1.0 - v.y)).rgb, 1.0); }';  // u > 1 at the seam: REPEAT
+    'void main() { c = vec4(texture(s, v).rgb, 1.0); }';  // glTF texture coordinates; u > 1 at the seam: REPEAT
   function shader(type, src) {
     var sh = gl.createShader(type); gl.shaderSource(sh, src); gl.compileShader(sh);
     if (!gl.getShaderParameter(sh, gl.COMPILE_STATUS)) throw new Error(gl.getShaderInfoLog(sh));
@@ -130,7 +159,7 @@
     document.body.setAttribute('data-pano-loaded', '1');
   };
   img.onerror = function () { fail('the panorama texture could not be decoded'); };
-  img.src = URL.createObjectURL(new Blob([bytes(cfg.texture)], {type: cfg.mime}));
+  img.src = URL.createObjectURL(new Blob([mesh.image], {type: mesh.mime}));
 
   var drag = null;
   canvas.addEventListener('pointerdown', function (e) { drag = [e.clientX, e.clientY, state.yaw, state.pitch]; canvas.setPointerCapture(e.pointerId); });
