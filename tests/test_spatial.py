@@ -282,3 +282,18 @@ def test_batch_jobs_write_their_exports(tmp_path, tiny_generators, single_torch_
 def _save(pano: torch.Tensor, path):
     tensor_to_image(pano[0]).save(path)
     return path
+
+
+def test_stereo_holes_can_be_filled_by_the_inpainting_path():
+    from pano360.backbones.tiny import tiny_pipeline
+    from pano360.sphere.stereo_fill import inpaint_fill
+
+    pano, truth = OBJECT_ROOM.render(32, 64)
+    plain, _ = render_stereo(pano, truth, ipd=0.4)
+    calls = []
+    fill = inpaint_fill(tiny_pipeline("sd1"), "a room", num_inference_steps=2)
+    image, info = render_stereo(pano, truth, ipd=0.4, fill=lambda img, holes: calls.append(holes) or fill(img, holes))
+    holes = torch.cat([calls[0], calls[1]], dim=-2)  # left eye on top
+    assert len(calls) == 2 and bool(holes.any())
+    assert torch.equal(image[~holes.expand_as(image)], plain[~holes.expand_as(plain)])  # only holes change
+    assert not torch.equal(image, plain)

@@ -95,6 +95,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="stereo: interpupillary distance in metres")
     parser.add_argument("--stereo-layout", default="tb", metavar="{tb,sbs}",
                         help="stereo: top-bottom (left eye on top) or side by side (left eye left)")
+    parser.add_argument("--fill-model", default=None, metavar="MODEL",
+                        help="stereo: fill disocclusions with this SD/SDXL model (an inpainting checkpoint, or "
+                        "masked blending with a text-to-image one; tiny offline) instead of the background fill")
+    parser.add_argument("--fill-prompt", default=None, help="stereo with --fill-model: what the panorama shows")
+    parser.add_argument("--fill-steps", type=int, default=20, help="stereo with --fill-model: denoising steps")
     parser.add_argument("--exposure", dest="exposures", action="append", default=None, metavar="FILE",
                         help="hdr/exr: another exposure of the same panorama to merge (repeatable)")
     parser.add_argument("--ev", action="append", type=float, default=None, metavar="STOPS",
@@ -130,7 +135,8 @@ _SPATIAL_GROUPS = [
     ({"depth_format": "exr"}, {"depth"}, "depth"),
     ({"mesh_format": "glb", "mesh_rows": None, "grazing": 85.0}, {"mesh"}, "mesh"),
     ({"max_points": 2_000_000}, {"pointcloud"}, "pointcloud"),
-    ({"ipd": 0.064, "stereo_layout": "tb"}, {"stereo"}, "stereo"),
+    ({"ipd": 0.064, "stereo_layout": "tb", "fill_model": None, "fill_prompt": None, "fill_steps": 20}, {"stereo"},
+     "stereo"),
     ({"exposures": None, "ev": None, "exposure_ev": 0.0}, {"hdr", "exr"}, "hdr or exr"),
     ({"half": False}, {"exr", "hdr"}, "exr"),
 ]
@@ -292,6 +298,14 @@ def _spatial_plan(args: argparse.Namespace, targets: list[str]) -> dict[str, dic
     if args.exposures and len(args.ev or []) != len(args.exposures) + 1:
         raise InvalidInputError(f"give --ev once for INPUT and once per --exposure: {len(args.exposures) + 1} "
                                 f"values, got {len(args.ev or [])}")
+    if bool(args.fill_model) != bool(args.fill_prompt):
+        raise InvalidInputError("--fill-model and --fill-prompt go together: the model needs to know what it fills")
+    if args.fill_model:
+        from ..backbones.loading import classify_model_argument
+
+        classify_model_argument(args.fill_model)
+        if not 1 <= args.fill_steps <= 1000:
+            raise InvalidInputError(f"--fill-steps must be 1..1000, got {args.fill_steps}")
     if args.ev and not args.exposures:
         raise InvalidInputError("--ev applies with --exposure FILE; add the other exposures or drop --ev")
     plan: dict[str, dict] = {}
@@ -383,6 +397,8 @@ def _run_spatial(args, source: Path, plan: dict, paths: dict, messages: list[str
             if target in depth_targets:
                 options["depth"] = depth
                 options = {k: v for k, v in options.items() if v is not None}
+            if target == "stereo" and args.fill_model:
+                options["fill"] = _stereo_fill(args)
             written.append(convert_panorama(source, target, paths[target], overwrite=args.overwrite,
                                             progress=not args.quiet, log=messages.append, **options))
             if target == "mesh" and args.mesh_format == "obj":
@@ -392,6 +408,19 @@ def _run_spatial(args, source: Path, plan: dict, paths: dict, messages: list[str
         remove_quietly(written)
         raise
     return written
+
+
+def _stereo_fill(args: argparse.Namespace):
+    """The inpainting fill of ``--fill-model`` (its pipeline loaded once)."""
+    from ..backbones.device import resolve_device
+    from ..backbones.loading import load_backbone, load_inpainting_backbone, peek_checkpoint
+    from ..sphere.stereo_fill import inpaint_fill
+
+    device = resolve_device(args.device or "auto")
+    facts = peek_checkpoint(args.fill_model)
+    load = load_inpainting_backbone if facts is not None and facts.in_channels == 9 else load_backbone
+    backbone = load(args.fill_model, device=device)
+    return inpaint_fill(backbone.pipe, args.fill_prompt, num_inference_steps=args.fill_steps)
 
 
 def _progress_bar(total: int, quiet: bool):
