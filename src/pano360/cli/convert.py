@@ -363,14 +363,20 @@ def _run_spatial(args, source: Path, plan: dict, paths: dict, messages: list[str
     from ..io.export import remove_quietly
     from ..spatial.convert import convert_panorama
 
+    from tqdm.auto import tqdm
+
     written: list[Path] = []
     depth = args.depth
+    bar = tqdm(total=len(plan), unit="output", desc="pano360 convert 3D", disable=True if args.quiet else None,
+               leave=False)
     try:
         depth_targets = [t for t in ("mesh", "pointcloud", "stereo") if t in plan]
         if "depth" in plan:
             written.append(convert_panorama(source, "depth", paths["depth"], overwrite=args.overwrite,
                                             progress=not args.quiet, log=messages.append, **plan["depth"]))
+            written.append(paths["depth"].with_name(paths["depth"].name + ".json"))
             depth = paths["depth"]
+            bar.update(1)
         elif depth_targets and depth is None:
             from ..spatial.convert import find_depth_beside
             from ..spatial.depth import estimate_depth
@@ -399,14 +405,18 @@ def _run_spatial(args, source: Path, plan: dict, paths: dict, messages: list[str
                 options = {k: v for k, v in options.items() if v is not None}
             if target == "stereo" and args.fill_model:
                 options["fill"] = _stereo_fill(args)
+            bar.set_postfix_str(target)
             written.append(convert_panorama(source, target, paths[target], overwrite=args.overwrite,
                                             progress=not args.quiet, log=messages.append, **options))
             if target == "mesh" and args.mesh_format == "obj":
                 stem = paths[target]
                 written += [stem.with_suffix(".mtl"), stem.with_name(stem.stem + "_texture.png")]
+            bar.update(1)
     except BaseException:
         remove_quietly(written)
         raise
+    finally:
+        bar.close()
     return written
 
 
