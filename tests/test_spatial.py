@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from support.scenes import BOX_ROOM, OBJECT_ROOM, StandInDepthModel
 
 from pano360.cli.main import main
 from pano360.errors import InvalidInputError, ModelLoadError
@@ -25,7 +26,6 @@ from pano360.spatial.files import read_depth, write_depth
 from pano360.spatial.hdr import decode_radiance, merge_exposures, srgb_to_linear
 from pano360.spatial.mesh import build_mesh
 from pano360.spatial.stereo import render_stereo
-from support.scenes import BOX_ROOM, OBJECT_ROOM, StandInDepthModel
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -292,7 +292,7 @@ def test_stereo_holes_can_be_filled_by_the_inpainting_path():
     plain, _ = render_stereo(pano, truth, ipd=0.4)
     calls = []
     fill = inpaint_fill(tiny_pipeline("sd1"), "a room", num_inference_steps=2)
-    image, info = render_stereo(pano, truth, ipd=0.4, fill=lambda img, holes: calls.append(holes) or fill(img, holes))
+    image, _info = render_stereo(pano, truth, ipd=0.4, fill=lambda img, holes: calls.append(holes) or fill(img, holes))
     holes = torch.cat([calls[0], calls[1]], dim=-2)  # left eye on top
     assert len(calls) == 2 and bool(holes.any())
     assert torch.equal(image[~holes.expand_as(image)], plain[~holes.expand_as(plain)])  # only holes change

@@ -8,15 +8,13 @@ import json
 import re
 
 import numpy as np
-import pytest
-import torch
+from support.scenes import BOX_ROOM
+from test_viewer import _load, _screenshot, browser  # noqa: F401 (the browser fixture)
 
 from pano360.cli.main import main
 from pano360.io.export import tensor_to_image
 from pano360.spatial.files import write_depth
 from pano360.viewer.depth import build_depth_viewer_html
-from support.scenes import BOX_ROOM
-from test_viewer import _load, _screenshot, browser  # noqa: F401 (the browser fixture)
 
 
 def _room(tmp_path, height=64, width=128):

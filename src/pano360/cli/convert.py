@@ -360,10 +360,10 @@ def _check_spatial(args, plan: dict, paths: dict, pano) -> None:
 def _run_spatial(args, source: Path, plan: dict, paths: dict, messages: list[str]) -> list[Path]:
     """Run the 3D conversions: depth is estimated (or read) once and shared. Returns written paths; on
     failure removes what it wrote and re-raises."""
+    from tqdm.auto import tqdm
+
     from ..io.export import remove_quietly
     from ..spatial.convert import convert_panorama
-
-    from tqdm.auto import tqdm
 
     written: list[Path] = []
     depth = args.depth

@@ -139,8 +139,8 @@ class TransformersDepthModel:
     def __call__(self, views: Tensor) -> Tensor:
         import torch.nn.functional as F
 
-        n, _, height, width = views.shape
-        side = max(self.multiple, int(round(self.size / self.multiple)) * self.multiple)
+        _n, _, height, width = views.shape
+        side = max(self.multiple, round(self.size / self.multiple) * self.multiple)
         x = F.interpolate(views.float(), size=(side, side), mode="bicubic", align_corners=False).clamp(0, 1)
         x = ((x - self.mean) / self.std).to(self.device, next(self.model.parameters()).dtype)
         out = self.model(pixel_values=x).predicted_depth  # [N, h', w']
@@ -180,7 +180,7 @@ def load_depth_model(
         raise ModelLoadError(f"depth model {text!r} could not be found or read ({first[:160]}); give a hub id "
                              f"such as {DEFAULT_DEPTH_MODEL} or a local folder of one") from None
     supported = AutoModelForDepthEstimation._model_mapping
-    if type(config) not in supported.keys():
+    if type(config) not in supported:
         raise ModelLoadError(f"{text!r} is a {config.model_type!r} model, not a depth-estimation model; give one "
                              f"that AutoModelForDepthEstimation loads, such as {DEFAULT_DEPTH_MODEL}")
     try:
@@ -398,7 +398,7 @@ def estimate_depth(
         raise InvalidInputError(f"unknown prediction {kind!r}; use one of {', '.join(PREDICTIONS)}")
     if view_size is None:
         fov = float(rig.fov_deg.max())
-        view_size = native or max(16, int(round(width / 4 * math.tan(math.radians(fov) / 2))))
+        view_size = native or max(16, round(width / 4 * math.tan(math.radians(fov) / 2)))
     view_size = int(view_size)
     views = equirect_to_perspective(pano, **rig.angles(), out_hw=(view_size, view_size))[0]  # [V, 3, s, s]
 
@@ -473,7 +473,7 @@ def _weighted_median(values: Tensor, weights: Tensor) -> float:
 def estimate_camera_height(depth: Tensor, below_deg: float = 60.0) -> float:
     """Height of the camera above the floor in the depth map's units: the area-weighted median of
     r·sin(−lat) over the directions more than ``below_deg`` below the horizon. ``depth``: [H, W]."""
-    height, width = depth.shape
+    height, _width = depth.shape
     lat = (0.5 - (torch.arange(height, dtype=torch.float32) + 0.5) / height) * math.pi
     rows = lat < -math.radians(below_deg)
     if not bool(rows.any()):

@@ -40,7 +40,7 @@ def check_depth_suffix(path: str | os.PathLike, flag: str = "-o") -> str:
 
 def require_openexr():
     try:
-        import OpenEXR  # noqa: F401
+        import OpenEXR
     except ImportError:
         raise InvalidInputError("EXR files need the OpenEXR package: pip install 'pano360[3d]' (or pip install OpenEXR)") from None
     import OpenEXR

@@ -3,7 +3,7 @@
 Colour: the 8-bit panorama is sRGB-encoded; it is decoded with the sRGB transfer curve (IEC 61966-2-1)
 to **linear Rec.709 / sRGB primaries, D65 white** (scene-linear, what Blender, Unreal and Unity expect
 for an HDRI), optionally scaled by 2^``exposure_ev``. The EXR says so in its ``chromaticities``
-attribute. Radiance files have no primaries field; they hold the same linear values.
+attribute and the Radiance header in its ``PRIMARIES=`` line.
 
 **This is not measured radiance.** A generated panorama is a display-referred 8-bit picture: values
 clip at 1.0, so the sun or a lamp is as bright as a white wall. Putting it in an HDR container makes it
@@ -69,14 +69,15 @@ def encode_radiance(linear: np.ndarray) -> bytes:
     out = np.zeros((height, width, 4), np.uint8)
     out[..., :3] = np.clip(np.floor(rgb * scale[..., None]), 0, 255).astype(np.uint8)
     out[..., 3] = np.where(peak > 1e-32, exponent + 128, 0).astype(np.uint8)
-    header = (b"#?RADIANCE\n# written by pano360: linear Rec.709 primaries, D65\n"
+    header = (b"#?RADIANCE\n# written by pano360: scene-linear Rec.709 primaries, D65 white\n"
+              b"PRIMARIES= 0.640 0.330 0.300 0.600 0.150 0.060 0.3127 0.3290\n"
               b"FORMAT=32-bit_rle_rgbe\n\n" + f"-Y {height} +X {width}\n".encode())
     return header + out.tobytes()
 
 
 def decode_radiance(data: bytes) -> np.ndarray:
     """Radiance bytes written by :func:`encode_radiance` (flat scanlines) → [H, W, 3] float32."""
-    head, _, rest = data.partition(b"\n\n")
+    _head, _, rest = data.partition(b"\n\n")
     size_line, _, body = rest.partition(b"\n")
     parts = size_line.split()
     height, width = int(parts[1]), int(parts[3])

@@ -66,7 +66,7 @@ def depth_viewer_config(image_path, depth: torch.Tensor, *, rows: int | None = N
         "hfov": float(hfov), "yaw": float(yaw), "pitch": float(pitch), "limit": float(limit),
         "step": 0.05 * median, "parallax": 0.03 * median,
         "near": 0.005 * float(depth.min()), "far": 4.0 * float(depth.max()),
-        "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+        "vertices": len(mesh.vertices), "faces": len(mesh.faces),
     }
     return config
 
