@@ -104,6 +104,10 @@ def test_tiny_transformers_depth_model_runs_and_wrong_models_are_refused(tmp_pat
     assert record["units"] == "relative" and record["prediction"] == "disparity"
     assert read_depth(out).shape == (32, 64)
 
+    from pano360.cli import depth as depth_cli
+    from pano360.spatial.depth import DEFAULT_DEPTH_MODEL
+
+    assert depth_cli.DEFAULT_DEPTH_MODEL == DEFAULT_DEPTH_MODEL  # the CLI keeps a torch-free copy for --help
     BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
                          vocab_size=10)).save_pretrained(tmp_path / "bert")
     with pytest.raises(ModelLoadError, match="not a depth-estimation model"):
