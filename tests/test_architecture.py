@@ -14,7 +14,7 @@ RANKS = {
     "backbones": 2, "viewer": 2, "spatial": 2,
     "adapters": 3,
     "methods": 4,
-    "output": 5, "generator": 5, "metrics": 5,
+    "output": 5, "generator": 5, "metrics": 5, "plan": 5,
     "training": 6, "sphere": 6, "batch": 6, "captioning": 6,
     "analysis": 7, "web": 7,
     "cli": 8, "__main__": 9,

@@ -186,10 +186,10 @@ def test_uncached_hub_model_offline_says_how_to_provide_it(monkeypatch, tmp_path
 
 
 def test_unsupported_pipeline_class(tmp_path):
-    folder = tmp_path / "sd3"
+    folder = tmp_path / "cascade"
     folder.mkdir()
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
-    with pytest.raises(ModelLoadError, match="SD 1.x, SD 2.x and SDXL"):
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableCascadeCombinedPipeline"}))
+    with pytest.raises(ModelLoadError, match="SD 1.x, SD 2.x, SDXL, FLUX.1, SD3.x and Qwen-Image"):
         load_backbone(str(folder))
 
 

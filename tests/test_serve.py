@@ -164,7 +164,7 @@ def test_serve_cli_checks_before_loading(tmp_path, capsys, monkeypatch):
     assert "--port" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "gradio", None)
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "g"))
-    assert main(["serve", "--model", "tiny", "--out-dir", str(tmp_path / "o"), "--host", "0.0.0.0"]) == 2
+    assert main(["serve", "--model", "tiny", "--out-dir", str(tmp_path / "o"), "--host", "0.0.0.0", "--auth", "a:b"]) == 2
     assert 'pip install "pano360[web]"' in capsys.readouterr().err
 
 

@@ -27,6 +27,7 @@ _LAZY = {
     "Preset": ("pano360.presets", "Preset"),
     "register_preset": ("pano360.presets", "register_preset"),
     "load_adapter": ("pano360.adapters", "load_adapter"),
+    "inpaint_panorama": ("pano360.sphere.edit", "inpaint_panorama"),
     "wraparound": ("pano360.backbones.wrap", "wraparound"),
     "enable_wraparound": ("pano360.backbones.wrap", "enable_wraparound"),
     "disable_wraparound": ("pano360.backbones.wrap", "disable_wraparound"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import secrets
@@ -20,23 +21,25 @@ from .backbones.conditioning import TextConditioning, encode_prompts
 from .backbones.device import apply_memory_format, resolve_channels_last, resolve_device, resolve_dtype
 from .backbones.guided import GuidedModel
 from .backbones.loading import DEFAULT_MODEL, Backbone, load_backbone, load_controlnet
-from .backbones.schedulers import DEFAULT_SCHEDULER, check_scheduler_name, make_scheduler
+from .backbones.parameterization import initial_noise_scale
+from .backbones.schedulers import (
+    DEFAULT_SCHEDULERS,
+    check_scheduler_for_kind,
+    check_scheduler_name,
+    make_scheduler,
+    set_timesteps,
+)
 from .backbones.vae import tiled_decoding
 from .errors import InvalidInputError
 from .io.sidecar import library_versions
-from .methods import GenerationRequest, PanoramaMethod, RunContext, get_method, method_class
+from .methods import GenerationRequest, PanoramaMethod, RunContext
 from .output import PanoramaOutput
-from .presets import apply_preset
+from .plan import Plan, check_plan_memory, plan_generation
 from .validation import (
     check_eta,
-    check_generation_args,
-    check_memory,
     check_prompts,
     check_seed,
-    check_size_limit,
     check_steps_for_scheduler,
-    estimate_memory,
-    resolve_size,
 )
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -54,9 +57,9 @@ class PanoramaGenerator(BackboneComponents):
         out.images[0].save("forest.png")   # or out.save("forest.png") for XMP + sidecar
     """
 
-    def __init__(self, backbone: Backbone, scheduler: str = DEFAULT_SCHEDULER, channels_last: bool | str = "auto"):
+    def __init__(self, backbone: Backbone, scheduler: str | None = None, channels_last: bool | str = "auto"):
         self.backbone = backbone
-        self.scheduler_name = check_scheduler_name(scheduler)
+        self.scheduler_name = self._check_scheduler(scheduler)
         self.base_scheduler_config = backbone.pipe.scheduler.config
         self.channels_last = channels_last
         resolve_channels_last(channels_last, self.device)  # checks the value
@@ -116,6 +119,13 @@ class PanoramaGenerator(BackboneComponents):
         tiled = plan.tiled_decode if self.tiled_decode == "auto" else bool(self.tiled_decode)
         return getattr(self.backbone, "offload", None) or "none", tiled
 
+    def _check_scheduler(self, name: str | None) -> str:
+        """``name`` normalised (None: the family's default), refused when it does not fit the model's kind."""
+        contract = self.backbone.contract
+        if name is None:
+            return DEFAULT_SCHEDULERS[contract.schedule]
+        return check_scheduler_for_kind(name, contract.schedule, self.backbone.info.family)
+
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(
@@ -124,7 +134,7 @@ class PanoramaGenerator(BackboneComponents):
         *,
         torch_dtype: torch.dtype | str | None = "auto",
         device: torch.device | str | None = "auto",
-        scheduler: str = DEFAULT_SCHEDULER,
+        scheduler: str | None = None,
         controlnet: str | None = None,
         loras: Sequence[str | tuple[str, float]] | None = None,
         embeddings: Sequence[str | tuple[str, str]] | None = None,
@@ -139,16 +149,24 @@ class PanoramaGenerator(BackboneComponents):
         offload: str = "none",
         tiled_decode: bool | str = "auto",
         compile: bool | str = False,
+        transformer: str | None = None,
+        quantize: str = "none",
+        preset: str | None = None,
     ) -> PanoramaGenerator:
         """Load a backbone (Hub id, diffusers folder, single ``.safetensors``/``.ckpt`` file, or ``tiny``).
 
         Args:
-            model: what to load; ``"tiny"``, ``"tiny-sd2"``, ``"tiny-sdxl"`` are built-in random models.
+            model: what to load (SD 1/2, SDXL, FLUX.1, SD3.x, Qwen-Image; the family is read from the files);
+                ``"tiny"``, ``"tiny-sd2"``, ``"tiny-sdxl"``, ``"tiny-flux"``, ``"tiny-flux-schnell"``,
+                ``"tiny-flux-fill"``, ``"tiny-sd3"``, ``"tiny-qwen"`` are built-in random models.
             torch_dtype: ``"auto"`` (fp16 on GPU, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"`` or a dtype.
             device: ``"auto"`` (cuda, then mps, then cpu) or a device.
-            scheduler: default scheduler name (``ddim``, ``euler``, ``euler_a``, ``dpmpp_2m``, …).
+            scheduler: default scheduler name (``ddim``, ``euler``, ``euler_a``, ``dpmpp_2m``, … for SD/SDXL;
+                ``flow_euler``, ``flow_heun``, ``flow_dpmpp_2m``, ``flow_unipc`` for the transformers; default:
+                the family's, ddim or flow_euler).
             controlnet: a ControlNet (Hub id, folder, file, or ``"tiny"``) for depth conditioning.
-            loras: LoRA files or Hub repos, each optionally as ``(source, scale)`` (scale 1 by default).
+            loras: LoRA files or Hub repos, each optionally as ``(source, scale)`` or ``(source, scale,
+                weight_name)`` (scale 1 by default; the weight file inside a Hub repo that holds several).
             embeddings: textual-inversion files, each optionally as ``(path, token)``.
             config: for single files offline, a diffusers folder/Hub id to take component configs from.
             prediction_type: override the scheduler's (``"epsilon"`` or ``"v_prediction"``).
@@ -157,10 +175,26 @@ class PanoramaGenerator(BackboneComponents):
             adapter: trained panorama adapter(s): a pano360 adapter folder (``pano360 train``) or a
                 reference checkpoint (MVDiffusion, UniPano), see :func:`pano360.adapters.load_adapter`.
             offload, tiled_decode, compile: memory and speed modes, see :meth:`configure_memory`.
+            transformer: FLUX/SD3/Qwen-Image: a transformer to use instead of the model's (fine-tune repo,
+                folder, ``.safetensors`` or ``.gguf`` file).
+            quantize: ``"none"``, ``"fp8"`` (float8 weights, computes in ``torch_dtype``) or ``"nf4"``
+                (bitsandbytes, CUDA) for the transformer.
+            preset: a preset naming a model (:mod:`pano360.model_presets`, ``docs/models.md``): its model,
+                LoRAs and transformer are loaded unless given here; pass the same ``preset=`` when generating
+                for its size, steps, guidance, seam scheme and trigger phrase.
         """
         from .backbones.memory import OFFLOAD_MODES
 
-        check_scheduler_name(scheduler)
+        if preset is not None:
+            from .presets import get_preset
+
+            chosen = get_preset(preset)
+            if model == DEFAULT_MODEL and "model" in chosen.generation:
+                model = chosen.generation["model"]
+            loras = loras if loras else list(chosen.loras)
+            transformer = transformer or chosen.transformer
+        if scheduler is not None:
+            check_scheduler_name(scheduler)
         if offload not in OFFLOAD_MODES:
             raise InvalidInputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
         if tiled_decode not in (True, False, "auto"):
@@ -168,10 +202,11 @@ class PanoramaGenerator(BackboneComponents):
         device = resolve_device(device)
         resolve_channels_last(channels_last, device)
         dtype = resolve_dtype(torch_dtype, device)
-        lora_list = [(entry, 1.0) if isinstance(entry, (str, os.PathLike)) else tuple(entry) for entry in loras or []]
+        lora_list = [(entry, 1.0, None) if isinstance(entry, (str, os.PathLike)) else (*tuple(entry), None)[:3]
+                     for entry in loras or []]
         embedding_list = [(entry, None) if isinstance(entry, (str, os.PathLike)) else tuple(entry)
                           for entry in embeddings or []]
-        for source, _ in lora_list:
+        for source, _, _ in lora_list:
             lora_files.check_adapter_path(str(source))
         for source, _ in embedding_list:
             lora_files.check_adapter_path(str(source), what="embedding")
@@ -181,13 +216,15 @@ class PanoramaGenerator(BackboneComponents):
         backbone = load_backbone(
             model, torch_dtype=dtype, device=device, config=config, variant=variant, cache_dir=cache_dir,
             local_files_only=local_files_only, token=token, prediction_type=prediction_type,
+            transformer=transformer, quantize=quantize,
         )
         generator = cls(backbone, scheduler=scheduler, channels_last=channels_last)
         if controlnet:
             load_controlnet(backbone, controlnet, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         if lora_list:
-            lora_files.load_loras(backbone, [(str(s), float(w)) for s, w in lora_list], cache_dir=cache_dir,
-                                local_files_only=local_files_only, token=token)
+            lora_files.load_loras(backbone, [(str(s), float(w)) for s, w, _ in lora_list],
+                                  weight_names=[name for _, _, name in lora_list], cache_dir=cache_dir,
+                                  local_files_only=local_files_only, token=token)
         for source, embedding_token in embedding_list:
             lora_files.load_embedding(backbone, str(source), token=embedding_token)
         for source in adapter_list:
@@ -196,7 +233,7 @@ class PanoramaGenerator(BackboneComponents):
         return generator
 
     @classmethod
-    def from_pipe(cls, pipe, name: str = "custom", scheduler: str = DEFAULT_SCHEDULER,
+    def from_pipe(cls, pipe, name: str = "custom", scheduler: str | None = None,
                   channels_last: bool | str = "auto") -> PanoramaGenerator:
         """Wrap an already built diffusers SD/SDXL pipeline (its modules are shared, not copied; with
         channels-last, their convolution weights are switched to that layout when generating)."""
@@ -263,6 +300,7 @@ class PanoramaGenerator(BackboneComponents):
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
+        true_cfg_scale: float | None = None,
         num_images_per_prompt: int = 1,
         seed: int | Sequence[int] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -288,7 +326,11 @@ class PanoramaGenerator(BackboneComponents):
             preset: settings of a reference run (:mod:`pano360.presets`); explicit arguments win.
             height, width: pixels, multiples of 8, height ≤ width. Default: the model's native height
                 (512 for SD 1/2, 1024 for SDXL) and twice that width (a full 2:1 sphere).
-            num_inference_steps (default 50), guidance_scale (default 7.5), negative_prompt, eta: as in diffusers.
+            num_inference_steps, guidance_scale, negative_prompt, eta: as in the family's diffusers
+                pipeline (defaults: 50 and 7.5 for SD/SDXL; FLUX 28 and 3.5 embedded guidance; SD3 28 and
+                7.0; Qwen-Image 50 and 4.0, its true CFG, used only with a negative prompt).
+            true_cfg_scale: FLUX: real classifier-free guidance with ``negative_prompt`` when > 1 (its
+                ``guidance_scale`` is the embedded guidance value); ignored by the other families.
             seed: base seed; image i uses ``seed + i`` (or a list of seeds). Random if neither ``seed``
                 nor ``generator`` is given; the seeds used are in ``output.parameters["seeds"]``.
             generator: a ``torch.Generator`` or one per image (diffusers style), instead of ``seed``.
@@ -307,35 +349,31 @@ class PanoramaGenerator(BackboneComponents):
         check_prompts(prompt)
         if negative_prompt is not None:
             check_prompts(negative_prompt, "negative_prompt")
-        chosen, options, settings = apply_preset(preset, method, method_options, {
-            "height": height, "width": width, "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale, "scheduler": scheduler})
-        if self.backbone.source.kind == "tiny" and isinstance(chosen, str):  # every method offline on tiny models
-            options = {**method_class(chosen).tiny_defaults, **options}
-        method_obj = get_method(chosen, **options)
-        default_height, default_width = method_obj.default_size(info)
-        resolve_size(settings.get("height"), settings.get("width"), default_height, ("height", "width"))  # 0: error
-        height = settings.get("height") or default_height
-        width = settings.get("width") or (2 * height if settings.get("height") else default_width)
-        num_inference_steps = settings.get("num_inference_steps", 50)
-        guidance_scale = settings.get("guidance_scale", 7.5)
-        check_generation_args(height=height, width=width, num_inference_steps=num_inference_steps,
-                              guidance_scale=guidance_scale, num_images_per_prompt=num_images_per_prompt)
         if output_type not in OUTPUT_TYPES:
             raise InvalidInputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        scheduler_name = check_scheduler_name(settings.get("scheduler") or self.scheduler_name)
+        if preset is not None:
+            from .presets import get_preset
+
+            prompt = _with_trigger(get_preset(preset), prompt)
+        plan = plan_generation(info, method=method, preset=preset, options=method_options, height=height, width=width,
+                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                               scheduler=scheduler, num_images=num_images_per_prompt, prompt=prompt,
+                               has_control=control_image is not None, allow_large=allow_large,
+                               tiny=self.backbone.source.kind == "tiny")
+        method_obj, height, width = plan.method, plan.height, plan.width
+        num_inference_steps, guidance_scale = plan.num_inference_steps, plan.guidance_scale
+        contract = self.backbone.contract
+        scheduler_name = self._check_scheduler(plan.scheduler or self.scheduler_name)
+        cfg_scale, embedded_guidance = contract.guidance_plan(self.pipe, guidance_scale, true_cfg_scale,
+                                                              negative_prompt is not None)
         check_eta(eta, scheduler_name, "eta")
         check_steps_for_scheduler(num_inference_steps, int(self.base_scheduler_config.get("num_train_timesteps", 1000)),
                                   "num_inference_steps")
-        check_size_limit(height, width, method_obj, allow_large, "allow_large=True")
         units = method_obj.prompt_units(prompt)
         batch = len(units) * num_images_per_prompt
         if generator is None:
             check_seed(seed, batch)
-        request = GenerationRequest(height=height, width=width, num_inference_steps=num_inference_steps,
-                                    guidance_scale=guidance_scale, batch_size=batch,
-                                    has_control=control_image is not None)
-        method_obj.check(request)
+        request = dataclasses.replace(plan.request, cfg=cfg_scale != 1.0)
         method_obj.check_for_model(request, info, scheduler_name, self.adapters)
         if control_image is not None and self.controlnet is None:
             raise InvalidInputError("a control image was given but no ControlNet is loaded; pass controlnet=... "
@@ -350,11 +388,15 @@ class PanoramaGenerator(BackboneComponents):
         generators, seeds = _make_generators(seed, generator, batch)
         control = _prepare_control_image(control_image, batch, height, width, self.device, self.dtype)
         offloaded, tiled = self._memory_plan(height, width)
-        channels_last = resolve_channels_last(self.channels_last, self.device)
+        # channels-last speeds up convolutions: the UNets' (a transformer has none worth it; video VAEs are 5-D)
+        channels_last = resolve_channels_last(self.channels_last, self.device) and not info.is_dit
         if offloaded != "sequential":  # sequential offload keeps the weights on the meta device
             apply_memory_format(channels_last, self.unet, self.vae, self.controlnet)
         sched = make_scheduler(scheduler_name, self.base_scheduler_config)
-        sched.set_timesteps(num_inference_steps, device=self.device)
+        factor = info.vae_scale_factor
+        set_timesteps(sched, num_inference_steps, self.device,
+                      contract.image_seq_len(height // factor, width // factor, info), self.base_scheduler_config,
+                      linear_sigmas=contract.linear_sigmas)
         ctx = RunContext(request=request, backbone=self.backbone, scheduler=sched, prompts=prompts,
                          negative_prompts=negatives, generators=generators, control_image=control,
                          adapters=list(self.adapters), channels_last=channels_last)
@@ -367,7 +409,7 @@ class PanoramaGenerator(BackboneComponents):
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(iterator, desc=f"{method_obj.name} {width}x{height}", unit="step")
+            iterator = tqdm(iterator, desc=f"{method_obj.name} {height}x{width}", unit="step")
         # On CPUs the transformer blocks' feed-forward runs in token chunks that stay in cache: same
         # result bit for bit, about 12 % faster for batched 64-latent windows (docs/benchmarks.md).
         with run.patches(), tiled_decoding(self.vae, enabled=tiled), \
@@ -375,9 +417,10 @@ class PanoramaGenerator(BackboneComponents):
             network = run.network  # read inside the patches: attached adapters may wrap the UNet
             if self.compiled_unet is not None and network is self.unet:
                 network = self.compiled_unet
-            model = GuidedModel(network, text, guidance_scale, controlnet=self.controlnet,
-                                controlnet_scale=controlnet_conditioning_scale)
-            state = run.init_latents(noise * sched.init_noise_sigma)
+            model = GuidedModel(network, text, cfg_scale, controlnet=self.controlnet,
+                                controlnet_scale=controlnet_conditioning_scale, family=contract,
+                                embedded_guidance=embedded_guidance)
+            state = run.init_latents(noise * initial_noise_scale(sched))
             for i, t in enumerate(iterator):
                 with torch.no_grad():
                     state, output = run.denoise(model, state, t, i)
@@ -394,6 +437,8 @@ class PanoramaGenerator(BackboneComponents):
             prompts, negatives, method_obj, height, width, num_inference_steps, guidance_scale, scheduler_name,
             eta, seeds, control_image, controlnet_conditioning_scale, latents is not None,
         )
+        if true_cfg_scale is not None:
+            parameters["true_cfg_scale"] = true_cfg_scale
         parameters["preset"] = preset
         resolved = run.resolved()
         if resolved:
@@ -416,20 +461,11 @@ class PanoramaGenerator(BackboneComponents):
 
     def _check_memory(self, request: GenerationRequest, method_obj, allow_large: bool) -> None:
         """Refuse a run whose estimated activations (the weights are loaded already) exceed the free
-        memory of the device (:func:`pano360.validation.estimate_memory`)."""
-        if allow_large:
-            return
-        from .validation import available_memory
-
-        values = method_obj.values()
-        window = values.get("window")
-        estimate = estimate_memory(
-            request.height, request.width, family=self.family, method=method_obj,
-            dtype_bytes=torch.finfo(self.dtype).bits // 8, batch_size=request.batch_size, guidance=request.guidance,
-            window=max(window) if isinstance(window, tuple) else window, view_batch_size=values.get("view_batch_size", 8),
-            sync_batch_size=1 if "sync_weight" in values else 0, parameters=0,
-        )
-        check_memory(estimate, available_memory(self.device), str(self.device), flag="allow_large=True")
+        memory of the device (:func:`pano360.plan.check_plan_memory`)."""
+        plan = Plan(method_obj, None, request.height, request.width, request.num_inference_steps,
+                    request.guidance_scale, None, request)
+        check_plan_memory(plan, self.backbone.info, str(self.device), torch.finfo(self.dtype).bits // 8, parameters=0,
+                          allow_large=allow_large)
 
     def _parameters(self, prompts, negatives, method_obj, height, width, steps, guidance, scheduler_name, eta,
                     seeds, control_image, control_scale, custom_latents) -> dict:
@@ -459,6 +495,8 @@ class PanoramaGenerator(BackboneComponents):
             "versions": library_versions() | {"pano360": __version__},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if backbone.transformer_source is not None:
+            record["transformer"] = backbone.transformer_source.as_dict()
         if backbone.controlnet is not None:
             record["controlnet"] = backbone.controlnet_source.as_dict()
             record["controlnet_conditioning_scale"] = control_scale
@@ -468,6 +506,13 @@ class PanoramaGenerator(BackboneComponents):
 
 
 # --- helpers (module level: pure functions of their inputs) -----------------------------------
+
+def _with_trigger(preset, prompt):
+    """The prompt(s) with the preset's trigger phrase (per prompt, per view prompt)."""
+    if isinstance(prompt, str):
+        return preset.prompt(prompt)
+    return [_with_trigger(preset, p) if isinstance(p, (str, list, tuple)) else p for p in prompt]
+
 
 def _expand_negative(negative_prompt, num_prompts: int, per_prompt: int) -> list[str] | None:
     if negative_prompt is None:
@@ -509,7 +554,7 @@ def _initial_noise(latents, generators, batch, shape, device, dtype) -> torch.Te
         if tuple(latents.shape[1:]) != shape or latents.shape[0] not in (1, batch):
             raise InvalidInputError(
                 f"latents have shape {tuple(latents.shape)}, expected ({batch}, {', '.join(map(str, shape))}) "
-                "for this method and size (latent units = pixels / 8)"
+                "for this method and size (latent units = pixels / the VAE's factor, 8 for the released models)"
             )
         return latents.expand(batch, *shape).to(device=device, dtype=dtype)
     noise = [torch.randn(shape, generator=g, device=g.device, dtype=torch.float32) for g in generators]

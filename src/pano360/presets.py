@@ -17,11 +17,26 @@ GENERATION_KEYS = ("height", "width", "num_inference_steps", "guidance_scale", "
 
 @dataclass(frozen=True)
 class Preset:
+    """A named run. ``generation`` may name the ``model``; ``loras`` are (Hub repo or file, scale, weight file
+    name or None) loaded with it; ``transformer`` replaces a DiT's transformer; ``trigger`` is a phrase the
+    model was trained with, put before the prompt unless the prompt has it; ``licence`` says under which
+    terms the weights come (shown in ``--help`` and ``docs/models.md``)."""
+
     name: str
     method: str
     description: str
     generation: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    loras: tuple[tuple[str, float, str | None], ...] = ()
+    transformer: str | None = None
+    trigger: str = ""
+    licence: str = ""
+
+    def prompt(self, prompt: str) -> str:
+        """``prompt`` with the trigger phrase in front (unless it already contains it, any case)."""
+        if not self.trigger or self.trigger.lower() in prompt.lower():
+            return prompt
+        return f"{self.trigger}, {prompt}"
 
     def __post_init__(self):
         unknown = set(self.generation) - set(GENERATION_KEYS)

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .defaults import NATIVE_SIZES
 from .errors import InvalidInputError
 
 PIXELS_PER_LATENT = 8
@@ -205,11 +206,15 @@ def check_size_limit(height: int, width: int, method="circular", allow_large: bo
         )
 
 
-PARAMETERS = {"sd1": 1.07e9, "sd2": 1.30e9, "sdxl": 3.47e9}
-"""Parameters of UNet + text encoder(s) + VAE per family (SD 1.5: 860M + 123M + 84M; SD 2: 865M +
-354M + 84M; SDXL: 2.57B + 817M + 84M)."""
-UNET_ELEMENTS_PER_LATENT = {"sd1": 30_000, "sd2": 30_000, "sdxl": 45_000}
-"""Peak UNet activation elements per latent position and batch entry (memory-efficient attention)."""
+PARAMETERS = {"sd1": 1.07e9, "sd2": 1.30e9, "sdxl": 3.47e9, "flux": 16.9e9, "sd3": 7.7e9, "qwen-image": 28.8e9}
+"""Parameters of denoiser + text encoder(s) + VAE per family (SD 1.5: 860M + 123M + 84M; SD 2: 865M +
+354M + 84M; SDXL: 2.57B + 817M + 84M; FLUX.1: 11.9B + T5-XXL 4.76B + CLIP-L 123M + 84M; SD3 medium:
+2.03B + T5 4.76B + CLIPs 0.82B + 84M; Qwen-Image: 20.4B + Qwen2.5-VL-7B 8.29B + 127M). A quantized or
+offloaded model needs less; pass ``parameters`` (bytes are parameters × ``dtype_bytes``)."""
+UNET_ELEMENTS_PER_LATENT = {"sd1": 30_000, "sd2": 30_000, "sdxl": 45_000, "flux": 12_000, "sd3": 8_000,
+                            "qwen-image": 12_000}
+"""Peak denoiser activation elements per latent position and batch entry (memory-efficient attention;
+a DiT token covers 2 × 2 latents with a hidden width of 1536-3072)."""
 VAE_ELEMENTS_PER_PIXEL = 2_000
 """Peak VAE-decoder activation elements per output pixel (the decoder's full-resolution stages)."""
 VAE_GRAD_ELEMENTS_PER_PIXEL = 9_000
@@ -239,7 +244,7 @@ class MemoryEstimate:
 def estimate_memory(
     height: int, width: int, *, family: str = "sd2", method="circular", dtype_bytes: int = 2, batch_size: int = 1,
     guidance: bool = True, window: int | None = None, view_batch_size: int = 8, sync_batch_size: int = 0,
-    parameters: float | None = None,
+    parameters: float | None = None, positions: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one generation, from sizes alone (no model needed).
 
@@ -251,13 +256,17 @@ def estimate_memory(
     (``sync_batch_size`` windows × window pixels × :data:`VAE_GRAD_ELEMENTS_PER_PIXEL`), plus 10 %.
     Coarse by design (within a factor of ~2): it exists to refuse runs that cannot fit at once, not
     to plan tight ones. ``height``/``width`` in pixels; ``window`` in latent units (default: native).
+    ``positions``: the latent positions of the method's largest denoiser call as the method declares
+    them (:meth:`pano360.methods.base.PanoramaMethod.denoiser_positions`), instead of the rule above.
     """
     params = parameters if parameters is not None else PARAMETERS.get(family, PARAMETERS["sd2"])
     latent_h, latent_w = height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT
     cfg = 2 if guidance else 1
     per_latent = UNET_ELEMENTS_PER_LATENT.get(family, 30_000)
-    if method_family(method) == "windows":
-        window = window or (128 if family == "sdxl" else 64)
+    if positions is not None:
+        pass  # the method's own count
+    elif method_family(method) == "windows":
+        window = window or NATIVE_SIZES.get(family, 512) // PIXELS_PER_LATENT
         positions = view_batch_size * min(window, latent_h) * min(window, latent_w)  # one batched window call
     else:
         positions = batch_size * latent_h * latent_w
@@ -266,7 +275,7 @@ def estimate_memory(
     vae = int(batch_size * height * width * VAE_ELEMENTS_PER_PIXEL * vae_bytes)
     extra = 0
     if sync_batch_size:
-        window_px = (window or (128 if family == "sdxl" else 64)) * PIXELS_PER_LATENT
+        window_px = (window or NATIVE_SIZES.get(family, 512) // PIXELS_PER_LATENT) * PIXELS_PER_LATENT
         extra = int(sync_batch_size * window_px * window_px * VAE_GRAD_ELEMENTS_PER_PIXEL * dtype_bytes)
     return MemoryEstimate(weights=int(params * dtype_bytes), unet=unet, vae=vae, extra=extra)
 

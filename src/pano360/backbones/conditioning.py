@@ -1,7 +1,8 @@
-"""Text conditioning shared by sampling and training: prompt encoding and SDXL's added time ids.
+"""Text conditioning shared by sampling and training.
 
 Every caller (the generator, every method, the trainer, validation) encodes prompts through
-:func:`encode_prompts`, so sampling and training condition the UNet identically.
+:func:`encode_prompts`, which hands the pipeline to its family's encoder
+(:mod:`pano360.backbones.family`), so sampling and training condition the model identically.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import torch
 class TextConditioning:
     """Encoded prompts for ``N`` conditioning units (a unit is one panorama, or one view of one).
 
-    ``embeds``: [N, L, D] token embeddings (L = 77 for CLIP); ``negative_embeds`` the same for the
-    negative prompts, or None when there is no classifier-free guidance. SDXL also has ``pooled`` /
-    ``negative_pooled`` [N, P]. ``truncated[n]`` is True when prompt n was longer than the text
-    encoder's context and lost its tail (CLIP keeps 77 tokens).
+    ``embeds``: [N, L, D] token embeddings (L = 77 for CLIP, 512 T5 tokens for FLUX, 77 + 256 for SD3);
+    ``negative_embeds`` the same for the negative prompts, or None when there is no classifier-free
+    guidance. SDXL, FLUX and SD3 also have ``pooled`` / ``negative_pooled`` [N, P]; Qwen-Image has
+    ``mask`` / ``negative_mask`` [N, L] (1 = a real token; positive and negative padded to one L).
+    ``truncated[n]`` is True when prompt n was longer than the text encoder's context and lost its tail.
     """
 
     embeds: torch.Tensor
@@ -26,6 +28,8 @@ class TextConditioning:
     pooled: torch.Tensor | None = None
     negative_pooled: torch.Tensor | None = None
     truncated: tuple[bool, ...] = ()
+    mask: torch.Tensor | None = None
+    negative_mask: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -36,13 +40,14 @@ class TextConditioning:
         index = index.to(self.embeds.device)
         pick = lambda tensor: None if tensor is None else tensor[index]
         return TextConditioning(pick(self.embeds), pick(self.negative_embeds), pick(self.pooled),
-                                pick(self.negative_pooled))
+                                pick(self.negative_pooled), mask=pick(self.mask), negative_mask=pick(self.negative_mask))
 
 
 def _truncated(pipe, prompts: list[str]) -> tuple[bool, ...]:
-    """Which prompts the (first) tokenizer cuts at its context length."""
-    tokenizer = pipe.tokenizer
-    limit = tokenizer.model_max_length
+    """Which prompts the family's main tokenizer cuts at its context length."""
+    from .family import family_of
+
+    tokenizer, limit = family_of(pipe).truncation_limit(pipe)
     lengths = [len(ids) for ids in tokenizer(prompts, truncation=False)["input_ids"]]
     return tuple(length > limit for length in lengths)
 
@@ -54,25 +59,18 @@ def encode_prompts(pipe, prompts: list[str], negative_prompts: list[str] | None 
     ``negative_prompts`` None means the empty prompt, as in diffusers. No gradients are kept: the
     text encoders are frozen in every use pano360 makes of them.
     """
-    device = device if device is not None else pipe.unet.device
-    with torch.no_grad():
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-                prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guidance,
-                negative_prompt=negative_prompts,
-            )
-            text = TextConditioning(embeds, negative if guidance else None, pooled,
-                                    negative_pooled if guidance else None)
-        else:
-            embeds, negative = pipe.encode_prompt(prompts, device, 1, guidance, negative_prompt=negative_prompts)
-            text = TextConditioning(embeds, negative if guidance else None)
+    from .family import family_of
+
+    family = family_of(pipe)
+    if device is None:
+        device = family.denoiser(pipe).device
+    text = family.encode(pipe, prompts, negative_prompts, guidance, device)
     text.truncated = _truncated(pipe, prompts)
     return text
 
 
 def sdxl_time_ids(size_px: tuple[int, int], count: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """SDXL's added time ids [count, 6]: original size, crop offset (0, 0), target size, in pixels
-    (height, width): the size of what the UNet sees (a window, a view or the whole panorama)."""
-    height, width = size_px
-    ids = torch.tensor([height, width, 0, 0, height, width], dtype=dtype, device=device)
-    return ids.expand(count, 6)
+    """SDXL's added time ids (kept here for old imports; the SDXL family owns them)."""
+    from .family_unet import sdxl_time_ids as time_ids
+
+    return time_ids(size_px, count, dtype, device)

@@ -1,13 +1,13 @@
 """The model call shared by sampling and training, and classifier-free guidance around it.
 
-:func:`predict_noise` is *the* conditioned UNet call: text embeddings, SDXL's pooled embedding and
-added time ids, ControlNet residuals and any extra inputs a network takes (e.g. MVDiffusion's
-cameras). The trainer calls it directly; sampling calls it through :class:`GuidedModel`, which
-batches the unconditional and conditional halves in one call and applies guidance. Nothing else in
-pano360 calls a UNet, so training and sampling cannot drift apart.
+The call itself belongs to the backbone's family (:meth:`pano360.backbones.family.BackboneFamily.call`:
+UNet keyword arguments and SDXL time ids, or a transformer's token packing, position ids, timestep
+scale and embedded guidance); :class:`GuidedModel` batches the unconditional and conditional halves
+in one call and combines them as the family does (plain CFG, or Qwen-Image's norm-preserving true
+CFG). Nothing else in pano360 calls a denoiser, so training and sampling cannot drift apart.
 
-The output is what the network predicts: ε, v or x0 (``scheduler.config.prediction_type``); turn it
-into a clean-latent estimate with :func:`pano360.backbones.parameterization.predicted_original`.
+The output is what the network predicts: ε, v, x0 or a flow velocity; turn it into a clean-latent
+estimate with :func:`pano360.backbones.parameterization.predicted_original`.
 """
 
 from __future__ import annotations
@@ -16,46 +16,26 @@ from collections.abc import Callable
 
 import torch
 
-from .conditioning import TextConditioning, sdxl_time_ids
+from .conditioning import TextConditioning
 
 
-def predict_noise(
-    network: Callable,
-    latents: torch.Tensor,
-    t: torch.Tensor | int,
-    embeds: torch.Tensor,
-    pooled: torch.Tensor | None = None,
-    size_px: tuple[int, int] | None = None,
-    control: torch.Tensor | None = None,
-    controlnet=None,
-    controlnet_scale: float = 1.0,
-    **inputs,
-) -> torch.Tensor:
-    """One conditioned network output for ``latents`` [N, C, h, w] (latent units) at timestep(s) ``t``.
+def predict_noise(network: Callable, latents: torch.Tensor, t: torch.Tensor | int, embeds: torch.Tensor,
+                  pooled: torch.Tensor | None = None, size_px: tuple[int, int] | None = None,
+                  control: torch.Tensor | None = None, controlnet=None, controlnet_scale: float = 1.0,
+                  family=None, **inputs) -> torch.Tensor:
+    """One conditioned network output [N, C, h, w] for ``latents`` [N, C, h, w] at timestep(s) ``t``.
 
-    Args:
-        network: a ``UNet2DConditionModel`` or anything with its call signature (plus ``inputs``).
-        t: a scalar timestep or one per latent [N].
-        embeds: [N, L, D] text embeddings; ``pooled`` [N, P] for SDXL (then added time ids are built for
-            ``size_px`` = (height, width) in pixels, default: the latent size × 8).
-        control: [N, 3, 8h, 8w] ControlNet image in [0, 1], used when ``controlnet`` is given.
-        inputs: extra tensors the network takes, each with N rows (e.g. ``cameras``).
-
-    Returns [N, C_out, h, w]. Gradients flow if the caller enables them (training, SyncDiffusion).
+    ``family`` is the backbone's contract (default: the UNet call, with SDXL time ids when ``pooled``
+    is given, for SD 1/2/SDXL callers that pass no family). See
+    :func:`pano360.backbones.family_unet.unet_call` for the UNet arguments.
     """
-    added = None
-    if pooled is not None:
-        size_px = size_px or (latents.shape[-2] * 8, latents.shape[-1] * 8)
-        added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(size_px, latents.shape[0], embeds.dtype, embeds.device)}
-    residuals = {}
-    if controlnet is not None and control is not None:
-        down, mid = controlnet(
-            latents, t, encoder_hidden_states=embeds, controlnet_cond=control.to(latents.dtype),
-            conditioning_scale=controlnet_scale, added_cond_kwargs=added, return_dict=False,
-        )
-        residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-    return network(latents, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False,
-                   **residuals, **inputs)[0]
+    if family is None:
+        from .family_unet import unet_call
+
+        return unet_call(network, latents, t, embeds, pooled, size_px, control, controlnet, controlnet_scale,
+                         **inputs)
+    return family.call(network, latents, t, embeds, pooled, inputs.pop("mask", None), size_px=size_px,
+                       control=control, controlnet=controlnet, controlnet_scale=controlnet_scale, **inputs)
 
 
 def _doubled(value):
@@ -66,25 +46,35 @@ def _doubled(value):
 
 
 class GuidedModel:
-    """Guided network output (ε, v or x0, as the network predicts) for a batch of latents.
+    """Guided network output (ε, v, x0 or velocity, as the network predicts) for a batch of latents.
 
     Args:
-        network: the UNet, or a network with its signature (e.g. MVDiffusion's multi-view UNet).
+        network: the denoiser (UNet or transformer), or a network with its signature (e.g. MVDiffusion's
+            multi-view UNet).
         text: the encoded prompts, one row per conditioning unit.
-        guidance_scale: classifier-free guidance weight w; the output is ``u + w·(c − u)``. Guidance is
-            skipped (one pass) when ``w == 1`` or there is no negative conditioning.
+        guidance_scale: classifier-free guidance weight w; guidance is skipped (one pass) when ``w == 1``
+            or there is no negative conditioning.
         controlnet: optional ``ControlNetModel``; ``controlnet_scale`` its conditioning scale.
+        family: the backbone's contract (:mod:`pano360.backbones.family`); default the UNet call.
+        embedded_guidance: the guidance value a guidance-distilled transformer (FLUX.1-dev) takes as an
+            input, or None.
 
     ``calls`` counts the network batches run (for benchmarks and tests).
     """
 
     def __init__(self, network: Callable, text: TextConditioning, guidance_scale: float, controlnet=None,
-                 controlnet_scale: float = 1.0):
+                 controlnet_scale: float = 1.0, family=None, embedded_guidance: float | None = None):
+        if family is None:
+            from .family import get_family
+
+            family = get_family("sd1")
         self.network = network
         self.text = text
         self.guidance_scale = float(guidance_scale)
         self.controlnet = controlnet
         self.controlnet_scale = float(controlnet_scale)
+        self.family = family
+        self.embedded_guidance = embedded_guidance
         self.do_guidance = self.guidance_scale != 1.0 and text.negative_embeds is not None
         self.calls = 0
 
@@ -108,18 +98,21 @@ class GuidedModel:
         if units is None:
             units = torch.arange(n)
         text = self.text.select(units)
-        embeds, pooled = text.embeds, text.pooled
+        embeds, pooled, mask = text.embeds, text.pooled, text.mask
         if self.do_guidance:
             latents = torch.cat([latents, latents])
             embeds = torch.cat([text.negative_embeds, embeds])
             if pooled is not None:
                 pooled = torch.cat([text.negative_pooled, pooled])
+            if mask is not None:
+                mask = torch.cat([text.negative_mask, mask])
             control = _doubled(control)
             inputs = {name: _doubled(value) for name, value in inputs.items()}
-        prediction = predict_noise(self.network, latents, t, embeds, pooled, size_px, control, self.controlnet,
-                                   self.controlnet_scale, **inputs)
+        prediction = self.family.call(self.network, latents, t, embeds, pooled, mask, size_px=size_px, control=control,
+                                      controlnet=self.controlnet, controlnet_scale=self.controlnet_scale,
+                                      embedded_guidance=self.embedded_guidance, **inputs)
         self.calls += 1
         if self.do_guidance:
             unconditional, conditional = prediction.chunk(2)
-            prediction = unconditional + self.guidance_scale * (conditional - unconditional)
+            prediction = self.family.combine_guidance(unconditional, conditional, self.guidance_scale)
         return prediction

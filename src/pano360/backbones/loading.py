@@ -1,12 +1,22 @@
-"""Loading SD 1.x / 2.x / SDXL backbones and ControlNets from the Hub, a folder or a single file.
+"""Loading backbones (SD 1.x / 2.x / SDXL UNets; FLUX.1, SD3.x, Qwen-Image transformers) and ControlNets
+from the Hub, a folder or a single file.
 
 Sources, tried in this order:
 
-* ``tiny``, ``tiny-sd2``, ``tiny-sdxl``: built-in random models (offline; see :mod:`.tiny`);
-* an existing file (``.safetensors``, ``.ckpt``, ``.pt``, ``.bin``): an original-layout single-file
-  checkpoint (A1111/ComfyUI style). Pickles are only ever read with ``weights_only=True``;
+* ``tiny``, ``tiny-sd2``, ``tiny-sdxl``, ``tiny-flux``, ``tiny-flux-schnell``, ``tiny-flux-fill``,
+  ``tiny-sd3``, ``tiny-qwen``: built-in random models (offline; see :mod:`.tiny`, :mod:`.tiny_dit`);
+* an existing file (``.safetensors``, ``.ckpt``, ``.pt``, ``.bin``, ``.gguf``): an original-layout
+  single-file checkpoint (A1111/ComfyUI style), or a transformer-only file of a DiT (BFL/SAI/GGUF
+  layouts), combined with its family's base repository (``config``, default
+  :data:`pano360.defaults.DIT_BASE_MODELS`). Pickles are only ever read with ``weights_only=True``;
 * an existing folder in diffusers layout (``model_index.json``);
 * otherwise a Hugging Face Hub repo id (``owner/name``), downloaded into the HF cache on first use.
+
+The family is read from the files (``model_index.json``'s pipeline class, the transformer's config
+class, a single file's key names), never guessed from the name. ``transformer=`` replaces a DiT's
+transformer (a fine-tune repo, folder or file, e.g. a 360 fine-tune) like ``--unet`` does for UNets;
+``quantize=`` stores it in fewer bits (``fp8`` layerwise casting on any device, ``nf4`` through
+bitsandbytes on CUDA; ``.gguf`` files load through diffusers' GGUF support).
 
 Remote code is never enabled. Failures raise :class:`~pano360.errors.ModelLoadError` with a message
 that names the model and says how to provide it.
@@ -22,12 +32,25 @@ from pathlib import Path
 
 import torch
 
-from ..defaults import DEFAULT_MODEL  # defined torch-free for the CLI
+from ..defaults import (
+    DEFAULT_MODEL,  # defined torch-free for the CLI
+    DIT_BASE_MODELS,
+)
 from ..errors import InvalidInputError, ModelLoadError
-from .families import FamilyInfo, family_of_checkpoint_keys, family_of_pipeline
+from .families import (
+    DIT_FAMILIES,
+    PIPELINE_CLASSES,
+    TRANSFORMER_CLASSES,
+    FamilyInfo,
+    family_of_checkpoint_keys,
+    family_of_model_index,
+    family_of_transformer_keys,
+    family_of_unet_config,
+)
 from .tiny import TINY_MODEL_NAMES
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+QUANTIZATIONS = ("none", "fp8", "nf4")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 # Depth ControlNets used when a depth image is given without --controlnet.
 DEFAULT_DEPTH_CONTROLNETS = {
@@ -53,15 +76,38 @@ class ModelSource:
 
 @dataclass
 class Backbone:
-    """A loaded pipeline's components plus what the loop needs to know about them."""
+    """A loaded pipeline's components plus what the loop needs to know about them.
 
-    pipe: object  # diffusers StableDiffusionPipeline or StableDiffusionXLPipeline
+    ``contract`` is the family's :class:`~pano360.backbones.family.BackboneFamily`; ``denoiser`` the UNet
+    or transformer; ``vae`` the image VAE (Qwen-Image's video VAE behind :class:`FrameVAE`).
+    """
+
+    pipe: object  # a diffusers SD / SDXL / FLUX / SD3 / Qwen-Image pipeline
     info: FamilyInfo
     source: ModelSource
     controlnet: object | None = None
     controlnet_source: ModelSource | None = None
     loras: list[dict] = field(default_factory=list)
     embeddings: list[dict] = field(default_factory=list)
+    transformer_source: ModelSource | None = None
+    _image_vae: object | None = field(default=None, repr=False)
+
+    @property
+    def contract(self):
+        from .family import get_family
+
+        return get_family(self.info.family)
+
+    @property
+    def denoiser(self):
+        return self.contract.denoiser(self.pipe)
+
+    @property
+    def vae(self):
+        vae, cached = self.pipe.vae, self._image_vae
+        if cached is None or (cached is not vae and getattr(cached, "inner", None) is not vae):
+            self._image_vae = self.contract.image_vae(self.pipe)
+        return self._image_vae
 
 
 def classify_model_argument(model: str) -> str:
@@ -134,24 +180,31 @@ def _hub_commit(repo_id: str, cache_dir: str | None) -> str | None:
 
 
 def _pipeline_class(family_or_class_name: str):
+    """The diffusers pipeline class for a model_index class name or an SD family name."""
+    import diffusers
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    return StableDiffusionXLPipeline if "xl" in family_or_class_name.lower() else StableDiffusionPipeline
+    if family_or_class_name in PIPELINE_CLASSES:
+        return getattr(diffusers, family_or_class_name)
+    return StableDiffusionXLPipeline if family_or_class_name in ("sdxl", "StableDiffusionXLPipeline") \
+        or "XL" in family_or_class_name else StableDiffusionPipeline
 
 
 def _no_safety_checker(pipeline_class) -> dict:
-    """Loading kwargs that skip the SD 1.x/2.x safety checker (SDXL pipelines have none)."""
-    if "XL" in pipeline_class.__name__:
+    """Loading kwargs that skip the SD 1.x/2.x safety checker (SDXL and DiT pipelines have none)."""
+    if "XL" in pipeline_class.__name__ or pipeline_class.__name__ in PIPELINE_CLASSES:
         return {}
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
 
 def _check_supported_class(class_name: str, model: str) -> None:
+    if class_name in PIPELINE_CLASSES:
+        return
     unsupported = ("StableDiffusion3", "Upscale", "Cascade", "Inpaint", "Refiner")
     if not class_name.startswith("StableDiffusion") or any(tag in class_name for tag in unsupported):
         raise ModelLoadError(
-            f"model {model!r} is a {class_name}; pano360 runs SD 1.x, SD 2.x and SDXL text-to-image "
-            "checkpoints: choose one of those"
+            f"model {model!r} is a {class_name}; pano360 runs SD 1.x, SD 2.x, SDXL, FLUX.1, SD3.x and "
+            "Qwen-Image text-to-image checkpoints: choose one of those"
         )
 
 
@@ -181,21 +234,43 @@ def load_backbone(
     token: str | bool | None = None,
     prediction_type: str | None = None,
     hash_single_files: bool = True,
+    transformer: str | None = None,
+    quantize: str = "none",
 ) -> Backbone:
-    """Load a SD 1.x/2.x/SDXL pipeline; see the module docstring for the accepted ``model`` forms.
+    """Load a pipeline of any supported family; see the module docstring for the accepted forms.
 
     ``config`` (single files only): a diffusers folder or Hub id whose component configs to use,
-    needed offline because a single file carries no configs. ``prediction_type`` overrides the
-    scheduler's (e.g. ``"v_prediction"`` for SD 2.x 768-v single files).
+    needed offline because a single file carries no configs (for a DiT transformer-only file: the base
+    repository to take the text encoders and VAE from). ``prediction_type`` overrides the scheduler's
+    (e.g. ``"v_prediction"`` for SD 2.x 768-v single files). ``transformer`` and ``quantize``: see the
+    module docstring.
     """
     kind = classify_model_argument(model)
+    if quantize not in QUANTIZATIONS:
+        raise InvalidInputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     source = ModelSource(name=model, kind=kind)
+    dit_family = None
     if kind == "tiny":
-        from .tiny import tiny_pipeline
+        if TINY_MODEL_NAMES[model] in DIT_FAMILIES:
+            from .tiny_dit import tiny_dit_pipeline
 
-        pipe = tiny_pipeline(TINY_MODEL_NAMES[model])
+            pipe = tiny_dit_pipeline(model)
+        else:
+            from .tiny import tiny_pipeline
+
+            pipe = tiny_pipeline(TINY_MODEL_NAMES[model])
         if torch_dtype != torch.float32:
             pipe.to(dtype=torch_dtype)
+    elif kind == "single_file" and (dit_family := _single_file_dit_family(model)) is not None:
+        base = config or DIT_BASE_MODELS[dit_family]
+        module = load_transformer(model, dit_family, torch_dtype, cache_dir, local_files_only, token, quantize)
+        pipe = _load_pretrained(base, torch_dtype, variant, cache_dir, local_files_only or Path(base).is_dir(), token,
+                                transformer=module)
+        source.path = str(Path(model).expanduser().resolve())
+        if hash_single_files:
+            from ..io.sidecar import file_sha256
+
+            source.sha256 = file_sha256(source.path)
     elif kind == "single_file":
         pipe = _load_single_file(model, torch_dtype, config, cache_dir, local_files_only, token)
         source.path = str(Path(model).expanduser().resolve())
@@ -214,7 +289,20 @@ def load_backbone(
         pipe = _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, token)
         source.revision = _hub_commit(model, cache_dir)
 
-    if pipe.unet.config.in_channels != 4 or getattr(pipe, "text_encoder", None) is None:
+    transformer_source = None
+    if getattr(pipe, "transformer", None) is not None:
+        if transformer is not None:
+            family = family_of_model_index({"_class_name": type(pipe).__name__})
+            pipe.transformer = load_transformer(transformer, family, torch_dtype, cache_dir, local_files_only, token,
+                                                quantize)
+            transformer_source = ModelSource(name=transformer, kind=classify_model_argument(transformer))
+        elif quantize != "none" and dit_family is None:
+            pipe.transformer = quantize_transformer(pipe.transformer, quantize, torch_dtype)
+        pipe.default_sample_size = _dit_sample_size(pipe, kind)
+    elif transformer is not None:
+        raise InvalidInputError(f"--transformer replaces a FLUX/SD3/Qwen-Image transformer; {model!r} is a UNet model "
+                                "(use --unet for UNet fine-tunes)")
+    elif pipe.unet.config.in_channels != 4 or getattr(pipe, "text_encoder", None) is None:
         raise ModelLoadError(
             f"model {model!r} is not a text-to-image SD model (an inpainting, depth-to-image or refiner "
             "checkpoint?); use a base SD 1.x/2.x/SDXL checkpoint"
@@ -223,23 +311,109 @@ def load_backbone(
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction_type)
     pipe.to(device=device)
     pipe.set_progress_bar_config(disable=True)
-    return Backbone(pipe=pipe, info=family_info(pipe), source=source)
+    return Backbone(pipe=pipe, info=family_info(pipe), source=source, transformer_source=transformer_source)
+
+
+def _dit_sample_size(pipe, kind: str) -> int:
+    """Latent size of a DiT's native square: FLUX/Qwen pipelines fix it at 128 (1024 px); the tiny
+    models and SD3 say it in their transformer's config (``sample_size``)."""
+    from ..defaults import TINY_NATIVE_SIZE
+
+    if kind == "tiny":
+        return TINY_NATIVE_SIZE // int(getattr(pipe, "vae_scale_factor", 8))
+    return int(pipe.transformer.config.get("sample_size", None) or getattr(pipe, "default_sample_size", 128))
+
+
+def _single_file_dit_family(model: str) -> str | None:
+    """The DiT family of a single file (None for SD/SDXL files); GGUF files are read by their tensor names."""
+    path = Path(model).expanduser()
+    if path.suffix.lower() == ".gguf":
+        try:
+            import gguf
+        except ImportError as error:
+            raise ModelLoadError("reading a .gguf checkpoint needs the gguf package: pip install gguf") from error
+        keys = [tensor.name for tensor in gguf.GGUFReader(str(path)).tensors]
+    else:
+        try:
+            keys = read_checkpoint_keys(path)
+        except Exception:  # noqa: BLE001 (unreadable: the SD single-file path says why)
+            return None
+    if family_of_checkpoint_keys(keys) in ("sd1", "sd2", "sdxl") and not any(
+            k.split("model.diffusion_model.", 1)[-1].startswith(("double_blocks.", "joint_blocks.", "transformer_blocks."))
+            for k in keys):
+        return None
+    family = family_of_transformer_keys(keys)
+    if family is None and path.suffix.lower() == ".gguf":
+        raise ModelLoadError(f"{model!r} is a GGUF file but not a FLUX/SD3/Qwen-Image transformer")
+    return family
+
+
+TRANSFORMER_CLASS_OF = {family: name for name, family in TRANSFORMER_CLASSES.items()}
+
+
+def quantize_transformer(module, quantize: str, torch_dtype):
+    """Store a loaded transformer in fewer bits: ``fp8`` keeps float8 weights and computes in
+    ``torch_dtype`` (diffusers' layerwise casting, any device); ``nf4`` needs loading with bitsandbytes
+    (use :func:`load_transformer`)."""
+    if quantize == "fp8":
+        module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch_dtype)
+        return module
+    if quantize == "nf4":
+        raise InvalidInputError("nf4 quantization is applied while loading: give --transformer with the model, or a "
+                                "transformer repository/file")
+    return module
+
+
+def load_transformer(source: str, family: str, torch_dtype, cache_dir=None, local_files_only=False, token=None,
+                     quantize: str = "none"):
+    """A DiT transformer from a Hub repo (its ``transformer`` subfolder, or a transformer-only repo), a
+    folder, a ``.safetensors`` file (BFL/SAI/diffusers layout) or a ``.gguf`` file."""
+    import diffusers
+
+    model_class = getattr(diffusers, TRANSFORMER_CLASS_OF[family])
+    kind = classify_model_argument(source)
+    path = os.path.expanduser(source)
+    extra = {}
+    if quantize == "nf4":
+        from diffusers import BitsAndBytesConfig
+
+        extra["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                          bnb_4bit_compute_dtype=torch_dtype)
+    try:
+        if kind == "single_file":
+            if path.lower().endswith(".gguf"):
+                from diffusers import GGUFQuantizationConfig
+
+                extra["quantization_config"] = GGUFQuantizationConfig(compute_dtype=torch_dtype)
+            module = model_class.from_single_file(path, torch_dtype=torch_dtype, cache_dir=cache_dir,
+                                                  local_files_only=local_files_only, token=token, **extra)
+        else:
+            has_subfolder = (Path(path) / "transformer" / "config.json").is_file() if kind == "folder" else None
+            if kind == "hub":
+                from huggingface_hub import file_exists
+
+                has_subfolder = not local_files_only and file_exists(source, "transformer/config.json", token=token)
+            module = model_class.from_pretrained(path, subfolder="transformer" if has_subfolder else None,
+                                                 torch_dtype=torch_dtype, cache_dir=cache_dir, token=token,
+                                                 local_files_only=local_files_only or kind == "folder", **extra)
+    except ImportError as error:
+        raise ModelLoadError(f"loading transformer {source!r} needs a package: {error}".replace("\n", " ")) from error
+    except OSError as error:
+        raise _hub_error(source, error, what="transformer") from error
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise ModelLoadError(f"could not load transformer {source!r} as a {family} transformer: {error}"
+                             .replace("\n", " ")) from error
+    return quantize_transformer(module, quantize, torch_dtype) if quantize == "fp8" else module
 
 
 def family_info(pipe) -> FamilyInfo:
-    from .wrap import total_downsampling
+    """The facts of a loaded pipeline, from its family's contract."""
+    from .family import family_of
 
-    vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    return FamilyInfo(
-        family=family_of_pipeline(pipe),
-        prediction_type=pipe.scheduler.config.get("prediction_type", "epsilon"),
-        native_size=int(pipe.unet.config.sample_size) * vae_scale,
-        vae_scale_factor=vae_scale,
-        unet_downsampling=total_downsampling(pipe.unet),
-    )
+    return family_of(pipe).facts(pipe)
 
 
-def _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, token):
+def _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, token, **components):
     from huggingface_hub import hf_hub_download
 
     if Path(model).expanduser().is_dir():
@@ -265,6 +439,7 @@ def _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, t
             token=token,
             use_safetensors=None,
             **extra,
+            **components,
         )
     except ValueError as error:
         if variant and "variant" in str(error):
@@ -339,6 +514,8 @@ def load_controlnet(backbone: Backbone, controlnet: str, *, cache_dir=None, loca
     from diffusers import ControlNetModel
 
     kind = classify_controlnet_argument(controlnet)
+    if backbone.info.is_dit:
+        raise InvalidInputError(f"ControlNets load onto SD/SDXL models here; this is a {backbone.info.family} model")
     unet = backbone.pipe.unet
     source = ModelSource(name=controlnet, kind=kind)
     try:
@@ -382,14 +559,6 @@ class CheckpointFacts:
     in_channels: int | None  # 4 text-to-image, 9 inpainting, None unknown
 
 
-def _family_of_unet_config(unet_config: dict, class_name: str = "") -> str:
-    if "XL" in class_name or unet_config.get("addition_embed_type") == "text_time":
-        return "sdxl"
-    if unet_config.get("cross_attention_dim") == 1024 or unet_config.get("use_linear_projection"):
-        return "sd2"
-    return "sd1"
-
-
 def peek_checkpoint(model: str, *, cache_dir: str | None = None, local_files_only: bool = False,
                     token: str | bool | None = None) -> CheckpointFacts:
     """Family and UNet input channels of ``model`` (any form :func:`load_backbone` takes) from its small
@@ -426,7 +595,7 @@ def peek_checkpoint(model: str, *, cache_dir: str | None = None, local_files_onl
     if not Path(unet_path).is_file():
         return CheckpointFacts(None, None)
     unet_config = json.loads(Path(unet_path).read_text())
-    return CheckpointFacts(_family_of_unet_config(unet_config, class_name), unet_config.get("in_channels"))
+    return CheckpointFacts(family_of_unet_config(unet_config, class_name), unet_config.get("in_channels"))
 
 
 def _single_file_in_channels(path: Path) -> int | None:

@@ -35,9 +35,9 @@ OFFLOAD_MODES = ("none", "model", "sequential", "auto")
 
 
 def _modules_in_order(backbone) -> list:
-    """Text encoders, UNet, ControlNet, VAE: the order of calls in one generation."""
+    """Text encoders, denoiser (UNet or transformer), ControlNet, VAE: the order of calls in one generation."""
     pipe = backbone.pipe
-    names = ("text_encoder", "text_encoder_2", "unet")
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3", "unet", "transformer")
     modules = [getattr(pipe, n, None) for n in names] + [getattr(backbone, "controlnet", None), pipe.vae]
     return [m for m in modules if m is not None]
 
@@ -114,10 +114,10 @@ def auto_memory_plan(backbone, height: int, width: int, free_bytes: int | None, 
         return MemoryPlan("none", False, "not on a GPU")
     budget = 0.8 * free_bytes
     pipe = backbone.pipe
-    unet = module_bytes(pipe.unet, getattr(backbone, "controlnet", None))
+    unet = module_bytes(backbone.denoiser, getattr(backbone, "controlnet", None))
     everything = unet + module_bytes(getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None),
-                                     pipe.vae)
-    widths = tuple(pipe.vae.config.block_out_channels)
+                                     getattr(pipe, "text_encoder_3", None), pipe.vae)
+    widths = tuple(pipe.vae.config.get("block_out_channels", None) or (128, 256, 512, 512))
     decode = decode_peak_bytes(height, width, dtype_bytes, widths)
     tiled = decode > budget / 2
     working = unet * 0.5  # activations of a batched UNet call are of the order of half its weights at 64² windows
@@ -168,7 +168,7 @@ class CompiledNetwork:
         wrapped = isinstance(self.network, torch.nn.Module) and is_wrapped(self.network)
         try:
             return self._for_state(wrapped)(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001  (compilation problems surface at the first call; filtered below)
+        except Exception as error:
             if not _is_compile_failure(error):
                 raise
             self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]

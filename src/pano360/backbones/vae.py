@@ -20,7 +20,11 @@ def _scale_shift(vae) -> tuple[float, float]:
 
 
 def vae_scale_factor(vae) -> int:
-    """Pixels per latent column: 2 ** (number of VAE resolution levels − 1), 8 for every SD VAE."""
+    """Pixels per latent column: 2 ** (number of VAE resolution levels − 1), 8 for every SD/FLUX/SD3 VAE
+    (a VAE wrapper such as Qwen-Image's ``FrameVAE`` says it as ``spatial_scale_factor``)."""
+    factor = getattr(vae, "spatial_scale_factor", None)
+    if factor is not None:
+        return int(factor)
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
@@ -45,8 +49,9 @@ _TILING = "_pano360_tiled_decode"  # attribute on a VAE: tiled-decoding settings
 @contextlib.contextmanager
 def tiled_decoding(vae, enabled: bool = True, tile: int | tuple[int, int] = 64, margin: int = 16, store=None):
     """Inside the block, :func:`decode_latents` on ``vae`` decodes in tiles (:func:`decode_latents_tiled`,
-    exact, wrapped when the VAE is wrapped), whichever method calls it."""
-    if not enabled:
+    exact, wrapped when the VAE is wrapped), whichever method calls it. VAEs without an SD-style
+    ``decoder`` (Qwen-Image's video VAE) decode whole."""
+    if not enabled or not hasattr(vae, "decoder"):
         yield
         return
     previous = getattr(vae, _TILING, None)

@@ -44,14 +44,15 @@ def _padding_pairs(conv: nn.Conv2d) -> tuple[int, int, int, int]:
 
 
 def _wrap_columns(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """[..., W] → [..., left + W + right]: the last ``left`` columns before, the first ``right`` after.
+    """[..., W] → [..., left + W + right]: the last ``left`` columns before, the first ``right`` after
+    (any rank: 5-D video-VAE maps too).
 
     ``F.pad``'s circular mode for NCHW maps (fastest there); for channels-last maps ``torch.cat``,
     which keeps the layout (``F.pad`` returns an NCHW copy, about 4× slower, and the next convolution
     converts back).
     """
     channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    if not channels_last or max(left, right) > x.shape[-1]:  # (too wide: F.pad explains the error)
+    if x.dim() == 4 and (not channels_last or max(left, right) > x.shape[-1]):  # (too wide: F.pad explains)
         return F.pad(x, (left, right, 0, 0), mode="circular")
     parts = ([x[..., x.shape[-1] - left:]] if left else []) + [x] + ([x[..., :right]] if right else [])
     return torch.cat(parts, dim=-1)
@@ -79,11 +80,37 @@ def _append_first_column(module: nn.Module, args: tuple):
 
 
 def _is_padless_downsample(module: nn.Module) -> bool:
+    """SD's encoder ``Downsample2D`` (manual (0, 1, 0, 1) pad) or a ``ZeroPad2d((0, 1, 0, 1))`` before a
+    stride-2 convolution (Qwen-Image's VAE ``Resample``)."""
+    if isinstance(module, nn.ZeroPad2d):
+        return tuple(module.padding) == (0, 1, 0, 1)
     return (
         type(module).__name__ == "Downsample2D"
         and getattr(module, "use_conv", False)
         and getattr(module, "padding", None) == 0
     )
+
+
+def _is_causal_conv3d(module: nn.Module) -> bool:
+    """A video VAE's causal 3-D convolution that pads by hand (``_padding`` = (left, right, top, bottom,
+    front, back), as in Qwen-Image's / Wan's VAE)."""
+    return isinstance(module, nn.Conv3d) and isinstance(getattr(module, "_padding", None), tuple)
+
+
+def _wrap_causal_inputs(module: nn.Module, args: tuple, kwargs: dict):
+    """Pre-hook of a patched causal Conv3d: wrap the width of its input (and of its time cache)."""
+    left, right = module._pano360_wrap_columns
+    args = list(args)
+    if args:
+        args[0] = _wrap_columns(args[0], left, right)
+    cache = kwargs.get("cache_x", args[1] if len(args) > 1 else None)
+    if cache is not None:
+        cache = _wrap_columns(cache, left, right)
+        if "cache_x" in kwargs:
+            kwargs["cache_x"] = cache
+        else:
+            args[1] = cache
+    return tuple(args), kwargs
 
 
 def _patchable(modules: Iterable[nn.Module | None]) -> Iterator[nn.Module]:
@@ -95,7 +122,8 @@ def _patchable(modules: Iterable[nn.Module | None]) -> Iterator[nn.Module]:
             if id(module) in seen:
                 continue
             seen.add(id(module))
-            if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros" or _is_padless_downsample(module):
+            if (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros" or _is_padless_downsample(module)
+                    or _is_causal_conv3d(module)):
                 yield module
 
 
@@ -112,6 +140,11 @@ def enable_wraparound(*modules: nn.Module | None) -> int:
         if isinstance(module, nn.Conv2d):
             module._conv_forward = types.MethodType(_wrapped_conv_forward, module)
             setattr(module, _PATCH, None)
+        elif _is_causal_conv3d(module):
+            left, right, *rest = module._padding
+            module._pano360_wrap_columns = (left, right)
+            module._padding = (0, 0, *rest)  # instance attribute: the width pad is now the wrap
+            setattr(module, _PATCH, module.register_forward_pre_hook(_wrap_causal_inputs, with_kwargs=True))
         else:
             setattr(module, _PATCH, module.register_forward_pre_hook(_append_first_column))
         patched += 1
@@ -134,6 +167,10 @@ def _unpatch(module: nn.Module) -> None:
         del module._conv_forward  # falls back to the class method
     else:
         handle.remove()
+    if hasattr(module, "_pano360_wrap_columns"):
+        left, right = module._pano360_wrap_columns
+        module._padding = (left, right, *module._padding[2:])
+        del module._pano360_wrap_columns
     delattr(module, _PATCH)
 
 

@@ -5,6 +5,9 @@
     from pano360.batch import BatchRunner, BatchSettings, load_jobs
     jobs, errors = load_jobs("jobs.jsonl", defaults={"model": "tiny", "num_inference_steps": 4})
     summary = BatchRunner(jobs, errors, BatchSettings(out_dir=Path("out"))).run()
+
+On a Ray cluster: :class:`pano360.batch.ray_engine.RayBatchRunner` (``pip install "pano360[ray]"``; Ray is
+imported only when it runs).
 """
 
 from .jobs import Job, JobError, load_jobs, process_rank, shard

@@ -241,6 +241,71 @@ def _reason(error: BaseException) -> str:
     return text if isinstance(error, Pano360Error) else f"{type(error).__name__}: {text}".rstrip(": ")
 
 
+def load_failure(load: dict[str, Any], error: BaseException) -> str:
+    """The reason recorded for every job of a model group whose model cannot be loaded."""
+    return f"cannot load model {load['model']}: {_reason(error)}"
+
+
+def group_by_model(jobs: list[Job]) -> dict[str, list[Job]]:
+    """Jobs grouped by what is loaded for them (model, LoRAs, adapter; a preset may name the model), in
+    order of first appearance: each group's model is loaded once per process (or Ray worker)."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(json.dumps(call_arguments(job.spec)[0], sort_keys=True, default=str), []).append(job)
+    return groups
+
+
+@dataclass
+class JobOutcome:
+    """What running one job gave: ``done`` (its files are written) or ``failed`` with a reason.
+
+    ``retryable`` is false when trying again cannot help (the output name is taken by another file).
+    """
+
+    status: str
+    file: str | None = None
+    reason: str | None = None
+    seconds: float | None = None
+    retryable: bool = True
+    exports: list[str] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The manifest record's fields (besides job, status and rank)."""
+        return {key: value for key, value in (("file", self.file), ("reason", self.reason),
+                                              ("seconds", self.seconds), ("exports", self.exports)) if value is not None}
+
+
+def run_job(generator, job: Job, image: Path, settings: BatchSettings, on_step=None) -> JobOutcome:
+    """Generate ``job`` with a loaded ``generator`` into ``image`` and its sidecar (atomic, image first,
+    sidecar last). The one way a job becomes files, for the local runner and the Ray workers.
+
+    Never raises for a failed job (the reason is in the outcome); on failure nothing of the job is
+    left. KeyboardInterrupt propagates, after removing a half-written job.
+    """
+    started = time.perf_counter()
+    _, call = call_arguments(job.spec)
+    try:
+        output = generator(**call, progress=False, callback_on_step_end=on_step)
+        output.parameters["batch"] = {"job_id": job.id, "job": job.spec, "source": job.source,
+                                      "jobs_file": settings.jobs_file}
+        output.save(image, metadata=settings.metadata)
+        from .exports import write_job_exports  # 3D outputs the job asks for (exports), beside the image
+
+        exports = [path.name for path in write_job_exports(image, job.spec.get("exports"), job.spec.get("depth_model"))]
+    except OutputExistsError as error:
+        return JobOutcome("failed", reason=_reason(error), retryable=False)
+    except KeyboardInterrupt:
+        if not is_finished(image, job.id):  # stopped between the image and its sidecar
+            for path in leftovers(image):
+                path.unlink(missing_ok=True)
+        raise
+    except Exception as error:  # noqa: BLE001 - a bad option found late, out of memory, ...: the batch goes on
+        for path in leftovers(image):
+            path.unlink(missing_ok=True)
+        return JobOutcome("failed", reason=_reason(error), seconds=round(time.perf_counter() - started, 3))
+    return JobOutcome("done", file=image.name, seconds=round(time.perf_counter() - started, 3), exports=exports or None)
+
+
 class BatchRunner:
     """Runs this process's shard of ``jobs`` into ``settings.out_dir``.
 
@@ -327,9 +392,7 @@ class BatchRunner:
 
             prefix = f"rank {self.settings.rank}: " if self.settings.world_size > 1 else ""
             progress = tqdm(total=total, initial=total - len(todo), desc=f"{prefix}jobs", unit="job", file=sys.stderr)
-        groups: dict[str, list[Job]] = {}  # by what is loaded (a preset may name the model)
-        for job in todo:
-            groups.setdefault(json.dumps(call_arguments(job.spec)[0], sort_keys=True, default=str), []).append(job)
+        groups = group_by_model(todo)
         try:
             for group in groups.values():
                 if self.stop.requested:
@@ -339,7 +402,7 @@ class BatchRunner:
                     generator = self.load_generator(load)
                 except Exception as error:  # noqa: BLE001 - the whole group fails, the batch goes on
                     for job in group:
-                        record(job, "failed", reason=f"cannot load model {load['model']}: {_reason(error)}")
+                        record(job, "failed", reason=load_failure(load, error))
                         if progress:
                             progress.update(1)
                     continue
@@ -357,37 +420,15 @@ class BatchRunner:
 
     def _run_job(self, generator, job: Job, record, progress) -> None:
         image = job_image_path(self.out_dir, job, self.settings.image_format)
-        started = time.perf_counter()
-        _, call = call_arguments(job.spec)
-        steps = call.get("num_inference_steps", 50)
+        steps = call_arguments(job.spec)[1].get("num_inference_steps", 50)
 
         def on_step(gen, i, t, tensors):
             if progress:
                 progress.set_postfix_str(f"step {i + 1}/{steps}")
             return {}
 
-        try:
-            output = generator(**call, progress=False, callback_on_step_end=on_step)
-            output.parameters["batch"] = {"job_id": job.id, "job": job.spec, "source": job.source,
-                                          "jobs_file": self.settings.jobs_file}
-            output.save(image, metadata=self.settings.metadata)
-            from .exports import write_job_exports
-
-            exports = write_job_exports(image, job.spec.get("exports"), job.spec.get("depth_model"))
-        except OutputExistsError as error:
-            record(job, "failed", reason=_reason(error))
-        except KeyboardInterrupt:
-            if not is_finished(image, job.id):  # stopped between the image and its sidecar
-                for path in leftovers(image):
-                    path.unlink(missing_ok=True)
-            raise
-        except Exception as error:  # noqa: BLE001 - a bad option found late, out of memory, ...: the batch goes on
-            for path in leftovers(image):
-                path.unlink(missing_ok=True)
-            record(job, "failed", reason=_reason(error), seconds=round(time.perf_counter() - started, 3))
-        else:
-            extra = {"exports": [path.name for path in exports]} if exports else {}
-            record(job, "done", file=image.name, seconds=round(time.perf_counter() - started, 3), **extra)
+        outcome = run_job(generator, job, image, self.settings, on_step)
+        record(job, outcome.status, **outcome.fields())
 
     def _merge(self) -> Path:
         """Merge all ranks' logs; repeated while another rank's log grew meanwhile, so the last

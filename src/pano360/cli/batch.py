@@ -6,8 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "generate many panoramas from a jobs file (resumable; many GPUs with accelerate launch)"
+HELP = "generate many panoramas from a jobs file (resumable; many GPUs with accelerate launch, clusters with Ray)"
 """The one line ``pano360 --help`` shows for this command."""
+
+
+RAY_EXTRA = 'pip install "pano360[ray]"'
+RAY_FLAGS = {"address": "--address", "workers": "--workers", "gpus_per_worker": "--gpus-per-worker",
+             "cpus_per_worker": "--cpus-per-worker", "outputs": "--outputs", "retries": "--retries"}
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -31,7 +36,8 @@ def register(subparsers) -> argparse.ArgumentParser:
             "examples:\n"
             "  pano360 batch prompts.txt -o out --model tiny --steps 4 --repeat 3\n"
             "  pano360 batch jobs.jsonl -o out --seeds 0-9\n"
-            "  accelerate launch --num_processes 4 -m pano360 batch jobs.jsonl -o out   # one shard per GPU"
+            "  accelerate launch --num_processes 4 -m pano360 batch jobs.jsonl -o out   # one shard per GPU\n"
+            "  pano360 batch jobs.jsonl -o /shared/out --engine ray --address auto       # a Ray cluster"
         ),
         formatter_class=HelpFormatter,
     )
@@ -65,6 +71,28 @@ def register(subparsers) -> argparse.ArgumentParser:
                            help="auto (under accelerate launch: cuda:LOCAL_RANK), cpu, cuda, cuda:N or mps")
     run_group.add_argument("--no-metadata", action="store_true", help="do not embed GPano 360 XMP")
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_group.add_argument("--engine", default="local", choices=["local", "ray"],
+                           help="local: this process (one shard per process under accelerate launch); ray: a pool of "
+                                f"Ray actors, one model each (needs: {RAY_EXTRA})")
+    ray_group = parser.add_argument_group("Ray engine (--engine ray; docs/batch_serve.md)")
+    ray_group.add_argument("--address", default=None,
+                           help="Ray cluster: auto (started with `ray start` here), ray://HOST:10001, HOST:6379 "
+                                "(default: RAY_ADDRESS, else a cluster running here, else a new Ray on this machine)")
+    ray_group.add_argument("--workers", type=int, default=None, metavar="N",
+                           help="actors, each loading the model once (default: as many as the cluster's GPUs, or "
+                                "CPUs, hold; at most one per job)")
+    ray_group.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                           help="GPUs each actor reserves; 0.5 puts two on a GPU (default: 1 if the cluster has GPUs "
+                                "and --device is not cpu, else 0)")
+    ray_group.add_argument("--cpus-per-worker", type=float, default=None, metavar="C",
+                           help="CPUs each actor reserves (default 1)")
+    ray_group.add_argument("--outputs", default=None, choices=["auto", "shared", "driver"],
+                           help="shared: workers write into DIR (it must be mounted on every node); driver: images come "
+                                "back through the object store and this process writes them; auto (default): shared "
+                                "for the workers that see DIR, driver for the others")
+    ray_group.add_argument("--retries", type=int, default=None, metavar="K",
+                           help="tries after the first before a job is recorded as failed; a job whose worker died "
+                                "counts one try (default 2)")
     parser.set_defaults(func=run)
     return parser
 
@@ -102,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeat < 1:
         raise InvalidInputError(f"--repeat must be at least 1, got {args.repeat}")
+    ray_settings = ray_engine_settings(args)  # before reading jobs: a missing extra costs nothing
     if args.seeds is not None:
         from ..batch.jobs import parse_seeds
 
@@ -115,11 +144,35 @@ def run(args: argparse.Namespace) -> int:
                              dtype=args.dtype, metadata=not args.no_metadata, progress=not args.quiet, rank=rank,
                              world_size=world_size, local_rank=local_rank, jobs_file=str(args.jobs))
     if rank == 0 and not args.quiet:
-        where = f" on {world_size} processes" if world_size > 1 else ""
+        where = f" on {world_size} processes" if world_size > 1 else " on Ray" if ray_settings else ""
         print(f"pano360 batch: {len(jobs)} jobs{where} -> {args.out_dir}", file=sys.stderr)
-    summary = BatchRunner(jobs, errors, settings).run()
+    if ray_settings is not None:
+        from ..batch.ray_engine import RayBatchRunner
+
+        summary = RayBatchRunner(jobs, errors, settings, ray_settings).run()
+    else:
+        summary = BatchRunner(jobs, errors, settings).run()
     prefix = f"rank {rank}: " if world_size > 1 else ""
     print(f"{prefix}{summary.describe(world_size)}", flush=True)
     if summary.interrupted:
         return 130
     return 1 if summary.shard.get("failed") else 0
+
+
+def ray_engine_settings(args: argparse.Namespace):
+    """``RaySettings`` for ``--engine ray`` (Ray imported and settings checked), ``None`` for the local
+    engine, which refuses the Ray flags instead of ignoring them."""
+    from ..errors import InvalidInputError
+
+    given = {key: getattr(args, key) for key in RAY_FLAGS if getattr(args, key, None) is not None}
+    if args.engine != "ray":
+        if given:
+            raise InvalidInputError(f"{', '.join(RAY_FLAGS[key] for key in given)} only apply with --engine ray; "
+                                    "add --engine ray or leave them out")
+        return None
+    from ..batch.ray_engine import RaySettings, require_ray
+
+    require_ray()
+    settings = RaySettings(**given)
+    settings.check()
+    return settings

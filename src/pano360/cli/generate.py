@@ -62,21 +62,38 @@ def register(subparsers) -> argparse.ArgumentParser:
     what.add_argument("--negative-prompt", default=None, help="what to avoid")
     what.add_argument("--num-images", type=int, default=1, help="panoramas to generate (seeds seed, seed+1, ...)")
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50, or the preset's)")
+    sampling.add_argument("--steps", type=int, default=None,
+                          help="denoising steps (default: the preset's, else the model's: 50 for SD/SDXL and "
+                          "Qwen-Image, 28 for FLUX and SD3)")
     sampling.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float, default=None,
-                          help="classifier-free guidance scale, 1 = off (default: 7.5, or the preset's)")
+                          help="guidance scale, 1 = off (default: the preset's, else the model's: classifier-free 7.5 "
+                          "for SD/SDXL, 7.0 for SD3; FLUX.1-dev's embedded guidance 3.5; Qwen-Image's true CFG 4.0, "
+                          "used with --negative-prompt)")
+    sampling.add_argument("--true-cfg-scale", type=float, default=None,
+                          help="FLUX: real classifier-free guidance with --negative-prompt when > 1 (two passes per "
+                          "step; --guidance stays the embedded value)")
     sampling.add_argument("--seed", type=int, default=None, help="random seed (random if omitted; always recorded)")
     sampling.add_argument("--scheduler", default=None,
-                          help=f"sampler (default: {DEFAULT_SCHEDULER}, or the preset's): " + ", ".join(SCHEDULERS))
+                          help=f"sampler (default: the preset's, else {DEFAULT_SCHEDULER} for SD/SDXL and flow_euler for "
+                          "FLUX/SD3/Qwen-Image; flow_* samplers are for those): " + ", ".join(SCHEDULERS))
     sampling.add_argument("--eta", type=float, default=0.0,
                           help="DDIM eta in [0, 1], --scheduler ddim only (0 = deterministic)")
     add_method_options(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None,
-                       help="Hub id, diffusers folder, .safetensors/.ckpt file, or tiny / tiny-sd2 / tiny-sdxl "
-                       f"(built-in random models, offline); default: the --preset's model, else {DEFAULT_MODEL}")
+                       help="Hub id, diffusers folder, .safetensors/.ckpt/.gguf file (SD, SDXL, FLUX.1, SD3.x, "
+                       "Qwen-Image; the family is read from the files), or a built-in random model (offline): tiny, "
+                       "tiny-sd2, tiny-sdxl, tiny-flux, tiny-flux-schnell, tiny-flux-fill, tiny-sd3, tiny-qwen; "
+                       f"default: the --preset's model, else {DEFAULT_MODEL}")
     model.add_argument("--config", default=None,
-                       help="for a single-file --model offline: diffusers folder or cached Hub id with its configs")
+                       help="for a single-file --model offline: diffusers folder or cached Hub id with its configs "
+                       "(a FLUX/SD3/Qwen-Image transformer-only file: the base repo with its text encoders and VAE)")
+    model.add_argument("--transformer", default=None, metavar="REPO_OR_FILE",
+                       help="FLUX/SD3/Qwen-Image: replace the model's transformer (a fine-tune repo, folder, "
+                       ".safetensors or .gguf file)")
+    model.add_argument("--quantize", default="none", choices=["none", "fp8", "nf4"],
+                       help="store the transformer in fewer bits: fp8 (any device, computes in --dtype), nf4 "
+                       "(bitsandbytes, CUDA); .gguf files are quantized already")
     model.add_argument("--variant", default=None, help="weights variant to download, e.g. fp16")
     model.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default=None,
                        help="override the model's prediction type (e.g. v_prediction for SD 2.x 768-v files)")
@@ -176,7 +193,6 @@ def _shown(option) -> str:
 def apply_preset(args: argparse.Namespace) -> None:
     """Fill the method and size the user did not give from ``--preset`` (explicit arguments win)."""
     from ..defaults import DEFAULT_MODEL
-    from ..backbones.schedulers import DEFAULT_SCHEDULER
     from ..presets import apply_preset as resolve
 
     method, options, settings = resolve(args.preset, args.method, {}, {
@@ -184,11 +200,21 @@ def apply_preset(args: argparse.Namespace) -> None:
         "guidance_scale": args.guidance, "scheduler": args.scheduler})
     args.method = method
     args.height, args.width = settings.get("height"), settings.get("width")
-    args.steps = settings.get("num_inference_steps", 50)
-    args.guidance = settings.get("guidance_scale", 7.5)
-    args.scheduler = settings.get("scheduler", DEFAULT_SCHEDULER)
+    args.steps = settings.get("num_inference_steps")  # None: the model family's default (plan.py)
+    args.guidance = settings.get("guidance_scale")
+    args.scheduler = settings.get("scheduler")
     args.preset_options = options
     args.model = args.model or settings.get("model") or DEFAULT_MODEL
+    if args.preset is not None:
+        from ..presets import get_preset
+
+        chosen = get_preset(args.preset)
+        if chosen.loras and not args.lora and args.model == settings.get("model"):
+            args.lora = [source for source, _, _ in chosen.loras]
+            args.lora_scale = args.lora_scale or [scale for _, scale, _ in chosen.loras]
+            args.lora_weight_names = [name for _, _, name in chosen.loras]
+        if chosen.transformer and args.transformer is None and args.model == settings.get("model"):
+            args.transformer = chosen.transformer
 
 
 def method_options(args: argparse.Namespace) -> dict:
@@ -229,32 +255,25 @@ def default_output_path(prompt: str, seed: int | None) -> Path:
 def check_arguments(args: argparse.Namespace) -> None:
     """Every check that needs no model; raises InvalidInputError naming the fix (CLI flags, not API
     names). Cheap checks first: a 100000-px request is refused before torch is even imported."""
-    from ..defaults import TINY_MODEL_NAMES, native_height_for
+    from ..defaults import TINY_MODEL_NAMES
     from ..errors import InvalidInputError
     from ..io.images import image_format_for
     from ..io.paths import check_output_folder, check_output_targets
     from ..io.sidecar import sidecar_path
-    from ..validation import (
-        CLI_FLAGS,
-        check_eta,
-        check_finite,
-        check_generation_args,
-        check_nonnegative,
-        check_seed,
-        check_size_limit,
-        check_steps_for_scheduler,
-        resolve_size,
-    )
+    from ..plan import check_plan_memory, model_facts, plan_generation
+    from ..validation import check_eta, check_finite, check_nonnegative, check_seed, check_steps_for_scheduler
 
     if args.prompt is None:
         raise InvalidInputError("give a PROMPT (what the panorama shows), or --from SIDECAR.json to re-run one")
     given_size = (args.height, args.width)
     apply_preset(args)
-    native = native_height_for(args.model)
-    height, width = resolve_size(args.height, args.width, native)
+    facts = model_facts(args.model, cache_dir=args.cache_dir)
+    options = {**args.preset_options, **method_options(args)}
     try:
-        check_generation_args(height=height, width=width, num_inference_steps=args.steps,
-                              guidance_scale=args.guidance, num_images_per_prompt=args.num_images, flags=CLI_FLAGS)
+        plan = plan_generation(facts, method=args.method, options=options, height=args.height, width=args.width,
+                               num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler=args.scheduler,
+                               num_images=args.num_images, has_control=bool(args.depth), allow_large=args.allow_large,
+                               cli=True)
     except InvalidInputError as error:
         from_preset = [f for f, g, v in zip(("--height", "--width"), given_size, (args.height, args.width))
                        if g is None and v is not None]
@@ -262,10 +281,12 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise InvalidInputError(f"{error} ({'/'.join(from_preset)} from --preset {args.preset}; give "
                                     f"{' and '.join(from_preset)} to change)") from None
         raise
-    check_size_limit(height, width, args.method, args.allow_large)
     check_seed(args.seed, args.num_images, "--seed")
     check_finite(args.eta, "--eta")
-    check_steps_for_scheduler(args.steps, 1000)  # every SD family trains with 1000 steps; the model's own value is checked again
+    if args.true_cfg_scale is not None:
+        check_finite(args.true_cfg_scale, "--true-cfg-scale")
+        check_nonnegative(args.true_cfg_scale, "--true-cfg-scale")
+    check_steps_for_scheduler(plan.num_inference_steps, 1000)  # every family trains with 1000; checked again on load
     if args.lora_scale and not args.lora:
         raise InvalidInputError("--lora-scale needs --lora SOURCE (the LoRA it scales); add --lora or drop --lora-scale")
     if args.controlnet_scale is not None and not args.depth:
@@ -290,20 +311,22 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     from ..backbones.adapters import check_adapter_path
     from ..backbones.loading import classify_controlnet_argument, classify_model_argument
-    from ..backbones.schedulers import check_scheduler_name
+    from ..backbones.schedulers import DEFAULT_SCHEDULERS, check_scheduler_for_kind, check_scheduler_name
     from ..io.images import read_image
-    from ..methods import GenerationRequest, get_method, method_class
 
-    options = {**args.preset_options, **method_options(args)}
-    if args.model in TINY_MODEL_NAMES:  # every method offline on the tiny models
-        options = {**method_class(args.method).tiny_defaults, **options}
-    method = get_method(args.method, **options)
-    request = GenerationRequest(height=height, width=width, num_inference_steps=args.steps,
-                                guidance_scale=args.guidance, batch_size=args.num_images,
-                                has_control=bool(args.depth))
-    method.check(request)
-    args.scheduler = check_scheduler_name(args.scheduler)
-    check_eta(args.eta, args.scheduler)
+    kind = "flow" if facts.is_dit else "alpha"
+    if args.scheduler is not None:
+        args.scheduler = (check_scheduler_for_kind(args.scheduler, kind, facts.family) if facts.family
+                          else check_scheduler_name(args.scheduler))
+    check_eta(args.eta, args.scheduler or DEFAULT_SCHEDULERS[kind])
+    if args.depth and facts.is_dit:
+        raise InvalidInputError(f"--depth conditions through an SD/SDXL depth ControlNet; {args.model} is a "
+                                f"{facts.family} model: drop --depth or use an SD/SDXL model")
+    if args.transformer is not None:
+        if facts.family is not None and not facts.is_dit:
+            raise InvalidInputError(f"--transformer replaces a FLUX/SD3/Qwen-Image transformer; {args.model} is a "
+                                    f"{facts.family} UNet model")
+        classify_model_argument(args.transformer)
     if args.controlnet_scale is not None:
         check_nonnegative(args.controlnet_scale, "--controlnet-scale")
     classify_model_argument(args.model)
@@ -320,33 +343,18 @@ def check_arguments(args: argparse.Namespace) -> None:
         read_image(args.depth, "--depth image")  # decodes it: truncated or corrupt files are refused here
     if args.controlnet:
         classify_controlnet_argument(args.controlnet)
-    _check_memory(args, height, width, method)
-    method.fetch_resources(request)  # last, after the cheap checks: SyncDiffusion's LPIPS weights
+    if not args.allow_large:  # before loading: the estimated peak memory (weights included) against the device's
+        device = str(args.device)
+        if device == "auto":
+            from ..backbones.device import resolve_device
 
-
-def _check_memory(args: argparse.Namespace, height: int, width: int, method) -> None:
-    """Before loading: the run's estimated peak memory (weights included) against the device's."""
-    if args.allow_large:
-        return
-    from ..defaults import TINY_MODEL_NAMES
-    from ..validation import available_memory, check_memory, estimate_memory
-
-    family = TINY_MODEL_NAMES.get(args.model) or ("sdxl" if "xl" in args.model.lower() else "sd2")
-    device = str(args.device)
-    if device == "auto":
-        from ..backbones.device import resolve_device
-
-        device = str(resolve_device("auto"))
-    values = method.values()
-    window = values.get("window")
-    dtype_bytes = 4 if args.dtype == "fp32" or (args.dtype == "auto" and device == "cpu") else 2
-    estimate = estimate_memory(
-        height, width, family=family, method=method, dtype_bytes=dtype_bytes, batch_size=args.num_images,
-        guidance=args.guidance != 1.0, window=max(window) if isinstance(window, tuple) else window,
-        view_batch_size=values.get("view_batch_size", 8), sync_batch_size=1 if "sync_weight" in values else 0,
-        parameters=1e6 if args.model in TINY_MODEL_NAMES else None,
-    )
-    check_memory(estimate, available_memory(device), device)
+            device = str(resolve_device("auto"))
+        dtype_bytes = 4 if args.dtype == "fp32" or (args.dtype == "auto" and device == "cpu") else 2
+        if args.quantize != "none":
+            dtype_bytes = 1
+        check_plan_memory(plan, facts, device, dtype_bytes, parameters=1e6 if args.model in TINY_MODEL_NAMES else None,
+                          cli=True)
+    plan.method.fetch_resources(plan.request)  # last, after the cheap checks: SyncDiffusion's LPIPS weights
 
 
 def apply_from_sidecar(args: argparse.Namespace) -> None:
@@ -389,7 +397,8 @@ def run(args: argparse.Namespace) -> int:
     from ..generator import PanoramaGenerator
 
     scales = args.lora_scale or [1.0]
-    loras = [(source, scales[i] if len(scales) > 1 else scales[0]) for i, source in enumerate(args.lora)]
+    names = getattr(args, "lora_weight_names", None) or [None] * len(args.lora)
+    loras = [(source, scales[i] if len(scales) > 1 else scales[0], names[i]) for i, source in enumerate(args.lora)]
     tokens = args.embedding_token + [None] * (len(args.embedding) - len(args.embedding_token))
     embeddings = list(zip(args.embedding, tokens))
     controlnet = args.controlnet
@@ -401,7 +410,8 @@ def run(args: argparse.Namespace) -> int:
         args.model, torch_dtype=args.dtype, device=args.device, scheduler=args.scheduler, loras=loras,
         embeddings=embeddings, config=args.config, variant=args.variant, cache_dir=args.cache_dir,
         local_files_only=args.offline, prediction_type=args.prediction_type, adapter=args.adapter,
-        channels_last={"on": True, "off": False}.get(args.channels_last, "auto"),
+        channels_last={"on": True, "off": False}.get(args.channels_last, "auto"), transformer=args.transformer,
+        quantize=args.quantize,
     )
     if args.depth:
         if controlnet is None:
@@ -418,6 +428,7 @@ def run(args: argparse.Namespace) -> int:
         args.prompt, method=args.method, preset=args.preset, height=args.height, width=args.width,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images,
+        true_cfg_scale=args.true_cfg_scale,
         seed=args.seed, eta=args.eta, control_image=args.depth,
         controlnet_conditioning_scale=1.0 if args.controlnet_scale is None else args.controlnet_scale,
         progress=not args.quiet, allow_large=args.allow_large, **options,
@@ -426,8 +437,8 @@ def run(args: argparse.Namespace) -> int:
         from ..sphere.pipeline import finish_output
 
         finish_output(result, generator.pipe, args.prompt, refine=args.refine_poles, upscale=args.upscale,
-                      negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
-                      guidance_scale=args.guidance, quiet=args.quiet)
+                      negative_prompt=args.negative_prompt, num_inference_steps=result.parameters["num_inference_steps"],
+                      guidance_scale=result.parameters["guidance_scale"], quiet=args.quiet)
     output = Path(args.output) if args.output else default_output_path(args.prompt, result.parameters["seeds"][0])
     # fallback: a write that fails now (disk full, folder gone) rescues the result elsewhere and says where
     paths = result.save(output, overwrite=args.overwrite, metadata=not args.no_metadata,

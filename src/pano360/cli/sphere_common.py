@@ -39,7 +39,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, steps: int = 30, gui
     sampling.add_argument("--guidance", type=float, default=guidance, help="classifier-free guidance (1 = off)")
     sampling.add_argument("--negative-prompt", default=None, help="what to avoid")
     sampling.add_argument("--seed", type=int, default=0, help="random seed")
-    sampling.add_argument("--scheduler", default=DEFAULT_SCHEDULER, help="sampler: " + ", ".join(SCHEDULERS))
+    sampling.add_argument("--scheduler", default=None, help=f"sampler (default: {DEFAULT_SCHEDULER} for SD models, "
+                          "flow_euler for FLUX/SD3/Qwen-Image): " + ", ".join(SCHEDULERS))
 
 
 def add_pole_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -78,7 +79,8 @@ def sampling_settings(args: argparse.Namespace):
 
     check_steps(args.steps)
     check_guidance(args.guidance)
-    return Sampling(args.steps, args.guidance, check_scheduler_name(args.scheduler), args.seed, args.negative_prompt)
+    scheduler = check_scheduler_name(args.scheduler) if args.scheduler else None
+    return Sampling(args.steps, args.guidance, scheduler, args.seed, args.negative_prompt)
 
 
 def check_output(path: str, overwrite: bool) -> Path:

@@ -46,10 +46,12 @@ class GenerationRequest:
     guidance_scale: float
     batch_size: int = 1
     has_control: bool = False
+    cfg: bool | None = None  # classifier-free guidance runs (None: guidance_scale != 1, the UNet rule)
 
     @property
     def guidance(self) -> bool:
-        return self.guidance_scale != 1.0
+        """True when the denoiser runs twice per latent (conditional and unconditional)."""
+        return self.guidance_scale != 1.0 if self.cfg is None else self.cfg
 
 
 @dataclass
@@ -95,7 +97,7 @@ class RunContext(BackboneComponents):
 
     @property
     def latent_channels(self) -> int:
-        return int(self.vae.config.latent_channels)
+        return int(self.info.latent_channels)
 
     @property
     def step_generator(self):
@@ -166,7 +168,9 @@ class MethodRun:
     def denoise(self, model, latents, t, i: int):
         """(latents the scheduler steps from, guided model output for them) at step ``i``."""
         latents = self.before_step(model, latents, t, i)
-        output = self.predict(model, self.ctx.scheduler.scale_model_input(latents, t), t, i)
+        from ..backbones.parameterization import model_input
+
+        output = self.predict(model, model_input(self.ctx.scheduler, latents, t), t, i)
         return latents, output
 
     def before_step(self, model, latents, t, i: int):
@@ -195,6 +199,9 @@ class PanoramaMethod:
     summary: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
     run_class: ClassVar[type[MethodRun]] = MethodRun
+    size_family: ClassVar[str] = "full"
+    """``"full"``: the denoiser runs on the whole panorama (attention cost grows with its area squared);
+    ``"windows"``: on native-size windows or views (cost grows with the area). Decides the size limit."""
     tiny_defaults: ClassVar[dict[str, Any]] = {}
     """Option values used with the built-in tiny models unless given (e.g. a built-in perceptual net
     instead of downloaded weights), so that every method runs offline on them."""
@@ -243,11 +250,24 @@ class PanoramaMethod:
         """(height, width) in pixels when the user gives none: a full 2:1 sphere at the native height."""
         return info.native_size, 2 * info.native_size
 
+    def denoiser_positions(self, request: GenerationRequest, native_latent: int, latent_factor: int) -> int:
+        """Latent positions in the largest batched denoiser call (per guidance half): what the memory
+        estimate sizes. Default: the whole panorama of every image. ``native_latent`` is the model's
+        native size and ``latent_factor`` its pixels per latent."""
+        return request.batch_size * (request.height // latent_factor) * (request.width // latent_factor)
+
     def check(self, request: GenerationRequest) -> None:
         """Model-free checks of the request for this method; raise InvalidInputError."""
 
     def check_for_model(self, request: GenerationRequest, info, scheduler_name: str, adapters=()) -> None:
         """Checks that need the loaded model's facts (its downsampling, family) or its adapters."""
+        if info.is_dit:
+            step = info.pixel_multiple
+            for name, value in (("height", request.height), ("width", request.width)):
+                if value % step:
+                    lower = max(step, value - value % step)
+                    raise InvalidInputError(f"{name} {value} is not a multiple of {step} pixels, which a {info.family} "
+                                            f"model needs (2x2-latent tokens); use {lower} or {lower + step}")
         for adapter in adapters:
             needed = getattr(adapter, "method", None)
             if needed is not None and needed != self.name:

@@ -38,20 +38,15 @@ class CircularRun(MethodRun):
         self.roll_columns = int(method.roll_per_step / 360.0 * ctx.latent_width)  # latent columns per step
 
     def enter_patches(self, stack) -> None:
-        from ..backbones.wrap import wraparound
-
         super().enter_patches(stack)
         if self.method.padding == "reference":
             from ..adapters.reference_padding import reference_unet_padding
 
             stack.enter_context(reference_unet_padding(self.ctx.unet))
             return
-        modules = []
-        if self.method.wrap:
-            modules += [self.ctx.unet, self.ctx.controlnet]
-        if self.method.wrap_vae:
-            modules.append(self.ctx.vae)
-        stack.enter_context(wraparound(*modules))
+        stack.enter_context(self.ctx.contract.seam(self.ctx.backbone, network=self.method.wrap,
+                                                   vae=self.method.wrap_vae, scheme=self.method.seam,
+                                                   rounding=self.method.rope_rounding))
 
     def predict(self, model, model_input, t, i: int):
         shift = (i + 1) * self.roll_columns % self.ctx.latent_width
@@ -90,17 +85,34 @@ class CircularMethod(PanoramaMethod):
                "the PanFusion/UniPano code's pad/crop around each UNet op and 8-column padded VAE decode, for "
                "comparisons with those papers (replaces wrap and wrap_vae)", kind="choice",
                choices=("exact", "reference")),
+        Option("seam", "exact", "transformers (FLUX, SD3, Qwen-Image): how the network closes the seam: exact "
+               "(periodic positions; rolls are exact), periodic (frequency snapping only, as stable-diffusion.cpp), "
+               "pad (DiT360's copied token column), blend (HunyuanWorld's extend-and-blend), none (as released); "
+               "UNets: exact", kind="choice", choices=("exact", "periodic", "pad", "blend", "none")),
+        Option("rope_rounding", "nearest", "transformers: how width frequencies snap to the panorama's harmonics: "
+               "nearest (the lowest become 0) or ceil (at least one turn)", kind="choice",
+               choices=("nearest", "ceil")),
     )
     run_class = CircularRun
 
     def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
         super().check_for_model(request, info, scheduler_name, adapters)
+        if info.is_dit and self.padding == "reference":
+            raise InvalidInputError("padding='reference' is the PanFusion/UniPano UNet scheme; transformers use "
+                                    "--seam (exact, periodic, pad, none)")
+        if not info.is_dit and self.seam != "exact":
+            raise InvalidInputError(f"--seam {self.seam} is for transformers (FLUX, SD3, Qwen-Image); a UNet wraps "
+                                    "its convolutions (turn it off with wrap=False)")
+        if info.family == "sd3" and self.seam == "periodic":
+            raise InvalidInputError("SD3 has no rotary positions: use --seam exact (periodic sin-cos), pad or none")
         width = request.width
         multiple = info.unet_downsampling
-        if self.wrap and (width // info.vae_scale_factor) % multiple:
+        if (self.wrap or info.is_dit) and (width // info.vae_scale_factor) % multiple:
             step = multiple * info.vae_scale_factor
             lower = max(step, width - width % step)
+            what = (f"its UNet downsamples latents by {multiple}" if not info.is_dit
+                    else f"a token covers {multiple}x{multiple} latents")
             raise InvalidInputError(
                 f"width {width} is not a multiple of {step} pixels, which this model needs to wrap seamlessly "
-                f"(its UNet downsamples latents by {multiple}); use width {lower} or {lower + step}"
+                f"({what}); use width {lower} or {lower + step}"
             )

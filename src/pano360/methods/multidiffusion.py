@@ -129,6 +129,7 @@ class MultiDiffusionMethod(PanoramaMethod):
     """Overlapping native-size windows whose predictions are averaged every step."""
 
     name = "multidiffusion"
+    size_family = "windows"
     summary = "overlapping native-size windows, predictions averaged every step; loop closure across the seam"
     options = (
         WINDOW_OPTION,
@@ -141,6 +142,13 @@ class MultiDiffusionMethod(PanoramaMethod):
                kind="int", minimum=1),
     )
     run_class = MultiDiffusionRun
+
+    def denoiser_positions(self, request, native_latent: int, latent_factor: int) -> int:
+        """``view_batch_size`` windows of the window size (native by default) per call."""
+        window = self.window if self.window is not None else (native_latent, native_latent)
+        window = window if isinstance(window, tuple) else (window, window)
+        rows = min(window[0], request.height // latent_factor)
+        return self.view_batch_size * rows * min(window[1], request.width // latent_factor)
 
     def check(self, request) -> None:
         if self.window is not None:

@@ -216,6 +216,7 @@ class MVDiffusionMethod(PanoramaMethod):
     """V perspective views denoised jointly by a frozen UNet with correspondence-aware attention blocks."""
 
     name = "mvdiffusion"
+    size_family = "windows"
     summary = "8 perspective views with correspondence-aware attention (needs --adapter pano.ckpt), stitched"
     options = (
         Option("num_views", 8, "number of views around the horizon (yaw 360·i/num_views degrees; the checkpoints "
@@ -272,6 +273,11 @@ class MVDiffusionMethod(PanoramaMethod):
             units.append(entry)
         return units
 
+    def denoiser_positions(self, request, native_latent: int, latent_factor: int) -> int:
+        """All views of every image in one call: views × view size²."""
+        view = (self.view_size // latent_factor) if self.view_size else native_latent
+        return request.batch_size * self.num_views * view * view
+
     def default_size(self, info) -> tuple[int, int]:
         """The reference's canvas: width = views × view size (4096 for 8 views of 512), height = width/2."""
         width = self.num_views * (self.view_size or info.native_size)
@@ -291,6 +297,9 @@ class MVDiffusionMethod(PanoramaMethod):
             check_existing_file(self.image, "image")
 
     def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
+        if info.is_dit:
+            raise InvalidInputError(f"mvdiffusion's correspondence-aware attention blocks attach to an SD 2 UNet; this is "
+                                    f"a {info.family} model: use --method circular, multidiffusion, spot or syncdiffusion")
         super().check_for_model(request, info, scheduler_name, adapters)
         from ..adapters.mvdiffusion import MVDiffusionAdapter
         from ..adapters.mvdiffusion.checkpoint import DOWNLOADS, SD2_BASE, SD2_INPAINTING

@@ -96,6 +96,7 @@ class SpotMethod(PanoramaMethod):
     """Non-overlapping native-size windows, shifted (rolled, with wrap) by a random offset every step."""
 
     name = "spot"
+    size_family = "windows"
     summary = ("SpotDiffusion: non-overlapping windows rolled by a random offset every step (wrap); about "
                "window/stride times cheaper than multidiffusion")
     loop_closure = True  # the roll always wraps: spot is a 360° method
@@ -112,6 +113,14 @@ class SpotMethod(PanoramaMethod):
                kind="int", minimum=1),
     )
     run_class = SpotRun
+
+    def denoiser_positions(self, request, native_latent: int, latent_factor: int) -> int:
+        """Non-overlapping windows tile the panorama: ``view_batch_size`` windows per call."""
+        window = self.window if self.window is not None else (native_latent, native_latent)
+        window = window if isinstance(window, tuple) else (window, window)
+        height, width = request.height // latent_factor, request.width // latent_factor
+        windows = request.batch_size * max(1, height // max(1, window[0])) * max(1, width // max(1, window[1]))
+        return min(windows, self.view_batch_size) * min(window[0], height) * min(window[1], width)
 
     def check(self, request) -> None:
         if self.window is not None:

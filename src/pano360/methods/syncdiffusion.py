@@ -120,9 +120,10 @@ class SyncDiffusionRun(MultiDiffusionRun):
     # --- pieces of a sync step -----------------------------------------------------------------------
     def predict_clean(self, model, windows, t, pairs, batch_size: int):
         """Window latents [M, C, wh, ww] → (guided model outputs, predicted clean latents x̂0), both [M, C, wh, ww]."""
+        from ..backbones.parameterization import model_input as scaled_input
         from ..backbones.parameterization import predicted_original
 
-        model_input = self.ctx.scheduler.scale_model_input(windows, t)
+        model_input = scaled_input(self.ctx.scheduler, windows, t)
         output = self.predict_windows(model, model_input, t, pairs=pairs, batch_size=batch_size)
         return output, predicted_original(self.ctx.scheduler, model_input, output, t)
 
@@ -220,7 +221,9 @@ class SyncDiffusionRun(MultiDiffusionRun):
         outputs = torch.empty_like(updated)
         outputs[:, self.anchor] = anchor_output.to(outputs.dtype)  # the anchor did not move: same prediction
         if pairs:
-            model_input = self.ctx.scheduler.scale_model_input(torch.stack([updated[k, v] for k, v in pairs]), t)
+            from ..backbones.parameterization import model_input as scaled_input
+
+            model_input = scaled_input(self.ctx.scheduler, torch.stack([updated[k, v] for k, v in pairs]), t)
             predicted = self.predict_windows(model, model_input, t, pairs=pairs)
             for m, (k, v) in enumerate(pairs):
                 outputs[k, v] = predicted[m]

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from ..backbones.schedulers import DEFAULT_SCHEDULER
 from ..errors import InvalidInputError
 from ..methods import available_methods, register_method
 from ..methods.inpaint import INPAINT_CHANNELS, InpaintMethod
@@ -35,7 +34,7 @@ def inpaint(
     negative_prompt: str | None = None,
     num_inference_steps: int = 30,
     guidance_scale: float = 7.5,
-    scheduler: str = DEFAULT_SCHEDULER,
+    scheduler: str | None = None,
     seed: int | None = 0,
     wrap: bool = False,
     noise: Tensor | None = None,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backbones.schedulers import DEFAULT_SCHEDULER
 from ..errors import InvalidInputError
 from .inpaint import inpaint
 from .placement import Placement, check_fov, check_photo_size, paste_back, place_photo
@@ -28,23 +27,23 @@ class Sampling:
 
     num_inference_steps: int = 30
     guidance_scale: float = 7.5
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str | None = None  # None: the model's default (ddim for SD, flow_euler for transformers)
     seed: int | None = 0
     negative_prompt: str | None = None
 
 
+def _facts(pipe):
+    from ..backbones.loading import family_info
+
+    return family_info(pipe)
+
+
 def _native_size(pipe) -> int:
-    return int(pipe.unet.config.sample_size) * 8
-
-
-def _downsampling(pipe) -> int:
-    from ..backbones.wrap import total_downsampling
-
-    return total_downsampling(pipe.unet)
+    return _facts(pipe).native_size
 
 
 def _check_latent_multiple(pipe, height: int, width: int, what: str) -> None:
-    step = 8 * _downsampling(pipe)
+    step = _facts(pipe).pixel_multiple
     if height % step or width % step:
         raise InvalidInputError(f"{what} {width}x{height} must be a multiple of {step} pixels for this model")
 

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from ..backbones.conditioning import encode_prompts
 from ..backbones.guided import GuidedModel
-from ..backbones.schedulers import DEFAULT_SCHEDULER, make_scheduler
+from ..backbones.schedulers import make_scheduler, resolve_scheduler, set_timesteps
 from ..backbones.vae import decode_latents, encode_images
 from ..backbones.wrap import wraparound
 from ..errors import InvalidInputError
@@ -95,7 +95,7 @@ class UpscaleSettings:
     strength: float = 0.3
     num_inference_steps: int = 20
     guidance_scale: float = 5.0
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str | None = None  # None: the model's default (ddim for SD, flow_euler for transformers)
     tile: int | None = None
     overlap: int | None = None
     vae_tile: int = 64
@@ -194,9 +194,11 @@ def tiled_decode(vae, latents: Tensor, grid: TileGrid, out: np.ndarray, scale: i
     return out
 
 
-def img2img_timesteps(scheduler, num_inference_steps: int, strength: float, device) -> Tensor:
-    """The last ``round(strength·steps)`` (at least 1) of the scheduler's timesteps (diffusers' img2img rule)."""
-    scheduler.set_timesteps(num_inference_steps, device=device)
+def img2img_timesteps(scheduler, num_inference_steps: int, strength: float, device, image_seq_len: int | None = None,
+                      linear_sigmas: bool = True) -> Tensor:
+    """The last ``round(strength·steps)`` (at least 1) of the scheduler's timesteps (diffusers' img2img rule);
+    flow schedules shift for ``image_seq_len`` tokens (a tile)."""
+    set_timesteps(scheduler, num_inference_steps, device, image_seq_len, linear_sigmas=linear_sigmas)
     keep = min(num_inference_steps, max(1, round(strength * num_inference_steps)))
     start = num_inference_steps - keep
     if hasattr(scheduler, "set_begin_index"):
@@ -206,26 +208,33 @@ def img2img_timesteps(scheduler, num_inference_steps: int, strength: float, devi
 
 def refine_tiles(pipe, latents: Tensor, grid: TileGrid, prompt: str, settings: UpscaleSettings,
                  negative_prompt: str | None = None, progress: Callable[[], None] | None = None) -> Tensor:
-    """Img2img refinement of clean latents [1, 4, h, w] with wrapping, blended tiles (step 3 above)."""
-    unet = pipe.unet
+    """Img2img refinement of clean latents [1, C, h, w] with wrapping, blended tiles (step 3 above)."""
+    from ..backbones.loading import Backbone, ModelSource, family_info
+    from ..backbones.parameterization import add_noise
+    from ..backbones.parameterization import model_input as scaled_input
+
+    backbone = Backbone(pipe=pipe, info=family_info(pipe), source=ModelSource("pipeline", "pipeline"))
+    contract, info, unet = backbone.contract, backbone.info, backbone.denoiser
     device, dtype = unet.device, unet.dtype
-    sched = make_scheduler(settings.scheduler, pipe.scheduler.config)
-    timesteps = img2img_timesteps(sched, settings.num_inference_steps, settings.strength, device)
-    text = encode_prompts(pipe, [prompt], None if negative_prompt is None else [negative_prompt],
-                          settings.guidance_scale != 1.0, device)
-    model = GuidedModel(unet, text, settings.guidance_scale)
+    sched = make_scheduler(resolve_scheduler(settings.scheduler, contract.schedule, info.family), pipe.scheduler.config)
+    timesteps = img2img_timesteps(sched, settings.num_inference_steps, settings.strength, device,
+                                  contract.image_seq_len(grid.tile[0], grid.tile[1], info), contract.linear_sigmas)
+    cfg, embedded = contract.guidance_plan(pipe, settings.guidance_scale, None, negative_prompt is not None)
+    text = encode_prompts(pipe, [prompt], None if negative_prompt is None else [negative_prompt], cfg != 1.0, device)
+    model = GuidedModel(unet, text, cfg, family=contract, embedded_guidance=embedded)
     generator = torch.Generator("cpu").manual_seed(int(settings.seed or 0))
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(device)
-    latents = sched.add_noise(latents.to(device), noise, timesteps[:1]).to(dtype)
+    latents = add_noise(sched, latents.to(device), noise, timesteps[:1]).to(dtype)
     del noise
     tiles = grid.tiles
     weights = [grid.weight(tile, device, torch.float32) for tile in tiles]
-    size_px = (grid.tile[0] * 8, grid.tile[1] * 8)
+    factor = info.vae_scale_factor
+    size_px = (grid.tile[0] * factor, grid.tile[1] * factor)
     batch_size = settings.tile_batch_size
-    wrap = wraparound(unet) if grid.spans_width else contextlib.nullcontext()
+    wrap = contract.seam(backbone, vae=False) if grid.spans_width else contextlib.nullcontext()
     with wrap, torch.no_grad():
         for t in timesteps:
-            model_input = sched.scale_model_input(latents, t)
+            model_input = scaled_input(sched, latents, t)
             prediction = torch.zeros(latents.shape, device=device, dtype=torch.float32)
 
             def run(start: int, stop: int, model_input=model_input, t=t, prediction=prediction) -> None:
@@ -264,11 +273,16 @@ def upscale_panorama(
     source = source.contiguous()
     height, width = source.shape[-2:]
     out_h, out_w = target_size(height, width, scale, target_width)
-    info_native = int(pipe.unet.config.sample_size)
-    latent_hw = (out_h // 8, out_w // 8)
+    from ..backbones.loading import family_info
+
+    facts = family_info(pipe)
+    info_native = facts.native_size // facts.vae_scale_factor
+    latent_hw = (out_h // facts.vae_scale_factor, out_w // facts.vae_scale_factor)
     grid = _grid(latent_hw, settings.tile or info_native, settings.overlap)
     vae_grid = _grid(latent_hw, settings.vae_tile, settings.vae_overlap)
-    vae = pipe.vae
+    from ..backbones.family import family_of
+
+    vae = family_of(pipe).image_vae(pipe)
     to_unit = (lambda x: x / 127.5 - 1.0) if source.dtype == torch.uint8 else (lambda x: x)
 
     def callback(stage: str, total: int):
@@ -276,7 +290,8 @@ def upscale_panorama(
 
     latents = tiled_encode(vae, lambda tile_px: to_unit(bicubic_tile(source, (out_h, out_w), tile_px)).clamp(-1, 1)
                            .to(vae.device, vae.dtype), vae_grid, progress=callback("encode", len(vae_grid)))
-    step_count = len(img2img_timesteps(make_scheduler(settings.scheduler, pipe.scheduler.config),
+    scheduler_name = resolve_scheduler(settings.scheduler, "flow" if facts.is_dit else "alpha", facts.family)
+    step_count = len(img2img_timesteps(make_scheduler(scheduler_name, pipe.scheduler.config),
                                        settings.num_inference_steps, settings.strength, "cpu"))
     latents = refine_tiles(pipe, latents, grid, prompt, settings, negative_prompt,
                            callback("refine", len(grid) * step_count))

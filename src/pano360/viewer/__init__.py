@@ -158,6 +158,7 @@ def viewer_config(
         if extent.haov < 360.0:
             config["minYaw"], config["maxYaw"] = -extent.haov / 2, extent.haov / 2
     config["_mime"] = MIME_TYPES[image_format]
+    config["_size"] = (width, height)
     return config
 
 
@@ -171,12 +172,18 @@ def _inline_script(code: str) -> str:
 
 def build_viewer_html(
     image_path: str | os.PathLike, *, title: str | None = None, yaw: float | None = None,
-    pitch: float | None = None, hfov: float | None = None,
+    pitch: float | None = None, hfov: float | None = None, paint: bool = False,
 ) -> str:
-    """The complete, self-contained viewer page for ``image_path`` as a string."""
+    """The complete, self-contained viewer page for ``image_path`` as a string.
+
+    ``paint`` adds the paint mode (``assets/paint.js``): Look / Paint / Erase, a brush in view space
+    stored as an equirect mask of the image's size that follows the sphere (seam and poles
+    included); the page's ``window.pano360Mask()`` returns it as a PNG data URL (white = painted).
+    """
     path = Path(image_path)
     config = viewer_config(path, yaw=yaw, pitch=pitch, hfov=hfov)
     mime = config.pop("_mime")
+    size = config.pop("_size")
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     title = title or path.name
     boot = (
@@ -199,6 +206,10 @@ def build_viewer_html(
         "  viewer.on('error', function (msg) { document.body.setAttribute('data-pano-error', String(msg)); });\n"
         "})();\n"
     )
+    if paint:
+        spec = {"width": size[0], "height": size[1], "haov": config["haov"], "vaov": config["vaov"],
+                "vOffset": config["vOffset"]}
+        boot += f"window.pano360PaintSpec = {json.dumps(spec)};\n" + _asset("paint.js")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"

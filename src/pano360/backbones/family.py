@@ -1,0 +1,203 @@
+"""The backbone contract: what differs between SD 1/2/SDXL, FLUX.1, SD3.x and Qwen-Image, behind one API.
+
+Everything above this layer (the loop in :mod:`pano360.generator`, every method, the adapters, the
+trainer) sees spatial latents ``[B, C, h, w]`` in latent units and calls the model through its
+family's contract::
+
+    family = backbone.contract                             # a BackboneFamily, one per family
+    text = family.encode(pipe, prompts, negatives, guidance, device)     # TextConditioning
+    out = family.call(network, latents[N, C, h, w], t, embeds, pooled, mask, ...)  # [N, C, h, w]
+    out = family.combine_guidance(unconditional, conditional, scale)
+    with family.seam(backbone, network=True, vae=True):   # wraparound convs / periodic positions
+        ...
+
+The noise schedule (model input, x̂0, training target, noising, initial noise scale) is decided by the
+scheduler (:mod:`pano360.backbones.parameterization`, ᾱ-based and flow-matching alike), and
+:func:`pano360.backbones.schedulers.set_timesteps` sets timesteps the way each family's pipeline does
+(with the resolution-dependent shift for FLUX and Qwen-Image).
+
+**Adding a family** is one file: subclass :class:`BackboneFamily` (facts from the loaded pipeline,
+prompt encoding, the model call with its packing and ids, guidance, seam), and register it with
+:func:`register_family`; :mod:`pano360.backbones.families` maps its diffusers pipeline and
+transformer classes to its name for detection.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from .conditioning import TextConditioning
+from .families import FamilyInfo
+
+
+class BackboneFamily:
+    """Base of the family contracts. Subclasses set the class attributes and override the methods."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "unet"  # "unet" | "dit"
+    schedule: ClassVar[str] = "alpha"  # scheduler kind: "alpha" (ε/v) | "flow" (flow matching)
+    default_steps: ClassVar[int] = 50
+    default_guidance: ClassVar[float] = 7.5
+    cfg_needs_negative: ClassVar[bool] = False
+    """True where classifier-free guidance runs only when a negative prompt is given (FLUX's true CFG,
+    Qwen-Image), as in the family's diffusers pipeline; False where the empty prompt is the default
+    negative (SD, SDXL, SD3)."""
+    linear_sigmas: ClassVar[bool] = True
+    """Flow schedules: the pipeline passes σ = linspace(1, 1/N, N) (FLUX, Qwen-Image) rather than letting
+    the scheduler space them (SD3)."""
+    attention_projections: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
+    """Module-name suffixes of the attention projections (where LoRA and q/k/v/o adapters attach)."""
+
+    # --- facts ----------------------------------------------------------------------------------
+    def facts(self, pipe) -> FamilyInfo:
+        raise NotImplementedError
+
+    def denoiser(self, pipe):
+        """The network the loop calls: ``pipe.unet`` or ``pipe.transformer``."""
+        return pipe.unet
+
+    def image_seq_len(self, latent_height: int, latent_width: int, info: FamilyInfo) -> int:
+        """Tokens of an image of that latent size (what the flow shift μ is computed from)."""
+        return (latent_height // info.patch_size) * (latent_width // info.patch_size)
+
+    # --- prompts --------------------------------------------------------------------------------
+    def encode(self, pipe, prompts: list[str], negative_prompts: list[str] | None, guidance: bool,
+               device) -> TextConditioning:
+        """Encode ``N`` prompts (and negatives when ``guidance``; None = the empty prompt)."""
+        raise NotImplementedError
+
+    def truncation_limit(self, pipe) -> tuple[object, int]:
+        """(tokenizer, tokens kept) of the text encoder whose context cuts long prompts."""
+        return pipe.tokenizer, pipe.tokenizer.model_max_length
+
+    # --- guidance -------------------------------------------------------------------------------
+    def guidance_plan(self, pipe, guidance_scale: float, true_cfg_scale: float | None,
+                      has_negative: bool) -> tuple[float, float | None]:
+        """(classifier-free guidance weight, embedded guidance value or None) for a request.
+
+        A weight of 1 means one pass without negative conditioning.
+        """
+        cfg = float(guidance_scale)
+        if self.cfg_needs_negative and not has_negative:
+            cfg = 1.0
+        return cfg, None
+
+    def combine_guidance(self, unconditional: torch.Tensor, conditional: torch.Tensor, scale: float) -> torch.Tensor:
+        """u + w·(c − u)."""
+        return unconditional + scale * (conditional - unconditional)
+
+    # --- the model call -------------------------------------------------------------------------
+    def call(self, network, latents: torch.Tensor, t, embeds: torch.Tensor, pooled: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None, *, size_px: tuple[int, int] | None = None,
+             control: torch.Tensor | None = None, controlnet=None, controlnet_scale: float = 1.0,
+             embedded_guidance: float | None = None, **inputs) -> torch.Tensor:
+        """The network's output [N, C, h, w] for ``latents`` [N, C, h, w] (latent units) at ``t``."""
+        raise NotImplementedError
+
+    # --- the seam -------------------------------------------------------------------------------
+    def seam(self, backbone, network: bool = True, vae: bool = True, scheme: str = "exact",
+             rounding: str = "nearest", offset: int = 0):
+        """Context in which the denoiser (``network``) and the VAE (``vae``) treat the panorama's left and
+        right edges as neighbours; ``scheme``, ``rounding`` and ``offset`` choose among a transformer's
+        seam schemes (:mod:`pano360.backbones.token_seam`); UNets have one (wraparound convolutions)."""
+        from .wrap import wraparound
+
+        modules = []
+        if network:
+            modules += [self.denoiser(backbone.pipe), backbone.controlnet]
+        if vae:
+            modules.append(backbone.vae)
+        return wraparound(*modules)
+
+    seam_schemes: ClassVar[tuple[str, ...]] = ("exact",)
+
+    def image_vae(self, pipe):
+        """The VAE with the [B, 3, H, W] ↔ [B, C, h, w] interface of :mod:`pano360.backbones.vae`."""
+        return pipe.vae
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class TransformerFamily(BackboneFamily):
+    """Base of the DiT families: the denoiser is ``pipe.transformer``, the seam is in token space
+    (:mod:`pano360.backbones.token_seam`) plus the wrapped VAE, the schedule is flow matching."""
+
+    kind = "dit"
+    schedule = "flow"
+    seam_schemes = ("exact", "periodic", "pad", "blend", "none")
+
+    def denoiser(self, pipe):
+        return pipe.transformer
+
+    def call(self, network, latents, t, embeds, pooled=None, mask=None, **kwargs):
+        """The transformer's output for spatial latents, with the seam set on ``network`` (if any);
+        HunyuanWorld's extend-and-blend wraps the plain call, the other schemes live in ``_call``."""
+        from .token_seam import active_seam, extend_and_blend
+
+        seam = active_seam(network)
+        if seam is None or seam.scheme != "blend":
+            return self._call(network, latents, t, embeds, pooled, mask, seam=seam, **kwargs)
+        fill = kwargs.pop("fill", None)
+
+        def plain(extended):
+            if fill is not None:  # FLUX Fill's condition is extended like the latents
+                kwargs["fill"] = torch.cat([fill, fill[..., :extended.shape[-1] - fill.shape[-1]]], dim=-1)
+            return self._call(network, extended, t, embeds, pooled, mask, seam=None, **kwargs)
+
+        return extend_and_blend(plain, latents)
+
+    def _call(self, network, latents, t, embeds, pooled=None, mask=None, *, seam=None, **kwargs):
+        """The family's call on [N, C, h, w] latents with ``seam`` (a TokenSeam or None)."""
+        raise NotImplementedError
+
+    def seam(self, backbone, network=True, vae=True, scheme="exact", rounding="nearest", offset=0):
+        import contextlib
+
+        from .token_seam import TokenSeam, token_seam
+        from .wrap import wraparound
+
+        stack = contextlib.ExitStack()
+        if network:
+            stack.enter_context(token_seam(self.denoiser(backbone.pipe), TokenSeam(scheme, rounding, offset)))
+        if vae:
+            stack.enter_context(wraparound(backbone.vae))
+        return stack
+
+
+_FAMILIES: dict[str, BackboneFamily] = {}
+
+
+def register_family(family: BackboneFamily, *names: str) -> BackboneFamily:
+    """Make ``family`` the contract of ``names`` (default: its own name)."""
+    for name in names or (family.name,):
+        _FAMILIES[name] = family
+    return family
+
+
+def get_family(name: str) -> BackboneFamily:
+    """The contract of family ``name`` (``sd1``, ``sd2``, ``sdxl``, ``flux``, ``sd3``, ``qwen-image``)."""
+    _load_builtin()
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(sorted(_FAMILIES))}") from None
+
+
+def family_of(pipe) -> BackboneFamily:
+    """The contract of a loaded diffusers pipeline."""
+    from .families import family_of_pipeline
+
+    return get_family(family_of_pipeline(pipe))
+
+
+_BUILTIN = []
+
+
+def _load_builtin() -> None:
+    if _BUILTIN:
+        return
+    _BUILTIN.append(True)
+    from . import family_flux, family_qwen, family_sd3, family_unet  # noqa: F401  (each registers itself)
