@@ -11,7 +11,7 @@ import pano360
 RANKS = {
     "__init__": 0, "errors": 0, "_lazy": 0, "options": 0, "presets": 0, "validation": 0, "defaults": 0,
     "io": 1, "geometry": 1, "nets": 1,
-    "backbones": 2, "viewer": 2,
+    "backbones": 2, "viewer": 2, "spatial": 2,
     "adapters": 3,
     "methods": 4,
     "output": 5, "generator": 5, "metrics": 5, "plan": 5,

@@ -217,7 +217,7 @@ def test_bad_input_gives_one_line_and_no_outputs(tmp_path, capsys):
     _fails(["convert", str(good), "--to", "views", "--view", "a,b", "-o", str(out)], capsys, "YAW,PITCH")
     _fails(["convert", str(good), "--to", "cubemap", "--convention", "directx", "-o", str(out)], capsys,
            "unknown cubemap convention")
-    _fails(["convert", str(good), "--to", "hdr", "-o", str(out)], capsys, "unknown --to target")
+    _fails(["convert", str(good), "--to", "voxels", "-o", str(out)], capsys, "unknown --to target")
     _fails(["convert", str(good), "-o", str(out)], capsys, "nothing to do")
     _fails(["convert", str(good), "--to", "views", "--view-size", "0x10", "-o", str(out)], capsys, "out of range")
     _fails(["convert", str(good), "--to", "cubemap", "--face-size", "0", "-o", str(out)], capsys, "face-size")

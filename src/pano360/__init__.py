@@ -31,6 +31,7 @@ _LAZY = {
     "wraparound": ("pano360.backbones.wrap", "wraparound"),
     "enable_wraparound": ("pano360.backbones.wrap", "enable_wraparound"),
     "disable_wraparound": ("pano360.backbones.wrap", "disable_wraparound"),
+    "estimate_depth": ("pano360.spatial.depth", "estimate_depth"),
 }
 
 __all__ = ["__version__", *_LAZY]

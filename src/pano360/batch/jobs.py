@@ -8,7 +8,9 @@ a finished job is recognised by its file and the job id in its sidecar.
 Job keys use the Python API's argument names (``prompt``, ``negative_prompt``, ``height``, ``width``,
 ``num_inference_steps``, ``guidance_scale``, ``seed``, ``method``, ``preset``, ``scheduler``, ``eta``,
 ``model``, ``options`` {method options}); CLI-style aliases are accepted (``steps``, ``guidance``,
-``negative``, ``size`` = ``"HxW"``, dashes for underscores). Any other key is a method option
+``negative``, ``size`` = ``"HxW"``, dashes for underscores), and ``exports`` (3D outputs written beside
+the image: depth, mesh, pointcloud, stereo, hdr, exr; see ``batch/exports.py``) with ``depth_model``. Any other
+key is a method option
 (``stride``, ``window``, ``sync_weight`` ...), checked by the method when the job runs.
 """
 
@@ -254,7 +256,7 @@ def expand_entry(entry: dict[str, Any], defaults: dict[str, Any], repeat: int = 
                 if not isinstance(value, dict):
                     raise InvalidInputError("'options' must be an object of method options, e.g. {\"stride\": 8}")
                 options.update({_canonical_key(k): v for k, v in value.items()})
-            elif key in GENERATION_KEYS or key in MODEL_KEYS or key in EXPANSION_KEYS:
+            elif key in GENERATION_KEYS or key in MODEL_KEYS or key in EXPANSION_KEYS or key in ("exports", "depth_model"):
                 merged[key] = value
             else:
                 options[key] = value
@@ -275,6 +277,12 @@ def expand_entry(entry: dict[str, Any], defaults: dict[str, Any], repeat: int = 
             spec[key] = value
     spec["prompt"] = prompt.strip()
     spec["options"] = {key: options[key] for key in sorted(options)}
+    if merged.get("exports"):  # 3D outputs (batch/exports.py); absent keeps older job ids unchanged
+        from .exports import normalise_exports
+
+        spec["exports"] = normalise_exports(merged["exports"])
+    if merged.get("depth_model"):
+        spec["depth_model"] = _typed("depth_model", merged["depth_model"], str)
     repeat = _typed("repeat", merged.get("repeat", repeat), int)
     if repeat < 1:
         raise InvalidInputError(f"repeat must be at least 1, got {repeat}")

@@ -188,8 +188,9 @@ class RayWorker:
         with tempfile.TemporaryDirectory(prefix="pano360-ray-") as folder:
             image = job_image_path(Path(folder), job, self.settings.image_format)
             outcome = run_job(self.generator, job, image, self.settings)
-            if outcome.status == "done":
-                result["files"] = {path.name: path.read_bytes() for path in (image, sidecar_path(image))}
+            if outcome.status == "done":  # image, the job's 3D exports, sidecar last (it marks the job finished)
+                names = [image.name, *(outcome.exports or []), sidecar_path(image).name]
+                result["files"] = {name: (Path(folder) / name).read_bytes() for name in names}
             result["outcome"] = outcome
         return result
 
@@ -437,7 +438,7 @@ class RayBatchRunner(BatchRunner):
         """Write a job's files that came back through the object store: atomic, image first, sidecar last."""
         written: list[Path] = []
         try:
-            for name, data in files.items():  # image, then sidecar
+            for name, data in files.items():  # image, exports, then the sidecar
                 written.append(atomic_write_bytes(self.out_dir / name, data))
         except Exception as error:  # noqa: BLE001 - disk full, a name taken meanwhile, ...
             for path in written:  # only what this call wrote: never another job's file

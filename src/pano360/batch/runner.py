@@ -267,11 +267,12 @@ class JobOutcome:
     reason: str | None = None
     seconds: float | None = None
     retryable: bool = True
+    exports: list[str] | None = None
 
     def fields(self) -> dict[str, Any]:
         """The manifest record's fields (besides job, status and rank)."""
         return {key: value for key, value in (("file", self.file), ("reason", self.reason),
-                                              ("seconds", self.seconds)) if value is not None}
+                                              ("seconds", self.seconds), ("exports", self.exports)) if value is not None}
 
 
 def run_job(generator, job: Job, image: Path, settings: BatchSettings, on_step=None) -> JobOutcome:
@@ -288,6 +289,9 @@ def run_job(generator, job: Job, image: Path, settings: BatchSettings, on_step=N
         output.parameters["batch"] = {"job_id": job.id, "job": job.spec, "source": job.source,
                                       "jobs_file": settings.jobs_file}
         output.save(image, metadata=settings.metadata)
+        from .exports import write_job_exports  # 3D outputs the job asks for (exports), beside the image
+
+        exports = [path.name for path in write_job_exports(image, job.spec.get("exports"), job.spec.get("depth_model"))]
     except OutputExistsError as error:
         return JobOutcome("failed", reason=_reason(error), retryable=False)
     except KeyboardInterrupt:
@@ -299,7 +303,7 @@ def run_job(generator, job: Job, image: Path, settings: BatchSettings, on_step=N
         for path in leftovers(image):
             path.unlink(missing_ok=True)
         return JobOutcome("failed", reason=_reason(error), seconds=round(time.perf_counter() - started, 3))
-    return JobOutcome("done", file=image.name, seconds=round(time.perf_counter() - started, 3))
+    return JobOutcome("done", file=image.name, seconds=round(time.perf_counter() - started, 3), exports=exports or None)
 
 
 class BatchRunner:

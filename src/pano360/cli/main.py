@@ -15,8 +15,8 @@ import sys
 from .. import __version__
 from ..errors import Pano360Error
 
-SUBCOMMANDS = ["generate", "info", "convert", "view", "eval", "train", "caption", "batch", "serve", "poles", "outpaint",
-               "upscale", "inpaint", "qkvo"]
+SUBCOMMANDS = ["generate", "info", "convert", "depth", "view", "eval", "train", "caption", "batch", "serve", "poles",
+               "outpaint", "upscale", "inpaint", "qkvo"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -21,7 +21,11 @@ def register(subparsers) -> argparse.ArgumentParser:
             "file (viewer and image inlined) that opens from disk anywhere. Wide 360° strips are shown\n"
             "as a band, using their GPano cropped-area metadata. The first view is the file's GPano\n"
             "initial view (InitialViewHeadingDegrees / InitialViewPitchDegrees / InitialHorizontalFOVDegrees)\n"
-            "unless --yaw/--pitch/--hfov say otherwise."
+            "unless --yaw/--pitch/--hfov say otherwise.\n\n"
+            "--depth: a viewer you can move in: the panorama as a mesh displaced by depth (WebGL2, bundled).\n"
+            "W/A/S/D or arrows walk (within the free space), Q/E down/up, R back to the centre; the pointer\n"
+            "shifts the eye a little (parallax). --depth alone uses PANO_depth.exr/.png beside the image, or\n"
+            "estimates depth (Depth Anything V2 Small, or --depth-model); --depth FILE uses that map."
         ),
         formatter_class=HelpFormatter,
     )
@@ -37,6 +41,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="initial pitch in degrees, positive = up (default: from GPano, else 0)")
     parser.add_argument("--hfov", type=float, default=None,
                         help="initial horizontal field of view in degrees (default: from GPano, else 100)")
+    parser.add_argument("--depth", nargs="?", const="auto", default=None, metavar="DEPTH",
+                        help="depth mode: walk inside the scene (optional depth map .exr/.png; see above)")
+    parser.add_argument("--depth-model", default=None, metavar="ID|PATH",
+                        help="--depth: transformers depth model used when no depth map is found")
+    parser.add_argument("--mesh-rows", type=int, default=None, help="--depth: mesh grid rows (default min(height, 256))")
     parser.set_defaults(func=run)
     return parser
 
@@ -53,13 +62,21 @@ def run(args: argparse.Namespace) -> int:
     if args.hfov is not None and not 0.0 < args.hfov < 180.0:
         raise InvalidInputError(f"--hfov must be between 0 and 180 degrees (exclusive), got {args.hfov:g}")
     options = {"yaw": args.yaw, "pitch": args.pitch, "hfov": args.hfov}
+    if (args.depth_model or args.mesh_rows) and not args.depth:
+        raise InvalidInputError("--depth-model/--mesh-rows apply to the depth mode; add --depth")
+    page = _depth_page(args, options) if args.depth else None
     if args.html:
         if args.port or args.no_browser:
             raise InvalidInputError("--port/--no-browser apply when serving; drop them with --html")
         from ..viewer import check_html_target, write_viewer_html
 
         check_html_target(args.html, args.overwrite)  # before reading the image
-        path = write_viewer_html(args.image, args.html, overwrite=args.overwrite, **options)
+        if page is not None:
+            from ..io.atomic import atomic_write_text
+
+            path = atomic_write_text(args.html, page, overwrite=args.overwrite)
+        else:
+            path = write_viewer_html(args.image, args.html, overwrite=args.overwrite, **options)
         print(f"{path}  (self-contained viewer page; open it in any browser)")
         return 0
     if args.overwrite:
@@ -68,5 +85,36 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--port must be in 0..65535, got {args.port}")
     from ..viewer import open_viewer
 
-    open_viewer(args.image, port=args.port, open_browser=not args.no_browser, **options)
+    open_viewer(args.image, port=args.port, open_browser=not args.no_browser, page=page, **options)
     return 0
+
+
+def _depth_page(args: argparse.Namespace, options: dict) -> str:
+    """The depth-mode page: depth from --depth FILE, a PANO_depth map beside the image, or estimated."""
+    from ..errors import InvalidInputError
+    from ..io.export import open_image
+    from ..spatial.depth import check_full_sphere
+
+    if args.html:
+        from ..viewer import check_html_target
+
+        check_html_target(args.html, args.overwrite)
+    image = open_image(args.image)
+    check_full_sphere(image.height, image.width, args.image)
+    if args.mesh_rows is not None and not 4 <= args.mesh_rows <= image.height:
+        raise InvalidInputError(f"--mesh-rows must be between 4 and the panorama height {image.height}, "
+                                f"got {args.mesh_rows}")
+    from ..spatial.convert import find_depth_beside
+    from ..spatial.files import check_depth_matches, read_depth
+
+    source = args.depth if args.depth != "auto" else find_depth_beside(args.image)
+    if source is not None:
+        depth = check_depth_matches(read_depth(source), image.height, image.width)
+    else:
+        from ..spatial.depth import estimate_depth
+
+        depth = estimate_depth(args.image, args.depth_model).depth
+    from ..viewer.depth import build_depth_viewer_html
+
+    view = {key: value for key, value in options.items() if value is not None}
+    return build_depth_viewer_html(args.image, depth, rows=args.mesh_rows, **view)

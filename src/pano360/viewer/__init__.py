@@ -283,14 +283,15 @@ def serve_page(page: str, port: int = 0, host: str = "127.0.0.1") -> ThreadingHT
 
 def open_viewer(
     image_path: str | os.PathLike, *, port: int = 0, open_browser: bool = True, block: bool = True,
-    **view_options,
+    page: str | None = None, **view_options,
 ):
-    """Serve the viewer page for ``image_path`` on 127.0.0.1 and open it in the default browser.
+    """Serve the viewer page for ``image_path`` (or the ready ``page``, e.g. the depth mode's) on
+    127.0.0.1 and open it in the default browser.
 
     With ``block`` (default) it serves until Ctrl+C and returns None; otherwise it returns the running
     server (stop it with ``server.shutdown()``). Used by ``pano360 view`` and ``pano360 generate --view``.
     """
-    server = serve_page(build_viewer_html(image_path, **view_options), port=port)
+    server = serve_page(page if page is not None else build_viewer_html(image_path, **view_options), port=port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     print(f"Viewing {image_path} at {url}" + ("  (Ctrl+C to stop)" if block else ""), flush=True)
     if open_browser:
