@@ -63,8 +63,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     what.add_argument("--num-images", type=int, default=1, help="panoramas to generate (seeds seed, seed+1, ...)")
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--steps", type=int, default=None,
-                          help="denoising steps (default: the preset's, else the model's: 50 for SD/SDXL and "
-                          "Qwen-Image, 28 for FLUX and SD3)")
+                          help="denoising steps (default: 50 for SD/SDXL and Qwen-Image, 28 for FLUX and SD3, or "
+                          "the preset's)")
     sampling.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float, default=None,
                           help="guidance scale, 1 = off (default: the preset's, else the model's: classifier-free 7.5 "
                           "for SD/SDXL, 7.0 for SD3; FLUX.1-dev's embedded guidance 3.5; Qwen-Image's true CFG 4.0, "
