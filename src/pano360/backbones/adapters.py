@@ -105,6 +105,9 @@ def load_embedding(backbone: Backbone, source: str, token: str | None = None) ->
     check_adapter_path(source, what="embedding")
     path = Path(os.path.expanduser(source))
     pipe = backbone.pipe
+    if not hasattr(pipe, "load_textual_inversion"):
+        raise ModelLoadError(f"textual-inversion embeddings load into CLIP text encoders of SD/SDXL models; this "
+                             f"{backbone.info.family} pipeline takes none: drop --embedding {source}")
     try:
         state = _read_embedding_file(path)
     except Exception as error:

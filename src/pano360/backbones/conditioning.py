@@ -67,10 +67,3 @@ def encode_prompts(pipe, prompts: list[str], negative_prompts: list[str] | None 
     text = family.encode(pipe, prompts, negative_prompts, guidance, device)
     text.truncated = _truncated(pipe, prompts)
     return text
-
-
-def sdxl_time_ids(size_px: tuple[int, int], count: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """SDXL's added time ids (kept here for old imports; the SDXL family owns them)."""
-    from .family_unet import sdxl_time_ids as time_ids
-
-    return time_ids(size_px, count, dtype, device)
