@@ -14,6 +14,7 @@ DEFAULT_OUTPUT_DIR = "outputs"
 
 TINY_UNET_MODELS = {"tiny": "sd1", "tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
 TINY_DIT_MODELS = {"tiny-flux": "flux", "tiny-flux-schnell": "flux", "tiny-flux-fill": "flux", "tiny-sd3": "sd3",
+                   "tiny-sd35": "sd3",
                    "tiny-qwen": "qwen-image"}
 TINY_MODEL_NAMES = {**TINY_UNET_MODELS, **TINY_DIT_MODELS}
 """Built-in random test models (offline, milliseconds to build) → the family they imitate."""
