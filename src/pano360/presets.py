@@ -129,3 +129,6 @@ def apply_preset(name: str | None, method, options: dict, generation: dict) -> t
     if method is not None and not isinstance(method, str):  # a configured instance keeps its own options
         return method, dict(options), {**preset.generation, **given}
     return preset.method, {**preset.options, **options}, {**preset.generation, **given}
+
+
+from . import model_presets  # noqa: E402,F401
