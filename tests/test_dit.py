@@ -324,3 +324,38 @@ def test_preset_trigger_phrase_is_added_once():
     preset = Preset("x", "circular", "test", trigger="equirectangular 360 view")
     assert preset.prompt("a beach") == "equirectangular 360 view, a beach"
     assert preset.prompt("Equirectangular 360 View of a beach") == "Equirectangular 360 View of a beach"
+
+
+def test_the_default_is_a_true_360_model_and_sd2_one_flag_away():
+    from pano360.cli.main import build_parser
+    from pano360.cli.generate import apply_preset
+
+    args = build_parser().parse_args(["generate", "a cabin"])
+    apply_preset(args)
+    assert args.preset == "sdxl-360" and args.unet == "ProGamerGov/sdxl-360-diffusion"
+    assert args.model == "stabilityai/stable-diffusion-xl-base-1.0" and (args.height, args.width) == (1024, 2048)
+    args = build_parser().parse_args(["generate", "a cabin", "--method", "multidiffusion"])
+    apply_preset(args)  # another method: the default model and its trigger, not the preset's settings
+    assert args.preset is None and args.unet == "ProGamerGov/sdxl-360-diffusion"
+    assert args.prompt.startswith("equirectangular 360 view")
+    args = build_parser().parse_args(["generate", "a cabin", "--model", "stabilityai/stable-diffusion-2-base"])
+    apply_preset(args)
+    assert args.preset is None and args.unet is None
+
+
+def test_a_unet_fine_tune_replaces_the_base_unet(tmp_path):
+    from pano360.backbones.loading import load_backbone
+    from pano360.backbones.tiny import save_tiny_pipeline
+
+    base = save_tiny_pipeline(tmp_path / "base", "sdxl", seed=0)
+    tuned = save_tiny_pipeline(tmp_path / "tuned", "sdxl", seed=5)
+    for source in (tuned, tuned / "unet"):  # a repo-like folder with unet/, or the UNet folder itself
+        swapped = load_backbone(str(base), unet=str(source), hash_single_files=False)
+        expected = load_backbone(str(tuned), hash_single_files=False)
+        assert all(torch.equal(a, b) for a, b in zip(swapped.denoiser.state_dict().values(),
+                                                     expected.denoiser.state_dict().values()))
+    gen = PanoramaGenerator(swapped)
+    out = gen(PROMPT, height=64, width=128, num_inference_steps=2, seed=0, output_type="pt", progress=False)
+    assert out.parameters["unet"]["name"] == str(tuned / "unet")
+    with pytest.raises(InvalidInputError, match="--unet replaces an SD/SDXL UNet"):
+        load_backbone("tiny-flux", unet=str(tuned))

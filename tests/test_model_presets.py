@@ -68,7 +68,7 @@ def test_model_presets_facts(name):
         assert weight_name is None or weight_name.endswith(".safetensors")
     if preset.loras:  # the transformer presets: a flow scheduler and a seam scheme
         assert preset.generation.get("scheduler") == "flow_euler"
-        assert preset.options.get("seam") in ("exact", "periodic", "pad", "none")
+        assert preset.options.get("seam") in ("exact", "periodic", "pad", "blend", "none")
 
 
 def test_dit360_uses_its_padding_and_reference_settings():

@@ -6,8 +6,14 @@ value lives in one place.
 
 from __future__ import annotations
 
+DEFAULT_PRESET = "sdxl-360"
+"""What ``pano360 generate`` and ``PanoramaGenerator.from_pretrained()`` load when neither a model nor a
+preset is named: a true equirectangular model (ProGamerGov/sdxl-360-diffusion's UNet on SDXL base, with its
+trigger phrase; ``docs/models.md`` says why). ``--model stabilityai/stable-diffusion-2-base`` is SD 2 base."""
+
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
-"""The model ``pano360 generate`` and ``PanoramaGenerator.from_pretrained()`` use when none is named."""
+"""The model the other tools use when none is named (train, qkvo, batch, serve, poles/outpaint/upscale),
+and ``--model`` for SD 2 base in ``pano360 generate``."""
 
 DEFAULT_OUTPUT_DIR = "outputs"
 """Where ``pano360 generate`` writes when ``-o`` is not given."""

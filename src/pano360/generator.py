@@ -52,6 +52,8 @@ class PanoramaGenerator(BackboneComponents):
 
     Build it with :meth:`from_pretrained`, then call it::
 
+        gen = PanoramaGenerator.from_pretrained()          # the default true-360 model (sdxl-360)
+        out = gen("a misty forest", preset="sdxl-360", seed=1)    # its size, trigger phrase
         gen = PanoramaGenerator.from_pretrained("stabilityai/stable-diffusion-2-base")
         out = gen("a misty forest", method="circular", height=512, width=1024, seed=1)
         out.images[0].save("forest.png")   # or out.save("forest.png") for XMP + sidecar
@@ -130,7 +132,7 @@ class PanoramaGenerator(BackboneComponents):
     @classmethod
     def from_pretrained(
         cls,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         *,
         torch_dtype: torch.dtype | str | None = "auto",
         device: torch.device | str | None = "auto",
@@ -152,11 +154,13 @@ class PanoramaGenerator(BackboneComponents):
         transformer: str | None = None,
         quantize: str = "none",
         preset: str | None = None,
+        unet: str | None = None,
     ) -> PanoramaGenerator:
         """Load a backbone (Hub id, diffusers folder, single ``.safetensors``/``.ckpt`` file, or ``tiny``).
 
         Args:
             model: what to load (SD 1/2, SDXL, FLUX.1, SD3.x, Qwen-Image; the family is read from the files);
+                None with no ``preset``: :data:`pano360.defaults.DEFAULT_PRESET`, a true 360° model;
                 ``"tiny"``, ``"tiny-sd2"``, ``"tiny-sdxl"``, ``"tiny-flux"``, ``"tiny-flux-schnell"``,
                 ``"tiny-flux-fill"``, ``"tiny-sd3"``, ``"tiny-qwen"`` are built-in random models.
             torch_dtype: ``"auto"`` (fp16 on GPU, fp32 on CPU), ``"fp32"``, ``"fp16"``, ``"bf16"`` or a dtype.
@@ -177,6 +181,8 @@ class PanoramaGenerator(BackboneComponents):
             offload, tiled_decode, compile: memory and speed modes, see :meth:`configure_memory`.
             transformer: FLUX/SD3/Qwen-Image: a transformer to use instead of the model's (fine-tune repo,
                 folder, ``.safetensors`` or ``.gguf`` file).
+            unet: SD/SDXL: a UNet to use instead of the model's (a repo or folder with a ``unet`` folder,
+                a UNet folder or file), e.g. ``ProGamerGov/sdxl-360-diffusion`` on SDXL base.
             quantize: ``"none"``, ``"fp8"`` (float8 weights, computes in ``torch_dtype``) or ``"nf4"``
                 (bitsandbytes, CUDA) for the transformer.
             preset: a preset naming a model (:mod:`pano360.model_presets`, ``docs/models.md``): its model,
@@ -185,14 +191,19 @@ class PanoramaGenerator(BackboneComponents):
         """
         from .backbones.memory import OFFLOAD_MODES
 
+        if model is None and preset is None:
+            from .defaults import DEFAULT_PRESET
+
+            preset = DEFAULT_PRESET
         if preset is not None:
             from .presets import get_preset
 
             chosen = get_preset(preset)
-            if model == DEFAULT_MODEL and "model" in chosen.generation:
-                model = chosen.generation["model"]
-            loras = loras if loras else list(chosen.loras)
-            transformer = transformer or chosen.transformer
+            if model is None or model == chosen.generation.get("model"):
+                model = chosen.generation.get("model", DEFAULT_MODEL)
+                loras = loras if loras else list(chosen.loras)
+                transformer = transformer or chosen.transformer
+                unet = unet or chosen.unet
         if scheduler is not None:
             check_scheduler_name(scheduler)
         if offload not in OFFLOAD_MODES:
@@ -216,7 +227,7 @@ class PanoramaGenerator(BackboneComponents):
         backbone = load_backbone(
             model, torch_dtype=dtype, device=device, config=config, variant=variant, cache_dir=cache_dir,
             local_files_only=local_files_only, token=token, prediction_type=prediction_type,
-            transformer=transformer, quantize=quantize,
+            transformer=transformer, quantize=quantize, unet=unet,
         )
         generator = cls(backbone, scheduler=scheduler, channels_last=channels_last)
         if controlnet:
@@ -495,8 +506,8 @@ class PanoramaGenerator(BackboneComponents):
             "versions": library_versions() | {"pano360": __version__},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        if backbone.transformer_source is not None:
-            record["transformer"] = backbone.transformer_source.as_dict()
+        if backbone.denoiser_source is not None:
+            record["transformer" if backbone.info.is_dit else "unet"] = backbone.denoiser_source.as_dict()
         if backbone.controlnet is not None:
             record["controlnet"] = backbone.controlnet_source.as_dict()
             record["controlnet_conditioning_scale"] = control_scale

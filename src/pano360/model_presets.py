@@ -9,7 +9,8 @@ no classifier-free guidance by default); for Qwen-Image it is the true CFG scale
 
 All run the ``circular`` method. On a transformer its ``seam`` option says how the network closes the
 left/right seam: ``exact`` (periodic positions; the default where a model was not trained with a scheme
-of its own) or ``pad`` (one copied token column a side: DiT360's own scheme).
+of its own), ``pad`` (one copied token column a side: DiT360's own scheme) or ``blend`` (HunyuanWorld's
+extend-and-blend).
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ _register(Preset(
 _register(Preset(
     "hunyuanworld-pano", "circular",
     "HunyuanWorld-1.0 PanoDiT-Text (tencent/HunyuanWorld-1, LoRA on FLUX.1-dev) as demo_panogen.py runs it: "
-    "960x1920, 50 steps, embedded guidance 30; seam closed exactly (the reference blends 6 extended columns)",
+    "960x1920, 50 steps, embedded guidance 30; its extend-and-blend seam (6 latent columns)",
     {"model": FLUX_DEV, "height": 960, "width": 1920, "num_inference_steps": 50, "guidance_scale": 30.0,
      "scheduler": "flow_euler"},
-    {"seam": "exact"},
+    {"seam": "blend"},
     loras=(("tencent/HunyuanWorld-1", 1.0, "HunyuanWorld-PanoDiT-Text/lora.safetensors"),),
     licence=f"{FLUX_DEV_LICENCE}; LoRA: Tencent HunyuanWorld-1.0 Community License (not valid in the EU, "
             "UK and South Korea)",
@@ -107,13 +108,17 @@ _register(Preset(
             "non-commercial, personal or demonstration use (Google Street View training data)",
 ))
 
-# sdxl-360 (registered in presets.py): the same settings plus the card's trigger phrase and the licence.
+# sdxl-360: SDXL fine-tuned on tens of thousands of equirectangular images at 2048x1024 (model card of
+# ProGamerGov/sdxl-360-diffusion). The repository is not a diffusers pipeline: it holds the fine-tuned UNet
+# in its ``unet`` folder (and single-file checkpoints), so the preset loads SDXL base with that UNet. The
+# card asks for "equirectangular 360 view" in the prompt. pano360's default model (README, docs/models.md).
 _register(Preset(
     "sdxl-360", "circular",
-    "ProGamerGov/sdxl-360-diffusion (SDXL trained on 2048x1024 equirect images) at 1024x2048 with wraparound "
-    "padding; the trigger 'equirectangular 360 view' is put before the prompt",
-    {"model": "ProGamerGov/sdxl-360-diffusion", "height": 1024, "width": 2048},
+    "ProGamerGov/sdxl-360-diffusion (SDXL's UNet trained on 2048x1024 equirect images, on SDXL base) at "
+    "1024x2048 with wraparound padding; the trigger 'equirectangular 360 view' is put before the prompt",
+    {"model": SDXL_BASE, "height": 1024, "width": 2048},
     {"wrap": True, "wrap_vae": True},
+    unet="ProGamerGov/sdxl-360-diffusion",
     trigger="equirectangular 360 view",
     licence="no licence stated by the model card; base SDXL 1.0: CreativeML Open RAIL++-M",
-), replace=True)
+))

@@ -18,7 +18,8 @@ GENERATION_KEYS = ("height", "width", "num_inference_steps", "guidance_scale", "
 @dataclass(frozen=True)
 class Preset:
     """A named run. ``generation`` may name the ``model``; ``loras`` are (Hub repo or file, scale, weight file
-    name or None) loaded with it; ``transformer`` replaces a DiT's transformer; ``trigger`` is a phrase the
+    name or None) loaded with it; ``transformer`` replaces a DiT's transformer, ``unet`` a UNet model's UNet
+    (a repo with a ``unet`` folder, a UNet folder or file); ``trigger`` is a phrase the
     model was trained with, put before the prompt unless the prompt has it; ``licence`` says under which
     terms the weights come (shown in ``--help`` and ``docs/models.md``)."""
 
@@ -29,6 +30,7 @@ class Preset:
     options: dict[str, Any] = field(default_factory=dict)
     loras: tuple[tuple[str, float, str | None], ...] = ()
     transformer: str | None = None
+    unet: str | None = None
     trigger: str = ""
     licence: str = ""
 
@@ -100,17 +102,6 @@ register_preset(Preset(
 ))
 
 
-# A true-360 backbone: SDXL fine-tuned on tens of thousands of equirectangular images resized to
-# 2048x1024 (model card of ProGamerGov/sdxl-360-diffusion, base stabilityai/stable-diffusion-xl-base-1.0).
-# Its card asks for the trigger phrase "equirectangular 360 view" or "360 panorama" in the prompt; the
-# poles and the seam are still left to pano360 (wraparound padding; `pano360 poles` / --refine-poles).
-register_preset(Preset(
-    "sdxl-360", "circular",
-    "ProGamerGov/sdxl-360-diffusion (SDXL trained on 2048x1024 equirect images) at 2048x1024 with wraparound "
-    "padding; put 'equirectangular 360 view' in the prompt",
-    {"model": "ProGamerGov/sdxl-360-diffusion", "height": 1024, "width": 2048},
-    {"wrap": True, "wrap_vae": True},
-))
 
 def apply_preset(name: str | None, method, options: dict, generation: dict) -> tuple[object, dict, dict]:
     """Fill what the user did not give from preset ``name``; what was given explicitly wins.

@@ -89,7 +89,7 @@ class Backbone:
     controlnet_source: ModelSource | None = None
     loras: list[dict] = field(default_factory=list)
     embeddings: list[dict] = field(default_factory=list)
-    transformer_source: ModelSource | None = None
+    denoiser_source: ModelSource | None = None
     _image_vae: object | None = field(default=None, repr=False)
 
     @property
@@ -236,6 +236,7 @@ def load_backbone(
     hash_single_files: bool = True,
     transformer: str | None = None,
     quantize: str = "none",
+    unet: str | None = None,
 ) -> Backbone:
     """Load a pipeline of any supported family; see the module docstring for the accepted forms.
 
@@ -289,19 +290,25 @@ def load_backbone(
         pipe = _load_pretrained(model, torch_dtype, variant, cache_dir, local_files_only, token)
         source.revision = _hub_commit(model, cache_dir)
 
-    transformer_source = None
+    denoiser_source = None
     if getattr(pipe, "transformer", None) is not None:
         if transformer is not None:
             family = family_of_model_index({"_class_name": type(pipe).__name__})
             pipe.transformer = load_transformer(transformer, family, torch_dtype, cache_dir, local_files_only, token,
                                                 quantize)
-            transformer_source = ModelSource(name=transformer, kind=classify_model_argument(transformer))
+            denoiser_source = ModelSource(name=transformer, kind=classify_model_argument(transformer))
         elif quantize != "none" and dit_family is None:
             pipe.transformer = quantize_transformer(pipe.transformer, quantize, torch_dtype)
         pipe.default_sample_size = _dit_sample_size(pipe, kind)
     elif transformer is not None:
         raise InvalidInputError(f"--transformer replaces a FLUX/SD3/Qwen-Image transformer; {model!r} is a UNet model "
                                 "(use --unet for UNet fine-tunes)")
+    if unet is not None:
+        if getattr(pipe, "unet", None) is None:
+            raise InvalidInputError(f"--unet replaces an SD/SDXL UNet; {model!r} is a transformer model (use "
+                                    "--transformer)")
+        pipe.unet = load_unet(unet, torch_dtype, cache_dir, local_files_only, token)
+        denoiser_source = ModelSource(name=unet, kind=classify_model_argument(unet))
     elif pipe.unet.config.in_channels != 4 or getattr(pipe, "text_encoder", None) is None:
         raise ModelLoadError(
             f"model {model!r} is not a text-to-image SD model (an inpainting, depth-to-image or refiner "
@@ -311,7 +318,7 @@ def load_backbone(
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction_type)
     pipe.to(device=device)
     pipe.set_progress_bar_config(disable=True)
-    return Backbone(pipe=pipe, info=family_info(pipe), source=source, transformer_source=transformer_source)
+    return Backbone(pipe=pipe, info=family_info(pipe), source=source, denoiser_source=denoiser_source)
 
 
 def _dit_sample_size(pipe, kind: str) -> int:
@@ -404,6 +411,32 @@ def load_transformer(source: str, family: str, torch_dtype, cache_dir=None, loca
         raise ModelLoadError(f"could not load transformer {source!r} as a {family} transformer: {error}"
                              .replace("\n", " ")) from error
     return quantize_transformer(module, quantize, torch_dtype) if quantize == "fp8" else module
+
+
+def load_unet(source: str, torch_dtype, cache_dir=None, local_files_only=False, token=None):
+    """A fine-tuned UNet (e.g. ProGamerGov/sdxl-360-diffusion) from a Hub repo or folder with a ``unet``
+    folder, a UNet folder (``config.json``) or a UNet single file, to put into a base SD/SDXL pipeline."""
+    from diffusers import UNet2DConditionModel
+
+    kind = classify_model_argument(source)
+    path = os.path.expanduser(source)
+    try:
+        if kind == "single_file":
+            return UNet2DConditionModel.from_single_file(path, torch_dtype=torch_dtype, cache_dir=cache_dir,
+                                                         local_files_only=local_files_only, token=token)
+        if kind == "folder":
+            subfolder = "unet" if (Path(path) / "unet" / "config.json").is_file() else None
+        else:
+            from huggingface_hub import file_exists
+
+            subfolder = "unet" if local_files_only or file_exists(source, "unet/config.json", token=token) else None
+        return UNet2DConditionModel.from_pretrained(path, subfolder=subfolder, torch_dtype=torch_dtype,
+                                                    cache_dir=cache_dir, token=token,
+                                                    local_files_only=local_files_only or kind == "folder")
+    except OSError as error:
+        raise _hub_error(source, error, what="UNet") from error
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise ModelLoadError(f"could not load UNet {source!r}: {error}".replace("\n", " ")) from error
 
 
 def family_info(pipe) -> FamilyInfo:

@@ -84,13 +84,18 @@ def register(subparsers) -> argparse.ArgumentParser:
                        help="Hub id, diffusers folder, .safetensors/.ckpt/.gguf file (SD, SDXL, FLUX.1, SD3.x, "
                        "Qwen-Image; the family is read from the files), or a built-in random model (offline): tiny, "
                        "tiny-sd2, tiny-sdxl, tiny-flux, tiny-flux-schnell, tiny-flux-fill, tiny-sd3, tiny-qwen; "
-                       f"default: the --preset's model, else {DEFAULT_MODEL}")
+                       "default: the --preset's model, else the sdxl-360 preset's (a true 360° model: "
+                       "ProGamerGov/sdxl-360-diffusion's UNet on SDXL base, docs/models.md); SD 2 base is "
+                       f"--model {DEFAULT_MODEL}")
     model.add_argument("--config", default=None,
                        help="for a single-file --model offline: diffusers folder or cached Hub id with its configs "
                        "(a FLUX/SD3/Qwen-Image transformer-only file: the base repo with its text encoders and VAE)")
     model.add_argument("--transformer", default=None, metavar="REPO_OR_FILE",
                        help="FLUX/SD3/Qwen-Image: replace the model's transformer (a fine-tune repo, folder, "
                        ".safetensors or .gguf file)")
+    model.add_argument("--unet", default=None, metavar="REPO_OR_FILE",
+                       help="SD/SDXL: replace the model's UNet (a repo or folder with a unet/ folder, a UNet folder "
+                       "or file), e.g. ProGamerGov/sdxl-360-diffusion on SDXL base")
     model.add_argument("--quantize", default="none", choices=["none", "fp8", "nf4"],
                        help="store the transformer in fewer bits: fp8 (any device, computes in --dtype), nf4 "
                        "(bitsandbytes, CUDA); .gguf files are quantized already")
@@ -192,9 +197,17 @@ def _shown(option) -> str:
 
 def apply_preset(args: argparse.Namespace) -> None:
     """Fill the method and size the user did not give from ``--preset`` (explicit arguments win)."""
-    from ..defaults import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL, DEFAULT_PRESET
     from ..presets import apply_preset as resolve
+    from ..presets import get_preset
 
+    if args.model is None and args.preset is None and not getattr(args, "from_sidecar", None):
+        default = get_preset(DEFAULT_PRESET)  # the default true-360 model
+        if args.method in (None, default.method):
+            args.preset = DEFAULT_PRESET
+        else:  # another method: the default model (and its trigger phrase), not the preset's settings
+            args.model, args.unet = default.generation["model"], args.unet or default.unet
+            args.prompt = default.prompt(args.prompt) if args.prompt else args.prompt
     method, options, settings = resolve(args.preset, args.method, {}, {
         "height": args.height, "width": args.width, "num_inference_steps": args.steps,
         "guidance_scale": args.guidance, "scheduler": args.scheduler})
@@ -215,6 +228,8 @@ def apply_preset(args: argparse.Namespace) -> None:
             args.lora_weight_names = [name for _, _, name in chosen.loras]
         if chosen.transformer and args.transformer is None and args.model == settings.get("model"):
             args.transformer = chosen.transformer
+        if chosen.unet and args.unet is None and args.model == settings.get("model"):
+            args.unet = chosen.unet
 
 
 def method_options(args: argparse.Namespace) -> dict:
@@ -322,6 +337,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.depth and facts.is_dit:
         raise InvalidInputError(f"--depth conditions through an SD/SDXL depth ControlNet; {args.model} is a "
                                 f"{facts.family} model: drop --depth or use an SD/SDXL model")
+    if args.unet is not None:
+        if facts.is_dit:
+            raise InvalidInputError(f"--unet replaces an SD/SDXL UNet; {args.model} is a {facts.family} transformer "
+                                    "model (use --transformer)")
+        classify_model_argument(args.unet)
     if args.transformer is not None:
         if facts.family is not None and not facts.is_dit:
             raise InvalidInputError(f"--transformer replaces a FLUX/SD3/Qwen-Image transformer; {args.model} is a "
@@ -411,7 +431,7 @@ def run(args: argparse.Namespace) -> int:
         embeddings=embeddings, config=args.config, variant=args.variant, cache_dir=args.cache_dir,
         local_files_only=args.offline, prediction_type=args.prediction_type, adapter=args.adapter,
         channels_last={"on": True, "off": False}.get(args.channels_last, "auto"), transformer=args.transformer,
-        quantize=args.quantize,
+        quantize=args.quantize, unet=args.unet,
     )
     if args.depth:
         if controlnet is None:

@@ -65,6 +65,13 @@ def sidecar_arguments(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(model, dict) and model.get("name"):
         values["model"] = model["path"] if model.get("kind") in ("folder", "single_file") and model.get("path") \
             else model["name"]
+    for key in ("unet", "transformer"):  # a replaced denoiser (a 360 fine-tune)
+        entry = record.get(key) or {}
+        if isinstance(entry, dict) and entry.get("name"):
+            values[key] = entry["path"] if entry.get("kind") in ("folder", "single_file") and entry.get("path") \
+                else entry["name"]
+    if record.get("true_cfg_scale") is not None:
+        values["true_cfg_scale"] = record["true_cfg_scale"]
     controlnet = record.get("controlnet") or {}
     if isinstance(controlnet, dict) and controlnet.get("name"):
         values["controlnet"] = controlnet.get("path") if controlnet.get("kind") in ("folder", "single_file") \
