@@ -236,6 +236,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     from ..io.sidecar import sidecar_path
     from ..validation import (
         CLI_FLAGS,
+        SD_SCHEDULER_DEFAULTS,
         check_eta,
         check_finite,
         check_generation_args,
@@ -265,7 +266,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_size_limit(height, width, args.method, args.allow_large)
     check_seed(args.seed, args.num_images, "--seed")
     check_finite(args.eta, "--eta")
-    check_steps_for_scheduler(args.steps, 1000)  # every SD family trains with 1000 steps; the model's own value is checked again
+    check_steps_for_scheduler(args.steps, SD_SCHEDULER_DEFAULTS)  # every SD family trains with 1000 steps; the model's own value is checked again
     if args.lora_scale and not args.lora:
         raise InvalidInputError("--lora-scale needs --lora SOURCE (the LoRA it scales); add --lora or drop --lora-scale")
     if args.controlnet_scale is not None and not args.depth:

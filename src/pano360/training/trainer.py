@@ -294,12 +294,14 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
             else:
                 grads = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
                 grad_norm = torch.stack(grads).norm() if grads else torch.zeros(())
+            step_loss = float(accelerator.reduce(accumulated, reduction="mean"))
+            _stop_if_non_finite(step_loss, step + 1, output, "loss")  # before the step: weights stay good
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             samples_seen += per_step
-            step_loss = float(accelerator.reduce(accumulated, reduction="mean"))
+            _stop_if_non_finite(_non_finite_parameter(adapter), step, output, "weights")
             losses.append(step_loss)
             loss_ema = step_loss if loss_ema is None else 0.95 * loss_ema + 0.05 * step_loss
             lr = lr_scheduler.get_last_lr()[0]
@@ -337,6 +339,35 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     if config.gradient_checkpointing:
         unet.disable_gradient_checkpointing()
     return TrainingResult(output=output, steps=step, losses=losses, adapter=adapter)
+
+
+def _non_finite_parameter(adapter) -> str | None:
+    from ..numerics import is_finite
+
+    for name, parameter in adapter.named_parameters():
+        if parameter.requires_grad and not is_finite(parameter.detach()):
+            return name
+    return None
+
+
+def _stop_if_non_finite(value, step: int, output: Path, what: str) -> None:
+    """Stop training (one line) at a non-finite loss or weight; nothing non-finite is ever saved, and the
+    last good checkpoint (if any) stays in place for ``--resume``."""
+    import math
+
+    from ..numerics import NonFiniteError
+    from .checkpoints import list_checkpoints
+
+    if what == "loss" and math.isfinite(value):
+        return
+    if what == "weights" and value is None:
+        return
+    found = list_checkpoints(output)
+    kept = (f"the last good checkpoint {found[-1][1]} is kept (resume from it with --resume latest)"
+            if found else "no adapter was saved")
+    subject = "the training loss" if what == "loss" else f"adapter weight {value}"
+    raise NonFiniteError(f"{subject} became non-finite at step {step}, so training stopped; {kept}; lower "
+                         "--learning-rate, set --max-grad-norm, or check --mixed-precision and the data")
 
 
 def _validate(accelerator, pipe, adapter, config: TrainingConfig, step: int, output: Path, model) -> None:
