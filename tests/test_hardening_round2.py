@@ -390,3 +390,146 @@ def test_mp4_check_finds_cut_files(tmp_path):
     for cut in (len(data) - 10, len(data) // 2, 5):
         (tmp_path / "cut.mp4").write_bytes(data[:cut])
         assert video.mp4_problem(tmp_path / "cut.mp4") is not None
+
+
+def test_generate_rescued_to_another_folder_exits_non_zero(tmp_path, monkeypatch, capsys):
+    """The image was not written where asked: it is saved elsewhere, and the command says so and fails."""
+    from pano360.io import atomic
+
+    monkeypatch.setenv("PANO360_FALLBACK_DIR", str(tmp_path / "rescue"))
+    real = atomic._atomic_write
+
+    def fail_in_out(path, data, overwrite):
+        if Path(path).parent == tmp_path / "out":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data, overwrite)
+
+    monkeypatch.setattr(atomic, "_atomic_write", fail_in_out)
+    code, text = _run_cli(["generate", "a harbour", "--model", "tiny", "--height", "32", "--width", "64",
+                           "--steps", "2", "--quiet", "-o", tmp_path / "out" / "p.png"], capsys)
+    assert code == 1, text
+    assert "saved to" in text and str(tmp_path / "rescue" / "p.png") in text
+    assert (tmp_path / "rescue" / "p.png").is_file() and not (tmp_path / "out" / "p.png").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Numbers checked where they enter and where they leave
+
+
+@pytest.fixture(scope="module")
+def panoramas(tmp_path_factory):
+    from support.panoramas import write_panoramas
+
+    folder = tmp_path_factory.mktemp("panos")
+    write_panoramas(folder, 2, height=32)
+    return folder
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(panoramas, tmp_path, monkeypatch,
+                                                                            single_torch_thread):
+    from pano360.numerics import NonFiniteError
+    from pano360.training import TrainingConfig, train
+    from pano360.training import trainer as trainer_module
+
+    real, calls = trainer_module.training_loss, []
+
+    def exploding(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) >= 3 else loss
+
+    monkeypatch.setattr(trainer_module, "training_loss", exploding)
+    output = tmp_path / "run"
+    config = TrainingConfig(data=str(panoramas), output=str(output), model="tiny", resolution=32, progress=False,
+                            steps=4, checkpoint_every=2)
+    with pytest.raises(NonFiniteError) as raised:
+        train(config)
+    message = str(raised.value)
+    assert "\n" not in message and "loss became non-finite at step 3" in message
+    assert "checkpoint-000002 is kept" in message and "--learning-rate" in message
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint-000002"]
+    assert not (output / "adapter_model.safetensors").exists()  # no final adapter of bad weights
+    from safetensors.torch import load_file
+
+    kept = load_file(str(output / "checkpoints" / "checkpoint-000002" / "adapter_model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in kept.values())
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    from pano360.numerics import NonFiniteError
+    from pano360.training import checkpoints as ckpt
+
+    unet, adapter = _tiny_adapter()
+    with torch.no_grad():
+        adapter.trainable_parameters()[0].fill_(float("inf"))
+    with pytest.raises(NonFiniteError, match="not finite at step 7; the checkpoint is not saved"):
+        ckpt.save_checkpoint(tmp_path, 7, adapter, {}, {}, None, True, 0, lambda: None)
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_non_finite_generation_stops_with_the_likely_cause(tmp_path, capsys):
+    from pano360 import PanoramaGenerator
+    from pano360.numerics import NonFiniteError
+
+    generator = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32")
+    generator.backbone.loras.append({"source": "damaged.safetensors", "scale": 40.0, "adapter": "x"})
+    with torch.no_grad():
+        generator.unet.conv_out.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteError) as raised:
+        generator("a harbour", height=32, width=64, num_inference_steps=2, seed=0, progress=False)
+    message = str(raised.value)
+    assert "latents became non-finite" in message and "nothing is written" in message
+    assert "LoRA damaged.safetensors at scale 40.0" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "p", "--model", "tiny", "--lora", "x.safetensors", "--lora-scale", "nan"],
+    ["generate", "p", "--model", "tiny", "--controlnet-scale", "inf"],
+    ["train", "--data", ".", "-o", "out", "--model", "tiny", "--learning-rate", "inf"],
+    ["train", "--data", ".", "-o", "out", "--model", "tiny", "--noise-offset", "nan"],
+    ["outpaint", "photo.png", "--yaw=-inf"],
+    ["upscale", "pano.png", "--strength", "nan"],
+    ["convert", "pano.png", "--to", "video", "--video-fov", "nan"],
+])
+def test_options_that_cannot_be_finite_are_refused_up_front(argv, capsys):
+    code, text = _run_cli(argv, capsys)
+    _one_line_error(code, text, "must be a finite number")
+
+
+def test_training_numbers_and_sizes_are_checked_before_work():
+    from pano360.errors import InvalidInputError
+    from pano360.training import TrainingConfig
+
+    for bad, message in (({"resolution": 100000}, "--resolution must be at most 4096"),
+                         ({"learning_rate": float("inf")}, "--learning-rate must be a finite number"),
+                         ({"adam_beta1": 1.0}, "--adam-beta1 and --adam-beta2 must be in [0, 1)"),
+                         ({"steps": 10**9}, "--steps must be at most"),
+                         ({"validation_steps": 5000}, "--validation-steps must be at most 1000")):
+        with pytest.raises(InvalidInputError, match=message.replace("[", r"\[").replace(")", r"\)")):
+            TrainingConfig(data=".", output="o", **bad).check()
+
+
+@pytest.mark.parametrize("spacing, offset, limit", [("leading", 1, 999), ("leading", 0, 1000), ("trailing", 1, 1000)])
+def test_steps_are_bounded_by_what_the_scheduler_can_run(spacing, offset, limit):
+    from diffusers import DDIMScheduler
+
+    from pano360.errors import InvalidInputError
+    from pano360.validation import check_steps_for_scheduler, max_inference_steps
+
+    config = {"num_train_timesteps": 1000, "timestep_spacing": spacing, "steps_offset": offset}
+    assert max_inference_steps(config) == limit
+    scheduler = DDIMScheduler(**config)
+    scheduler.set_timesteps(limit)
+    assert int(scheduler.timesteps.max()) <= 999  # the largest allowed count indexes inside the schedule
+    check_steps_for_scheduler(limit, config)
+    with pytest.raises(InvalidInputError, match=f"use --steps <= {limit}"):
+        check_steps_for_scheduler(limit + 1, config)
+
+
+def test_generate_steps_1000_is_refused_before_the_model(capsys, monkeypatch):
+    import pano360.generator
+
+    monkeypatch.setattr(pano360.generator.PanoramaGenerator, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: pytest.fail("model loaded")))
+    code, text = _run_cli(["generate", "p", "--model", "tiny", "--steps", "1000"], capsys)
+    _one_line_error(code, text, "use --steps <= 999")

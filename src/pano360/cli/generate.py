@@ -6,6 +6,7 @@ All arguments are checked before any model is loaded, so a typo costs no downloa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -313,6 +314,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.lora_scale and len(args.lora_scale) not in (1, len(args.lora)):
         raise InvalidInputError(f"{len(args.lora_scale)} --lora-scale values for {len(args.lora)} --lora; "
                                 "give one scale, or one per --lora")
+    for scale in args.lora_scale:
+        check_finite(scale, "--lora-scale")
     for embedding in args.embedding:
         check_adapter_path(embedding, what="embedding")
     for adapter in args.adapter:
@@ -435,6 +438,8 @@ def run(args: argparse.Namespace) -> int:
                         jpeg_quality=args.jpeg_quality, fallback=True)
     for path in paths:
         print(path)
+    if paths and os.path.abspath(Path(paths[0]).parent) != os.path.abspath(output.parent):
+        return 1  # rescued elsewhere (the line above says where): not written where asked, so not a success
     if args.view:
         from ..viewer import open_viewer
 
