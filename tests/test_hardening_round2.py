@@ -533,3 +533,108 @@ def test_generate_steps_1000_is_refused_before_the_model(capsys, monkeypatch):
                         classmethod(lambda cls, *a, **k: pytest.fail("model loaded")))
     code, text = _run_cli(["generate", "p", "--model", "tiny", "--steps", "1000"], capsys)
     _one_line_error(code, text, "use --steps <= 999")
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Inputs read faithfully
+
+
+def _gradient(width=64, height=32):
+    return np.tile(np.linspace(0.0, 1.0, width), (height, 1))
+
+
+def _mode_images(folder: Path) -> dict[str, tuple[Path, np.ndarray]]:
+    """One file per Pillow mode, each with the 8-bit grey values it must read as."""
+    g = _gradient()
+    expected = np.round(g * 255).astype(np.uint8)
+    files = {}
+    Image.fromarray(np.round(g * 65535).astype(np.uint16)).save(folder / "i16.png")          # I;16
+    files["I;16"] = (folder / "i16.png", expected)
+    Image.fromarray(expected).convert("P").save(folder / "p.png")
+    files["P"] = (folder / "p.png", expected)
+    Image.fromarray(expected).convert("LA").save(folder / "la.png")
+    files["LA"] = (folder / "la.png", expected)
+    Image.fromarray(expected).convert("RGB").convert("CMYK").save(folder / "cmyk.jpg", quality=100)
+    files["CMYK"] = (folder / "cmyk.jpg", expected)
+    Image.fromarray(expected).convert("1").save(folder / "bilevel.png")
+    dithered = np.asarray(Image.fromarray(expected).convert("1"), dtype=np.uint8) * 255
+    files["1"] = (folder / "bilevel.png", dithered)
+    return files
+
+
+def test_high_depth_and_other_modes_are_read_faithfully(tmp_path):
+    from pano360.io.export import load_panorama
+    from pano360.io.images import read_image, to_8bit
+
+    for mode, (path, expected) in _mode_images(tmp_path).items():
+        pixels = load_panorama(path)[0, :3].mean(dim=0).numpy() * 255
+        tolerance = 4 if mode == "CMYK" else 1
+        assert np.abs(pixels - expected).max() <= tolerance, (mode, np.abs(pixels - expected).max())
+        assert read_image(path).mode in ("L", "LA", "RGB", "RGBA")
+    for image in (Image.fromarray(_gradient().astype(np.float32), mode="F"),            # floats in [0, 1]
+                  Image.fromarray(np.round(_gradient() * 65535).astype(np.int32)),       # I holding 16-bit values
+                  Image.fromarray(np.round(_gradient() * 255).astype(np.int32))):        # I holding 8-bit values
+        assert np.abs(np.asarray(to_8bit(image), dtype=float) - np.round(_gradient() * 255)).max() <= 1, image.mode
+
+
+def test_training_data_reads_16_bit_panoramas_faithfully(tmp_path):
+    from pano360.training.datasets import open_dataset
+
+    (tmp_path / "data").mkdir()
+    Image.fromarray(np.round(_gradient() * 65535).astype(np.uint16)).save(tmp_path / "data" / "a.png")
+    (tmp_path / "data" / "a.txt").write_text("a gradient")
+    rgb = open_dataset(str(tmp_path / "data")).load_rgb(0)
+    assert abs(np.asarray(rgb, dtype=float)[..., 0] - np.round(_gradient() * 255)).max() <= 1
+
+
+@pytest.mark.parametrize("content, message", [
+    ('prompt,seed\n"a red, room,1\nb,2\n', "jobs.csv:2: not valid CSV"),
+    ("prompt,seed\na,1\nb,2,3\n", "jobs.csv:3: 3 cells for 2 columns"),
+    ('prompt,seed\na "quoted" word,1\n"x"y,2\n', "jobs.csv:3: not valid CSV"),
+])
+def test_csv_jobs_are_parsed_strictly_with_the_line_number(tmp_path, content, message):
+    from pano360.batch.jobs import load_jobs
+    from pano360.errors import InvalidInputError
+
+    (tmp_path / "jobs.csv").write_text(content)
+    with pytest.raises(InvalidInputError, match=message):
+        load_jobs(tmp_path / "jobs.csv")
+
+
+def test_csv_keeps_quoted_commas_and_newlines_and_jsonl_refuses_nan(tmp_path):
+    from pano360.batch.jobs import load_jobs, read_job_lines
+
+    (tmp_path / "jobs.csv").write_text('prompt,seed\n"a red, wide\nroom",1\nb,nan\n')
+    assert read_job_lines(tmp_path / "jobs.csv") == [("jobs.csv:2", {"prompt": "a red, wide\nroom", "seed": 1}),
+                                                     ("jobs.csv:4", {"prompt": "b", "seed": "nan"})]
+    (tmp_path / "jobs.jsonl").write_text('{"prompt": "a", "guidance": NaN}\n{"prompt": "b", "seed": 2}\n')
+    jobs, errors = load_jobs(tmp_path / "jobs.jsonl")
+    assert [job.prompt for job in jobs] == ["b"]
+    assert errors[0].source == "jobs.jsonl:1" and "NaN is not a number JSON allows" in errors[0].reason
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
+def test_binary_jobs_file_is_one_line(tmp_path, suffix):
+    from pano360.batch.jobs import load_jobs
+    from pano360.errors import InvalidInputError
+
+    path = tmp_path / f"jobs{suffix}"
+    Image.new("RGB", (8, 8)).save(path, format="PNG")
+    with pytest.raises(InvalidInputError, match="is a binary file, not text"):
+        load_jobs(path)
+
+
+def test_view_prompt_count_must_match_the_views_and_binary_files_are_refused(tmp_path):
+    from pano360.errors import InvalidInputError
+    from pano360.methods import get_method
+
+    path = tmp_path / "views.txt"
+    path.write_text("\n".join(f"view {i}" for i in range(8)) + "\n")
+    with pytest.raises(InvalidInputError, match="8 prompt lines; give one line per view \\(4\\)"):
+        get_method("mvdiffusion", view_prompts=str(path), num_views=4).prompt_units("x")
+    Image.new("RGB", (8, 8)).save(path, format="PNG")
+    with pytest.raises(InvalidInputError, match="is a binary file, not text"):
+        get_method("mvdiffusion", view_prompts=str(path)).prompt_units("x")
+    path.write_bytes(b"caf\xe9 view\n" * 8)
+    with pytest.raises(InvalidInputError, match="not UTF-8 text \\(line 1\\)"):
+        get_method("mvdiffusion", view_prompts=str(path)).prompt_units("x")

@@ -38,15 +38,10 @@ torch = lazy_module("torch")
 
 
 def read_view_prompts(path: str, views: int) -> list[str]:
-    """The first ``views`` non-empty lines of a text file (one prompt per view, view 0 first)."""
-    try:
-        with open(os.path.expanduser(path), encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle if line.strip()]
-    except OSError as error:
-        raise InvalidInputError(f"cannot read view prompts {path!r}: {error.strerror or error}") from error
-    if len(lines) < views:
-        raise InvalidInputError(f"{path} has {len(lines)} prompt lines; give one line per view ({views})")
-    return lines[:views]
+    """The non-empty lines of a text file, exactly one prompt per view (view 0 first)."""
+    from ..io.textfiles import read_prompt_lines
+
+    return read_prompt_lines(path, "view prompts file", count=views, unit="view")
 
 
 def tent_weights(height: int, width: int):
