@@ -367,7 +367,7 @@ class PanoramaGenerator(BackboneComponents):
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(iterator, desc=f"{method_obj.name} {width}x{height}", unit="step")
+            iterator = tqdm(iterator, desc=f"{method_obj.name} {height}x{width}", unit="step")
         # On CPUs the transformer blocks' feed-forward runs in token chunks that stay in cache: same
         # result bit for bit, about 12 % faster for batched 64-latent windows (docs/benchmarks.md).
         with run.patches(), tiled_decoding(self.vae, enabled=tiled), \

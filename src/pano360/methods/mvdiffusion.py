@@ -276,8 +276,8 @@ class MVDiffusionMethod(PanoramaMethod):
         if request.width != 2 * request.height:
             raise InvalidInputError(
                 f"mvdiffusion stitches onto a full 2:1 equirect canvas and returns the band the views cover; "
-                f"give width = 2 × height (e.g. {2 * request.height}x{request.height}), got "
-                f"{request.width}x{request.height}")
+                f"give width = 2 × height (e.g. {request.height}x{2 * request.height}, HEIGHTxWIDTH), got "
+                f"{request.height}x{request.width}")
         if request.has_control:
             raise InvalidInputError("mvdiffusion takes no ControlNet image; drop --depth/control_image")
         if self.image is not None and isinstance(self.image, str):

@@ -46,7 +46,7 @@ def _downsampling(pipe) -> int:
 def _check_latent_multiple(pipe, height: int, width: int, what: str) -> None:
     step = 8 * _downsampling(pipe)
     if height % step or width % step:
-        raise InvalidInputError(f"{what} {width}x{height} must be a multiple of {step} pixels for this model")
+        raise InvalidInputError(f"{what} {height}x{width} must be a multiple of {step} pixels for this model")
 
 
 def check_pole_request(height: int, width: int, settings: PoleSettings) -> PoleSettings:
@@ -93,7 +93,7 @@ def check_outpaint_request(photo_hw: tuple[int, int], placement: Placement, out_
     height, width = out_hw
     if width != 2 * height or height % 8:
         raise InvalidInputError(
-            f"the output must be a full 2:1 sphere with a height that is a multiple of 8, got {width}x{height}; "
+            f"the output must be a full 2:1 sphere with a height that is a multiple of 8, got {height}x{width}; "
             "e.g. --height 512 (1024x512)"
         )
 
