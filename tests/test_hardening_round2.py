@@ -11,8 +11,8 @@ import ast
 import errno
 import json
 import os
-from shutil import _ntuple_diskusage as shutil_usage
 from pathlib import Path
+from shutil import _ntuple_diskusage as shutil_usage
 
 import numpy as np
 import pytest
@@ -156,7 +156,7 @@ def test_a_planted_pickle_never_runs(site, legacy, tmp_path):
     path = _plant(tmp_path / "evil.ckpt", marker, legacy)
     try:
         READERS[site](path)
-    except Exception:  # noqa: BLE001 (refusing is the point; which error is checked below for the user-facing ones)
+    except Exception:  # noqa: BLE001, S110 (refusing is the point; only "no code ran" is checked here)
         pass
     assert not marker.exists(), f"{site} ran code from a pickle"
 
@@ -166,13 +166,13 @@ def _tiny_adapter():
     from pano360.backbones.tiny import tiny_unet
 
     unet = tiny_unet("sd2")
-    return unet, LoRAAdapter.for_training(unet, {"rank": 2}, seed=0)
+    return LoRAAdapter.for_training(unet, {"rank": 2}, seed=0)
 
 
 def test_resume_refuses_a_planted_training_state_with_one_line(tmp_path):
     from pano360.training import checkpoints as ckpt
 
-    unet, adapter = _tiny_adapter()
+    adapter = _tiny_adapter()
     folder = ckpt.save_checkpoint(tmp_path, 5, adapter, {"step": 5, "samples_seen": 5, "optimizer": {},
                                                          "lr_scheduler": {}}, {}, None, True, 0, lambda: None)
     assert (folder / "training_state.safetensors").is_file() and (folder / "rng_state_0.safetensors").is_file()
@@ -192,7 +192,7 @@ def test_old_plain_checkpoints_still_resume(tmp_path):
     """A pre-issue-24 checkpoint (pickled optimizer state and numpy RNG state) loads weights-only."""
     from pano360.training import checkpoints as ckpt
 
-    unet, adapter = _tiny_adapter()
+    adapter = _tiny_adapter()
     folder = ckpt.save_checkpoint(tmp_path, 5, adapter, {}, {}, None, True, 0, lambda: None)
     optimizer = torch.optim.AdamW(adapter.trainable_parameters(), lr=1e-3)
     sum(p.sum() for p in adapter.trainable_parameters()).backward()
@@ -231,7 +231,7 @@ def test_state_files_round_trip_exactly_and_refuse_damage(tmp_path):
 def test_adapter_folder_without_weights_is_one_line(tmp_path):
     from pano360.adapters import load_adapter
 
-    unet, adapter = _tiny_adapter()
+    adapter = _tiny_adapter()
     adapter.save(tmp_path / "a", {})
     (tmp_path / "a" / "adapter_model.safetensors").unlink()
     with pytest.raises(Pano360Error, match="has no adapter_model.safetensors"):
@@ -313,7 +313,7 @@ def test_full_disk_checkpoint_keeps_no_staging_folder(tmp_path, full_disk):
     from pano360.io.atomic import DiskFullError
     from pano360.training import checkpoints as ckpt
 
-    unet, adapter = _tiny_adapter()
+    adapter = _tiny_adapter()
     with pytest.raises(DiskFullError):
         ckpt.save_checkpoint(tmp_path, 5, adapter, {}, {}, None, True, 0, lambda: None)
     assert _leftovers(tmp_path) == [] and not list((tmp_path / "checkpoints").glob("*"))
@@ -459,7 +459,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
     from pano360.numerics import NonFiniteError
     from pano360.training import checkpoints as ckpt
 
-    unet, adapter = _tiny_adapter()
+    adapter = _tiny_adapter()
     with torch.no_grad():
         adapter.trainable_parameters()[0].fill_(float("inf"))
     with pytest.raises(NonFiniteError, match="not finite at step 7; the checkpoint is not saved"):
@@ -638,3 +638,90 @@ def test_view_prompt_count_must_match_the_views_and_binary_files_are_refused(tmp
     path.write_bytes(b"caf\xe9 view\n" * 8)
     with pytest.raises(InvalidInputError, match="not UTF-8 text \\(line 1\\)"):
         get_method("mvdiffusion", view_prompts=str(path)).prompt_units("x")
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. UX defects
+
+
+def test_sizes_are_height_by_width_in_messages():
+    from pano360.errors import InvalidInputError
+    from pano360.methods import GenerationRequest, get_method
+
+    with pytest.raises(InvalidInputError, match=r"got 512x768\b"):
+        get_method("mvdiffusion").check(GenerationRequest(height=512, width=768, num_inference_steps=2,
+                                                          guidance_scale=1.0, batch_size=1))
+    src = "\n".join(p.read_text(encoding="utf-8") for p in SRC.rglob("*.py") if "web" not in p.parts)
+    for widthfirst in ("{width}x{height}", "{w}x{h}", "{out_w}x{out_h}", "{result.shape[-1]}x{result.shape[-2]}"):
+        assert widthfirst not in src, widthfirst
+
+
+def test_generation_progress_bar_names_height_by_width(capsys):
+    from pano360 import PanoramaGenerator
+
+    generator = PanoramaGenerator.from_pretrained("tiny", device="cpu", torch_dtype="fp32")
+    generator("a harbour", height=32, width=64, num_inference_steps=1, seed=0, progress=True)
+    assert "32x64" in capsys.readouterr().err
+
+
+def test_upscale_shows_progress_when_stderr_is_not_a_terminal(tmp_path, capsys, single_torch_thread):
+    Image.effect_noise((64, 32), 40).convert("RGB").save(tmp_path / "in.png")
+    code, text = _run_cli(["upscale", tmp_path / "in.png", "--scale", "2", "--model", "tiny", "--steps", "2",
+                           "--tile", "8", "-o", tmp_path / "big.png"], capsys)
+    assert code == 0, text
+    assert "upscale 64x128 refine (tiles)" in text and "100%" in text
+    assert "(64x128 HxW)" in text
+
+
+def test_sidecar_name_in_docs_and_help(capsys):
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "`cabin.png.json`" in readme and "forest.png.json" in readme and "`cabin.json`" not in readme
+    code, text = _run_cli(["upscale", "--help"], capsys)
+    assert code == 0 and "pano.png.json" in text and "pano.json " not in text
+
+
+def test_sidecar_records_the_image_size(tmp_path):
+    from pano360.io.sidecar import read_sidecar
+    from pano360.output import PanoramaOutput
+
+    band = PanoramaOutput(images=[Image.new("RGB", (64, 16))], latents=torch.zeros(1, 4, 4, 8),
+                          parameters={"prompt": "p", "seeds": [3], "height": 32, "width": 64})
+    path = band.save(tmp_path / "band.png")[0]
+    record = read_sidecar(path)
+    assert (record["image_height"], record["image_width"]) == (16, 64)
+    assert (record["height"], record["width"]) == (32, 64)  # the canvas, what --from re-runs
+
+
+def test_output_in_proc_says_the_folder_takes_no_files(capsys):
+    code, text = _run_cli(["generate", "p", "--model", "tiny", "-o", "/proc/x.png"], capsys)
+    _one_line_error(code, text, "does not accept new files")
+    assert "no such file" not in text
+
+
+def test_caption_does_not_load_blip2_when_every_caption_exists(tmp_path, capsys, monkeypatch):
+    import pano360.captioning
+
+    Image.effect_noise((64, 32), 40).convert("RGB").save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("a cabin\n")
+    monkeypatch.setattr(pano360.captioning, "load_captioner", lambda *a, **k: pytest.fail("BLIP-2 loaded"))
+    code, text = _run_cli(["caption", tmp_path, "--offline"], capsys)
+    assert code == 0, text
+    assert "kept the existing captions of 1" in text
+
+
+def test_preset_follows_steps_and_errors_name_the_flag():
+    from pano360.errors import InvalidInputError
+    from pano360.methods import GenerationRequest, get_method
+    from pano360.presets import apply_preset
+
+    _, options, settings = apply_preset("syncdiffusion-script", None, {}, {"num_inference_steps": 2})
+    assert options["sync_threshold"] == 1 and settings["num_inference_steps"] == 2   # 10 of 50 -> 1 of 2 (20 %)
+    _, options, _ = apply_preset("syncdiffusion-paper", None, {}, {"num_inference_steps": 2})
+    assert options["sync_threshold"] == 2                                            # 50 of 50 -> every step
+    _, options, _ = apply_preset("syncdiffusion-script", None, {"sync_threshold": 7}, {"num_inference_steps": 20})
+    assert options["sync_threshold"] == 7                                            # the user's value wins
+    _, options, _ = apply_preset("syncdiffusion-script", None, {}, {})
+    assert options["sync_threshold"] == 10                                           # the paper's run unchanged
+    with pytest.raises(InvalidInputError, match="--sync-threshold 5 .* use --sync-threshold <= 2"):
+        get_method("syncdiffusion", sync_threshold=5).check(GenerationRequest(
+            height=32, width=128, num_inference_steps=2, guidance_scale=1.0, batch_size=1))
