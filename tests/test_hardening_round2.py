@@ -725,3 +725,27 @@ def test_preset_follows_steps_and_errors_name_the_flag():
     with pytest.raises(InvalidInputError, match="--sync-threshold 5 .* use --sync-threshold <= 2"):
         get_method("syncdiffusion", sync_threshold=5).check(GenerationRequest(
             height=32, width=128, num_inference_steps=2, guidance_scale=1.0, batch_size=1))
+
+
+def test_train_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pano360.cli.main import main\ntry:\n    main(['train', '--help'])\n"
+            "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'\n")
+    env = dict(os.environ, PYTHONPATH=str(SRC.parent))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--lora-alpha" in result.stdout and "--unipano-experts" in result.stdout
+
+
+def test_adapter_classes_keep_their_training_flags():
+    from pano360.adapters import adapter_class
+    from pano360.adapters.flags import ADAPTER_FLAGS, LORA_ATTENTIONS
+    from pano360.adapters.lora import ATTENTIONS
+
+    assert sorted(ATTENTIONS) == sorted(LORA_ATTENTIONS)
+    for kind, flags in ADAPTER_FLAGS.items():
+        cls = adapter_class(kind)
+        assert cls.add_training_arguments.__func__ is flags.add_training_arguments.__func__
+        assert cls.training_presets is flags.training_presets
