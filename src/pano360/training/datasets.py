@@ -196,7 +196,7 @@ def _open_folder(root: Path, caption_column: str, skip_invalid: bool) -> Panoram
             continue
         width, height = size
         if width != 2 * height:
-            bad.append(f"{key} ({height}x{width}, not 2:1)")
+            bad.append(f"{key} ({height}x{width} HxW, not 2:1)")
             continue
         row = metadata.get(path.resolve())
         caption = None
