@@ -22,6 +22,9 @@ _SPACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 class DiskFullError(Pano360Error, OSError):
     """A write failed because the disk (or quota, or file size limit) is full; nothing partial is left."""
 
+    def __str__(self) -> str:  # the one line, without OSError's "[Errno 28]" prefix
+        return self.strerror or super().__str__()
+
 
 def _megabytes(count: int) -> str:
     return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count} bytes"
