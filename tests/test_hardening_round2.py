@@ -749,3 +749,19 @@ def test_adapter_classes_keep_their_training_flags():
         cls = adapter_class(kind)
         assert cls.add_training_arguments.__func__ is flags.add_training_arguments.__func__
         assert cls.training_presets is flags.training_presets
+
+
+def test_training_log_cut_by_a_crash_is_read_and_a_full_disk_is_one_line(tmp_path, full_disk):
+    from pano360.io.atomic import DiskFullError
+    from pano360.training import trainer as trainer_module
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')  # written before the disk filled
+    assert [r["step"] for r in trainer_module.read_log(tmp_path)] == [1, 2]
+    with pytest.raises(DiskFullError, match="log.jsonl"):
+        trainer_module._truncate_log(log, 1)
+    assert log.read_text().startswith('{"step": 1')  # the old log is intact, no temporary file left
+    assert _leftovers(tmp_path) == ["log.jsonl"]
+    log.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(Pano360Error, match="log.jsonl:2 is not a JSON record"):
+        trainer_module.read_log(tmp_path)

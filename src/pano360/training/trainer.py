@@ -408,17 +408,27 @@ def _flat_config(config: TrainingConfig) -> dict:
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    from ..io.atomic import disk_full_error, is_disk_full
+
+    line = json.dumps(record) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(path, len(line), error) from None
+        raise
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Keep only log lines up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
+    """Keep only log lines up to ``step`` (a resumed run rewrites what came after its checkpoint);
+    rewritten atomically, so a full disk cannot cut the log of the run so far."""
+    from ..io.atomic import atomic_write_text
+
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    kept = [json.dumps(r) for r in read_log(path.parent) if r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept), overwrite=True)
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -431,5 +441,14 @@ def read_log(output: str | os.PathLike) -> list[dict]:
     path = Path(output) / LOG_NAME
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):  # the last line, cut by a crash or a full disk mid-write: dropped
+                break
+            raise InvalidInputError(f"{path}:{number} is not a JSON record; fix or delete that line") from None
+    return records
 
