@@ -9,6 +9,9 @@ import pytest
 from pano360.cli.main import main
 from pano360.io import read_panorama_metadata, sidecar_path
 
+# tiny models gain nothing from threads; on a busy 2-core machine OpenMP barriers slow them down many times
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 def test_generate_tiny_writes_image_and_sidecar(tmp_path):
     out = tmp_path / "room.png"

@@ -7,6 +7,10 @@ from support.seams import column_jumps, smooth_latents
 
 from pano360.errors import InvalidInputError
 
+# tiny models gain nothing from threads; on a busy 2-core machine OpenMP barriers made this module's
+# ControlNet tests take 90 s each instead of 10-20 s (issue 24)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 H, W = 64, 128  # pixels: 8 x 16 latent units
 STEPS = 3
 

@@ -451,5 +451,6 @@ def test_rerun_from_sidecar_readable_names_and_rescued_writes(tmp_path, capsys, 
     monkeypatch.setenv("PANO360_FALLBACK_DIR", str(tmp_path / "rescued"))
     code, text = _run_cli(["generate", "a room", "--seed", "1", "-o", str(full / "room.png"), *base], capsys)
     rescued = tmp_path / "rescued" / "room.png"
-    assert code == 0 and rescued.is_file() and read_sidecar(rescued)["seed"] == 1
+    # issue 24: the image is not where it was asked for, so the command fails (exit 1) after saying where it is
+    assert code == 1 and rescued.is_file() and read_sidecar(rescued)["seed"] == 1
     assert f"saved to {rescued} instead" in text and "no space left on device" in text

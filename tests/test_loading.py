@@ -14,6 +14,9 @@ from pano360.backbones.loading import classify_model_argument, load_backbone
 from pano360.backbones.tiny import save_tiny_pipeline, tiny_pipeline
 from pano360.errors import InvalidInputError, ModelLoadError
 
+# tiny models gain nothing from threads; on a busy 2-core machine OpenMP barriers slow them down many times
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 H, W = 64, 128
 
 

@@ -11,6 +11,9 @@ import torch.nn.functional as F
 
 from pano360.nets.lpips import LPIPS
 
+# tiny models gain nothing from threads; on a busy 2-core machine OpenMP barriers slow them down many times
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 DATA = Path(__file__).parent / "data"
 
 

@@ -14,6 +14,9 @@ from pano360.nets.faed import PanoAutoEncoder, faed_features
 from pano360.nets.inception import FIDInceptionV3, resize_pil_bicubic, resize_tf1_bilinear
 from pano360.nets.vgg import Trunk
 
+# tiny models gain nothing from threads; on a busy 2-core machine OpenMP barriers slow them down many times
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 DATA = Path(__file__).parent / "data"
 
 

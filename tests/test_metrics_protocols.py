@@ -14,6 +14,9 @@ from pano360.metrics.seam import discontinuity_score
 from pano360.nets.lpips import LPIPS
 from pano360.nets.vgg import build_trunk
 
+# tiny models gain nothing from threads; on a busy 2-core machine OpenMP barriers slow them down many times
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 def smooth_panorama(height: int = 64, width: int = 128, seed: int = 0) -> torch.Tensor:
     """uint8 [3, H, W] made of low-frequency periodic waves: continuous across the wrap seam."""

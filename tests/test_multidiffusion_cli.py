@@ -30,7 +30,8 @@ def no_model_loading(monkeypatch):
     (["--method", "multidiffusion", "--sync-weight", "5"], "syncdiffusion only"),
     (["--stride", "8"], "not circular"),
     (["--method", "syncdiffusion", "--sync-batch-size", "lots"], "'auto' or a whole number"),
-    (["--preset", "syncdiffusion-script", "--steps", "5"], "beyond the number of steps"),
+    # issue 24: a preset's own sync_threshold follows --steps; a threshold the user gives is still checked
+    (["--preset", "syncdiffusion-script", "--steps", "5", "--sync-threshold", "10"], "beyond the number of steps"),
 ])
 def test_bad_window_options_fail_before_loading(no_model_loading, capsys, tmp_path, monkeypatch, extra, fix):
     monkeypatch.chdir(tmp_path)

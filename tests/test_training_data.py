@@ -45,7 +45,7 @@ def test_bad_images_are_listed_in_one_error_or_skipped(tmp_path):
     with pytest.raises(InvalidInputError) as error:
         open_dataset(tmp_path)
     message = str(error.value)
-    assert "2 image(s)" in message and "square.png (48x32, not 2:1)" in message and "broken.jpg (unreadable" in message
+    assert "2 image(s)" in message and "square.png (32x48 HxW, not 2:1)" in message and "broken.jpg (unreadable" in message
     assert "--skip-invalid" in message and "\n" not in message
     dataset = open_dataset(tmp_path, skip_invalid=True)
     assert len(dataset) == 2 and len(dataset.skipped) == 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +151,23 @@ def horizon_views(image, size: int = 384):
     return [Image.fromarray(a) for a in arrays]
 
 
+class LazyCaptioner:
+    """A captioner loaded on its first call: a folder whose panoramas all have captions already never
+    loads BLIP-2 (gigabytes, and a download unless ``--offline``)."""
+
+    def __init__(self, load: Callable[[], Captioner]):
+        self._load, self._captioner = load, None
+
+    @property
+    def loaded(self) -> bool:
+        return self._captioner is not None
+
+    def __call__(self, images):
+        if self._captioner is None:
+            self._captioner = self._load()
+        return self._captioner(images)
+
+
 def caption_folder(folder: str | os.PathLike, captioner: Captioner, *, views: bool = False, prefix: str = "",
                    output: str = "txt", overwrite: bool = False, batch_size: int = 4,
                    progress: bool = False) -> CaptionSummary:
@@ -157,6 +175,7 @@ def caption_folder(folder: str | os.PathLike, captioner: Captioner, *, views: bo
     from PIL import Image
 
     from .io.atomic import atomic_write_text
+    from .io.images import to_rgb
 
     if output not in ("txt", "jsonl"):
         raise InvalidInputError(f"caption output must be txt or jsonl, got {output!r}")
@@ -165,10 +184,14 @@ def caption_folder(folder: str | os.PathLike, captioner: Captioner, *, views: bo
     metadata_path = root / "metadata.jsonl"
     existing: dict[str, dict] = {}
     if output == "jsonl" and metadata_path.is_file():
-        for line in metadata_path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(metadata_path.read_text(encoding="utf-8").splitlines(), start=1):
             if line.strip():
-                row = json.loads(line)
-                existing[row["file_name"]] = row
+                try:
+                    row = json.loads(line)
+                    existing[row["file_name"]] = row
+                except (ValueError, KeyError, TypeError):
+                    raise InvalidInputError(f"{metadata_path}:{number} is not a JSON object with a \"file_name\"; "
+                                            "fix or remove that line") from None
     summary = CaptionSummary()
     todo = []
     for path in images:
@@ -185,7 +208,7 @@ def caption_folder(folder: str | os.PathLike, captioner: Captioner, *, views: bo
         pictures = []
         for path in chunk:
             with Image.open(path) as image:
-                pictures.append(image.convert("RGB"))
+                pictures.append(to_rgb(image))
         captions = [prefix + c for c in captioner(pictures)]
         view_captions = [[prefix + c for c in captioner(horizon_views(p))] for p in pictures] if views else None
         for i, path in enumerate(chunk):

@@ -33,6 +33,7 @@ from .backbones.vae import tiled_decoding
 from .errors import InvalidInputError
 from .io.sidecar import library_versions
 from .methods import GenerationRequest, PanoramaMethod, RunContext
+from .numerics import check_finite, generation_hint
 from .output import PanoramaOutput
 from .plan import Plan, check_plan_memory, plan_generation
 from .validation import (
@@ -378,8 +379,7 @@ class PanoramaGenerator(BackboneComponents):
         cfg_scale, embedded_guidance = contract.guidance_plan(self.pipe, guidance_scale, true_cfg_scale,
                                                               negative_prompt is not None)
         check_eta(eta, scheduler_name, "eta")
-        check_steps_for_scheduler(num_inference_steps, int(self.base_scheduler_config.get("num_train_timesteps", 1000)),
-                                  "num_inference_steps")
+        check_steps_for_scheduler(num_inference_steps, self.base_scheduler_config, "num_inference_steps")
         units = method_obj.prompt_units(prompt)
         batch = len(units) * num_images_per_prompt
         if generator is None:
@@ -440,10 +440,12 @@ class PanoramaGenerator(BackboneComponents):
                     tensors = {"latents": state} if "latents" in callback_on_step_end_tensor_inputs else {}
                     returned = callback_on_step_end(self, i, t, tensors) or {}
                     state = returned.get("latents", state)
+            check_finite(state, "the latents", hint=generation_hint(self, guidance_scale))  # issue 24: no NaN image
             decoded = None
             if output_type != "latent":
                 with torch.no_grad():
                     decoded = run.decode(state)
+                check_finite(decoded.images, "the decoded image", hint=generation_hint(self, guidance_scale))
         parameters = self._parameters(
             prompts, negatives, method_obj, height, width, num_inference_steps, guidance_scale, scheduler_name,
             eta, seeds, control_image, controlnet_conditioning_scale, latents is not None,

@@ -87,6 +87,9 @@ class PanoramaOutput:
                 record["seed"] = seeds[index]
                 record["image_index"] = index
             record["image_file"] = target.name
+            # the file's own pixels: "height"/"width" are the generation's canvas (what --from re-runs), which
+            # differs for a method that returns a band (mvdiffusion: 240x1024 of a 512x1024 canvas)
+            record["image_height"], record["image_width"] = image.height, image.width
             save_panorama_image(image, target, overwrite=overwrite, add_metadata=metadata,
                                 software=software, jpeg_quality=jpeg_quality)
             write_sidecar(target, record, overwrite=overwrite)

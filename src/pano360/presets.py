@@ -119,7 +119,20 @@ def apply_preset(name: str | None, method, options: dict, generation: dict) -> t
                                 f"method or choose a preset for {method_name!r}")
     if method is not None and not isinstance(method, str):  # a configured instance keeps its own options
         return method, dict(options), {**preset.generation, **given}
-    return preset.method, {**preset.options, **options}, {**preset.generation, **given}
+    settings = {**preset.generation, **given}
+    merged = {**preset.options, **options}
+    preset_steps, steps = preset.generation.get("num_inference_steps"), settings.get("num_inference_steps")
+    if preset_steps and isinstance(steps, int) and steps > 0 and steps != preset_steps:
+        # a step count in the preset's options means a share of its schedule ("synchronise during the first
+        # 10 of 50 steps"): it follows --steps, so a preset never refuses a step count because of its own values
+        for key in STEP_COUNT_OPTIONS:
+            if key in preset.options and key not in options and isinstance(merged[key], int):
+                merged[key] = max(1, min(steps, round(merged[key] * steps / preset_steps)))
+    return preset.method, merged, settings
 
 
-from . import model_presets  # noqa: E402,F401
+#: method options that count denoising steps (scaled with --steps when a preset sets them)
+STEP_COUNT_OPTIONS = ("sync_threshold",)
+
+
+from . import model_presets  # noqa: F401

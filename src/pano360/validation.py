@@ -336,10 +336,39 @@ def check_eta(eta: float, scheduler: str, flag: str = "--eta") -> None:
         )
 
 
-def check_steps_for_scheduler(num_inference_steps: int, train_steps: int, flag: str = "--steps") -> None:
-    """A scheduler cannot take more inference steps than the model was trained with (usually 1000)."""
-    if num_inference_steps > train_steps:
+# What every SD 1.x/2.x/SDXL scheduler config says; a CLI check before the model's own config is read.
+SD_SCHEDULER_DEFAULTS = {"num_train_timesteps": 1000, "timestep_spacing": "leading", "steps_offset": 1}
+
+
+def max_inference_steps(config) -> int:
+    """The most inference steps a diffusers scheduler with ``config`` can take: ``num_train_timesteps``,
+    less the steps whose "leading" timesteps (``i * (T // n) + steps_offset``) would pass T - 1."""
+    train = int(config.get("num_train_timesteps", 1000) or 1000)
+    if config.get("timestep_spacing", "leading") != "leading":
+        return train
+    offset = int(config.get("steps_offset", 0) or 0)
+    n = train
+    while n > 1 and (n - 1) * (train // n) + offset > train - 1:
+        n -= 1
+    return n
+
+
+def check_steps_for_scheduler(num_inference_steps: int, train_steps, flag: str = "--steps") -> None:
+    """A scheduler cannot take more inference steps than the model was trained with (usually 1000), nor
+    (for "leading" spacing with ``steps_offset``) the steps that would index past its last timestep.
+
+    ``train_steps``: the training steps (an int), or the scheduler's config (a mapping)."""
+    if isinstance(train_steps, int):
+        limit = train = train_steps
+    else:
+        limit, train = max_inference_steps(train_steps), int(train_steps.get("num_train_timesteps", 1000) or 1000)
+    if num_inference_steps > train:
         raise InvalidInputError(
-            f"{flag} {num_inference_steps} exceeds the scheduler's {train_steps} training steps; use {flag} "
-            f"<= {train_steps} (20-50 is typical)"
+            f"{flag} {num_inference_steps} exceeds the scheduler's {train} training steps; use {flag} "
+            f"<= {limit} (20-50 is typical)"
+        )
+    if num_inference_steps > limit:
+        raise InvalidInputError(
+            f"{flag} {num_inference_steps} is more than this scheduler can run (its timesteps start at an offset "
+            f"of {train_steps.get('steps_offset')}); use {flag} <= {limit} (20-50 is typical)"
         )

@@ -123,15 +123,29 @@ class PanoramaAdapter(nn.Module):
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> PanoramaAdapter:
         """Build the adapter from a folder written by :meth:`save` (strict key check)."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         record = read_adapter_config(folder)
         if record["kind"] != cls.kind:
             raise ModelLoadError(f"{folder} holds a {record['kind']!r} adapter, not {cls.kind!r}")
         adapter = cls(**record.get("config", {}))
-        load_strict(adapter, load_file(str(folder / WEIGHTS_NAME)), str(folder))
+        load_strict(adapter, read_weights(folder / WEIGHTS_NAME), str(folder))
         return adapter
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; one-line :class:`ModelLoadError` when it is missing,
+    empty or truncated (safetensors never runs code)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path.parent} has no {path.name}; the adapter or checkpoint folder is incomplete "
+                             "(copy it again or use another one)")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # noqa: BLE001 (SafetensorError, OSError: truncated, empty, not safetensors)
+        raise ModelLoadError(f"{path} is truncated or not a safetensors file ({type(error).__name__}); copy the "
+                             "folder again or use another one") from None
 
 
 def read_adapter_config(folder: str | os.PathLike) -> dict:

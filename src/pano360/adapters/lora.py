@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, ModelLoadError
 from .base import PanoramaAdapter
+from .flags import LoRAFlags
 
 DIFFUSERS_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 PROJECTIONS = {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0"}
@@ -112,7 +113,7 @@ def _set(root: nn.Module, path: str, module: nn.Module) -> None:
         setattr(parent, name, module)
 
 
-class LoRAAdapter(PanoramaAdapter):
+class LoRAAdapter(LoRAFlags, PanoramaAdapter):
     """LoRA on attention projections.
 
     Args (kept in ``config``):
@@ -180,17 +181,6 @@ class LoRAAdapter(PanoramaAdapter):
         if seed is not None:
             torch.manual_seed(seed)
         return cls(layers=layers, rank=rank, alpha=alpha, targets=names, attention=attention, dropout=dropout)
-
-    @classmethod
-    def add_training_arguments(cls, group) -> None:
-        group.add_argument("--lora-alpha", type=float, default=None,
-                           help="LoRA alpha; the LoRA branch is scaled by alpha / rank (default: alpha = rank)")
-        group.add_argument("--lora-targets", default="q,k,v,o",
-                           help="layers to adapt: a comma list of the attention projections q, k, v, o, and conv "
-                                "(the UNet's conv_in/conv_out and ResNet convolutions, LoCon-style)")
-        group.add_argument("--lora-attention", default="both", choices=sorted(ATTENTIONS),
-                           help="which attention blocks: self (attn1), cross (attn2, text) or both")
-        group.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the LoRA input")
 
     @classmethod
     def check_training_options(cls, options: dict) -> None:

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from .base import PanoramaAdapter
+from .flags import UniPanoFlags
 from .moe import BALANCE_WEIGHT, Z_LOSS_WEIGHT, LowRankUpdate, MixtureOfLoRAExperts
 
 _ATTENTION_NAMES = ("attn1", "attn2")
@@ -89,7 +90,7 @@ def _add_update(update: nn.Module):
     return hook
 
 
-class UniPanoAdapter(PanoramaAdapter):
+class UniPanoAdapter(UniPanoFlags, PanoramaAdapter):
     """LoRA on W_v plus a mixture of LoRA experts on W_o in every attention layer (``--adapter unipano``).
 
     Args:
@@ -104,19 +105,6 @@ class UniPanoAdapter(PanoramaAdapter):
 
     kind: ClassVar[str] = "unipano"
     method: ClassVar[str | None] = None
-    #: ``pano360 train --preset unipano``: the reference code's training defaults (§1.4 of the digest:
-    #: PanFusion's PanoGenerator/main.py, which UniPano runs with). Differences that remain: diffusers'
-    #: per-step cosine to 0 instead of Lightning's per-epoch CosineAnnealingLR to 1e-7, and the
-    #: reference's un-padded VAE encode of the training panoramas (pano360 wraps the VAE).
-    training_presets: ClassVar[dict[str, dict]] = {"unipano": {
-        "description": "UniPano's training defaults: SD 2 base, 512x1024, AdamW lr 2e-4, cosine, rank 4, "
-                       "4 experts top-2, caption dropout 0.2, flip 0.5, no yaw roll, no gradient clipping, fp32",
-        "adapter": "unipano", "model": "stabilityai/stable-diffusion-2-base", "resolution": 512,
-        "learning_rate": 2e-4, "optimizer": "adamw", "lr_scheduler": "cosine", "rank": 4,
-        "unipano_experts": 4, "unipano_top_k": 2, "caption_dropout": 0.2, "random_flip": True,
-        "random_roll": False, "max_grad_norm": 0.0, "batch_size": 1, "mixed_precision": "no",
-    }}
-
     def __init__(self, layers: Mapping[str, Iterable[int]], rank: int = 4, num_experts: int = 4, top_k: int = 2,
                  balance_weight: float = BALANCE_WEIGHT, z_loss_weight: float = Z_LOSS_WEIGHT):
         layers = {str(path): [int(s) for s in sizes] for path, sizes in layers.items()}
@@ -143,13 +131,6 @@ class UniPanoAdapter(PanoramaAdapter):
         return adapter.to(device)
 
     # --- training (pano360 train --adapter unipano) ------------------------------------------------
-    @classmethod
-    def add_training_arguments(cls, group) -> None:
-        group.add_argument("--unipano-experts", type=int, default=4, metavar="N",
-                           help="routed LoRA experts per W_o (UniPano: 4; plus one shared expert)")
-        group.add_argument("--unipano-top-k", type=int, default=2, metavar="K",
-                           help="experts each token is routed to (UniPano: 2; weights not renormalised)")
-
     @classmethod
     def check_training_options(cls, options: dict) -> None:
         from ..errors import InvalidInputError

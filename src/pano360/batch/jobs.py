@@ -20,6 +20,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -122,25 +123,16 @@ def read_job_lines(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
     Blank lines and lines starting with ``#`` are skipped (not in CSV). A JSONL line that is not valid
     JSON becomes an entry with a ``"_error"`` key, so it is reported as a failed job.
     """
+    from ..io.textfiles import read_text
+
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"jobs file {path} does not exist or is not a file; check the path")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"jobs file {path} is not UTF-8 text; save it as UTF-8") from None
+    text = read_text(path, "jobs file")  # binary or non-UTF-8 files: one line
     suffix = path.suffix.lower()
-    entries: list[tuple[str, dict[str, Any]]] = []
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "prompt" not in [name.strip() for name in reader.fieldnames]:
-            raise InvalidInputError(f"{path.name}: the first CSV row must name the columns and include 'prompt'")
-        for row_number, row in enumerate(reader, start=2):
-            entry = {key.strip(): _csv_value(value) for key, value in row.items()
-                     if key is not None and value not in (None, "")}
-            if entry:
-                entries.append((f"{path.name}:{row_number}", entry))
-        return entries
+        return _read_csv(path, text)
+    entries: list[tuple[str, dict[str, Any]]] = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -148,9 +140,12 @@ def read_job_lines(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
         source = f"{path.name}:{line_number}"
         if suffix in (".jsonl", ".ndjson"):
             try:
-                value = json.loads(stripped)
+                value = json.loads(stripped, parse_constant=_refuse_constant)
             except json.JSONDecodeError as error:
                 entries.append((source, {"_error": f"not valid JSON ({error.msg} at column {error.colno})"}))
+                continue
+            except ValueError as error:  # NaN / Infinity: not JSON, and never a usable number
+                entries.append((source, {"_error": f"not valid JSON ({error})"}))
                 continue
             if isinstance(value, str):
                 value = {"prompt": value}
@@ -160,6 +155,40 @@ def read_job_lines(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
             entries.append((source, value))
         else:
             entries.append((source, {"prompt": stripped}))
+    return entries
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _read_csv(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Strict CSV: an unterminated quote, a row with more cells than the header, or a stray quote
+    inside a cell is an error naming the line, instead of a silently garbled prompt."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise InvalidInputError(f"{path.name}:1: not valid CSV ({error}); fix the header row") from None
+    names = [name.strip() for name in header or []]
+    if not names or "prompt" not in names:
+        raise InvalidInputError(f"{path.name}: the first CSV row must name the columns and include 'prompt'")
+    entries: list[tuple[str, dict[str, Any]]] = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise InvalidInputError(f"{path.name}:{start}: not valid CSV ({error}); close the quote or write a quote "
+                                    'inside a quoted cell as ""') from None
+        if len(row) > len(names):
+            raise InvalidInputError(f"{path.name}:{start}: {len(row)} cells for {len(names)} columns; quote cells "
+                                    "that contain commas, or add the column to the header")
+        entry = {key: _csv_value(value) for key, value in zip(names, row) if value not in (None, "")}
+        if entry:
+            entries.append((f"{path.name}:{start}", entry))
     return entries
 
 
@@ -175,9 +204,10 @@ def _csv_value(text: str) -> Any:
         return text.lower() == "true"
     for cast in (int, float):
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
-            pass
+            continue
+        return value if math.isfinite(value) else text  # nan and inf stay text (and fail as numbers later)
     return text
 
 

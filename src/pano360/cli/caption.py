@@ -48,7 +48,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..captioning import caption_folder, find_panoramas, load_captioner
+    from ..captioning import LazyCaptioner, caption_folder, find_panoramas, load_captioner
     from ..errors import InvalidInputError
 
     if args.batch_size < 1 or args.max_new_tokens < 1:
@@ -59,9 +59,9 @@ def run(args) -> int:
     if not os.access(folder, os.W_OK):
         raise InvalidInputError(f"cannot write captions into {args.folder!r}; make it writable")
     find_panoramas(folder)  # every image checked (2:1, readable) before the model loads
-    captioner = load_captioner(args.model, device=args.device, dtype=args.dtype, prompt=args.prompt,
-                               max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir,
-                               local_files_only=args.offline)
+    captioner = LazyCaptioner(lambda: load_captioner(  # loaded only if some panorama needs a caption
+        args.model, device=args.device, dtype=args.dtype, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+        cache_dir=args.cache_dir, local_files_only=args.offline))
     summary = caption_folder(folder, captioner, views=args.views, prefix=args.prefix, output=args.output,
                              overwrite=args.overwrite, batch_size=args.batch_size, progress=not args.quiet)
     if not args.quiet:

@@ -6,6 +6,7 @@ All arguments are checked before any model is loaded, so a typo costs no downloa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -276,7 +277,14 @@ def check_arguments(args: argparse.Namespace) -> None:
     from ..io.paths import check_output_folder, check_output_targets
     from ..io.sidecar import sidecar_path
     from ..plan import check_plan_memory, model_facts, plan_generation
-    from ..validation import check_eta, check_finite, check_nonnegative, check_seed, check_steps_for_scheduler
+    from ..validation import (
+        SD_SCHEDULER_DEFAULTS,
+        check_eta,
+        check_finite,
+        check_nonnegative,
+        check_seed,
+        check_steps_for_scheduler,
+    )
 
     if args.prompt is None:
         raise InvalidInputError("give a PROMPT (what the panorama shows), or --from SIDECAR.json to re-run one")
@@ -301,7 +309,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.true_cfg_scale is not None:
         check_finite(args.true_cfg_scale, "--true-cfg-scale")
         check_nonnegative(args.true_cfg_scale, "--true-cfg-scale")
-    check_steps_for_scheduler(plan.num_inference_steps, 1000)  # every family trains with 1000; checked again on load
+    # every family trains with 1000 steps (SD's "leading" spacing runs at most 999); checked again on load
+    check_steps_for_scheduler(plan.num_inference_steps, 1000 if facts.is_dit else SD_SCHEDULER_DEFAULTS)
     if args.lora_scale and not args.lora:
         raise InvalidInputError("--lora-scale needs --lora SOURCE (the LoRA it scales); add --lora or drop --lora-scale")
     if args.controlnet_scale is not None and not args.depth:
@@ -355,6 +364,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.lora_scale and len(args.lora_scale) not in (1, len(args.lora)):
         raise InvalidInputError(f"{len(args.lora_scale)} --lora-scale values for {len(args.lora)} --lora; "
                                 "give one scale, or one per --lora")
+    for scale in args.lora_scale:
+        check_finite(scale, "--lora-scale")
     for embedding in args.embedding:
         check_adapter_path(embedding, what="embedding")
     for adapter in args.adapter:
@@ -465,6 +476,8 @@ def run(args: argparse.Namespace) -> int:
                         jpeg_quality=args.jpeg_quality, fallback=True)
     for path in paths:
         print(path)
+    if paths and os.path.abspath(Path(paths[0]).parent) != os.path.abspath(output.parent):
+        return 1  # rescued elsewhere (the line above says where): not written where asked, so not a success
     if args.view:
         from ..viewer import open_viewer
 

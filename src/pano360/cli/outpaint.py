@@ -106,6 +106,6 @@ def run(args: argparse.Namespace) -> int:
               "poles_refined": not args.no_poles, **sampling.__dict__, **backbone_record(backbone)}
     save_result(result, target, record, args.overwrite)
     if not args.quiet:
-        print(f"{target}  ({result.shape[-1]}x{result.shape[-2]}, photo at yaw {placement.yaw_deg:g}°, "
+        print(f"{target}  ({result.shape[-2]}x{result.shape[-1]} HxW, photo at yaw {placement.yaw_deg:g}°, "
               f"pitch {placement.pitch_deg:g}°, FoV {placement.fov_deg:.1f}°)")
     return 0

@@ -14,9 +14,27 @@ class ArgumentParser(argparse.ArgumentParser):
     ``pano360 generate: error: argument --steps: invalid int value: 'abc' (see 'pano360 generate --help')``.
     Sub-parsers made by ``add_subparsers`` inherit the class."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("type", float, finite_float)  # every type=float option refuses nan and inf
+
     def error(self, message: str):
         message = " ".join(str(message).split())
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def finite_float(text: str) -> float:
+    """``float`` for the command line, but ``nan``/``inf`` (which ``float`` accepts) are refused: no
+    option of pano360 means anything when it is not finite."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def option_dests(parser: argparse.ArgumentParser) -> dict[str, str]:

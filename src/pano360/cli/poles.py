@@ -73,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
               "pole_settings": settings.__dict__, **backbone_record(backbone)}
     save_result(result, target, record, args.overwrite)
     if not args.quiet:
-        print(f"{target}  ({result.shape[-1]}x{result.shape[-2]}, poles refined: {', '.join(settings.poles)})")
+        print(f"{target}  ({result.shape[-2]}x{result.shape[-1]} HxW, poles refined: {', '.join(settings.poles)})")
     return 0

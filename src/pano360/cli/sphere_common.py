@@ -145,7 +145,9 @@ def load_pipe(args: argparse.Namespace):
 def progress_bar(total: int, description: str, quiet: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="step", disable=True if quiet else None, leave=False)
+    # shown unless --quiet, also when stderr is not a terminal (tqdm's disable=None hid it there: a 4K
+    # upscale ran 13 minutes without a line); kept on screen when done
+    return tqdm(total=total, desc=description, unit="step", disable=bool(quiet), leave=True, mininterval=1.0)
 
 
 def read_rgb(path: str, what: str):

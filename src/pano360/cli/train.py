@@ -15,10 +15,17 @@ ADAPTER_SPECIFIC = {"rank"}
 
 
 def _adapter_classes() -> dict:
+    """kind -> a class with the kind's ``add_training_arguments`` and ``training_presets``: the torch-free
+    flags classes of :mod:`pano360.adapters.flags` (so ``train --help`` never imports torch), or the
+    adapter class itself for a kind registered without one."""
     from ..adapters import ADAPTER_KINDS, adapter_class
+    from ..adapters.flags import ADAPTER_FLAGS
 
     classes = {}
     for kind in ADAPTER_KINDS:
+        if kind in ADAPTER_FLAGS:
+            classes[kind] = ADAPTER_FLAGS[kind]
+            continue
         try:
             classes[kind] = adapter_class(kind)
         except ImportError:  # a kind whose module is not importable here (missing optional dependency)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "upscale a panorama 2x/4x (or to a width such as 8192) without reopening the seam"
 
@@ -20,7 +21,7 @@ def register(subparsers) -> argparse.ArgumentParser:
             "too. Memory is bounded by the tile, not the image. GPano metadata is written for the new size\n"
             "(a cylindrical strip stays a strip).\n\n"
             "examples:\n"
-            "  pano360 upscale pano.png --scale 4 -o pano_4x.png          # prompt from pano.json if present\n"
+            "  pano360 upscale pano.png --scale 4 -o pano_4x.png          # prompt from pano.png.json if present\n"
             '  pano360 upscale pano.png --to 8192 --prompt "a misty forest" --strength 0.25 -o pano_8k.png\n'
             "  pano360 upscale pano.png --scale 2 --model tiny --steps 4 -o big.png     # offline smoke run"
         ),
@@ -31,7 +32,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     size.add_argument("--scale", type=int, default=None, help="upscaling factor: 2 or 4")
     size.add_argument("--to", dest="target_width", type=int, default=None, metavar="WIDTH",
                       help="target width in pixels (aspect kept), e.g. 8192")
-    parser.add_argument("--prompt", default=None, help="what the panorama shows (default: from IN's sidecar, else empty)")
+    parser.add_argument("--prompt", default=None,
+                        help="what the panorama shows (default: from IN's sidecar, e.g. pano.png.json, else empty)")
     refine = parser.add_argument_group("refinement (tile sizes in latent units = pixels / 8)")
     refine.add_argument("--strength", type=float, default=0.3,
                         help="how much of the schedule is redone: 0.2-0.4 adds detail and keeps the picture")
@@ -81,11 +83,14 @@ def run(args: argparse.Namespace) -> int:
                                args.tile, args.overlap, args.vae_tile, None, args.tile_batch_size, sampling.seed).check()
     prompt = args.prompt if args.prompt is not None else _default_prompt(args.input)
     check_models(args)
+    if not args.quiet:
+        print(f"upscaling {args.input} ({image.height}x{image.width}) to {out_h}x{out_w} (HxW); loading the model",
+              file=sys.stderr, flush=True)
     backbone = load_pipe(args)
     bars = []
 
     def progress(stage: str, total: int):
-        bar = progress_bar(total, f"upscale {stage} (tiles)", args.quiet)
+        bar = progress_bar(total, f"upscale {out_h}x{out_w} {stage} (tiles)", args.quiet)
         bars.append(bar)
         return lambda: bar.update(1)
 
@@ -108,5 +113,5 @@ def run(args: argparse.Namespace) -> int:
     save_panorama_image(Image.fromarray(result), target, overwrite=args.overwrite, software=f"pano360 {__version__}")
     write_sidecar(target, record, overwrite=args.overwrite)
     if not args.quiet:
-        print(f"{target}  ({out_w}x{out_h})")
+        print(f"{target}  ({out_h}x{out_w} HxW)")
     return 0

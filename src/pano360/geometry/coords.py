@@ -33,10 +33,10 @@ def latitude_extent(height: int, width: int) -> float:
     for images taller than 2:1.
     """
     if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
+        raise ValueError(f"image size must be positive, got {height}x{width}")
     if 2 * height > width:
         raise ValueError(
-            f"a {width}x{height} image is taller than 2:1 and cannot be an equirectangular panorama"
+            f"a {height}x{width} image is taller than 2:1 and cannot be an equirectangular panorama"
         )
     return 2.0 * math.pi * height / width
 

@@ -23,7 +23,7 @@ def rotate_equirect(
     check_mode(mode)
     batch, _, height, width = equirect.shape
     if width != 2 * height:
-        raise ValueError(f"rotation needs a full-sphere 2:1 panorama, got {width}x{height}")
+        raise ValueError(f"rotation needs a full-sphere 2:1 panorama, got {height}x{width}")
     rotation = rotation_matrix(yaw_deg, pitch_deg, roll_deg, device=equirect.device)  # [N, 3, 3]
     if rotation.shape[0] not in (1, batch):
         raise ValueError(f"{rotation.shape[0]} rotations for a batch of {batch}")

@@ -6,6 +6,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..errors import InvalidInputError
@@ -53,8 +54,56 @@ def read_image(path: str | os.PathLike, what: str = "image", formats: tuple[str,
         raise InvalidInputError(f"{what} {text} is truncated or corrupt and could not be decoded ({reason}); re-export or replace it") from None
     if image_format not in formats:
         raise InvalidInputError(f"{what} {text} is a {image_format} image; give {' or '.join(formats)}")
+    loaded = to_8bit(loaded)  # 16-bit, float, palette, CMYK ... read faithfully, not clipped
     loaded.format = image_format
     return loaded
+
+
+_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """``image`` in an 8-bit mode (``L``, ``LA``, ``RGB`` or ``RGBA``) with its tones kept.
+
+    Pillow's own ``convert`` clips 16-bit and 32-bit grey (``I;16``, ``I``) at 255, so a 16-bit PNG
+    came out white, and float images (``F``) in [0, 1] came out black. Here 16-bit values are scaled
+    by 255/65535, 32-bit integers by their range (0-255 stays as is, up to 65535 is read as 16-bit),
+    floats in [0, 1] by 255; palette, CMYK, YCbCr, LAB, HSV and bilevel images become RGB(A) or L,
+    keeping transparency. The format attribute is kept."""
+    mode = image.mode
+    converted: Image.Image
+    if mode in _HIGH_DEPTH:
+        array = np.asarray(image, dtype=np.float64)
+        top = float(array.max()) if array.size else 0.0
+        if mode.startswith("I;16"):
+            scale = 255.0 / 65535.0
+        elif mode == "F":
+            scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / top)
+        else:
+            scale = 1.0 if top <= 255.0 else (255.0 / 65535.0 if top <= 65535.0 else 255.0 / top)
+        array = np.clip(np.round(np.nan_to_num(array) * scale), 0, 255).astype(np.uint8)
+        converted = Image.fromarray(array, mode="L")
+    elif mode in ("L", "RGB", "RGBA", "LA"):
+        return image
+    elif mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        converted = image.convert("RGBA")
+    elif mode == "1":
+        converted = image.convert("L")
+    elif mode == "LAB":
+        from PIL import ImageCms
+
+        converted = ImageCms.applyTransform(image, ImageCms.buildTransformFromOpenProfiles(
+            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"))
+    else:  # P, CMYK, YCbCr, HSV, RGBX
+        converted = image.convert("RGB")
+    converted.format = image.format
+    converted.info = dict(image.info)
+    return converted
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, tones kept (see :func:`to_8bit`)."""
+    return to_8bit(image).convert("RGB")
 
 
 def image_format_for(path: str | os.PathLike) -> str:

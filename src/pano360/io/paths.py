@@ -14,6 +14,7 @@ Torch-free: importing this module is cheap.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -69,6 +70,10 @@ def check_output_folder(folder: str | os.PathLike, flag: str = "output folder") 
     error = _probe_writable(existing)
     if error is not None:
         reason = os.strerror(error.errno) if error.errno else type(error).__name__
+        if error.errno in (errno.ENOENT, errno.EROFS, errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL):
+            # the folder exists, yet no file can be created in it: /proc, /sys, a read-only mount
+            reason = ("it is on a read-only file system" if error.errno == errno.EROFS else
+                      "it does not accept new files (a virtual or special file system such as /proc)")
         where = "" if existing == folder else f" (its nearest existing folder {existing})"
         raise InvalidInputError(
             f"cannot write into the {flag} {folder}{where}: {reason.lower()}; choose a writable location"

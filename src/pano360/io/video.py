@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,26 +100,80 @@ def _write_gif(frames, path: Path, fps: float, overwrite: bool, progress) -> Pat
     return path
 
 
+def mp4_problem(path: str | os.PathLike) -> str | None:
+    """Why the file at ``path`` is not a complete MP4 (None when it is): its top-level boxes must tile
+    the file exactly and include ``ftyp``, ``moov`` (written last by ffmpeg) and ``mdat``."""
+    import struct
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            seen, offset = set(), 0
+            while offset < size:
+                handle.seek(offset)
+                header = handle.read(16)
+                if len(header) < 8:
+                    return f"a box header is cut off at byte {offset}"
+                length, kind = struct.unpack(">I4s", header[:8])
+                if length == 1 and len(header) == 16:
+                    length = struct.unpack(">Q", header[8:16])[0]
+                elif length == 0:
+                    length = size - offset
+                if length < 8 or offset + length > size:
+                    return f"the {kind.decode('latin-1')!r} box at byte {offset} is cut off"
+                seen.add(kind)
+                offset += length
+    except OSError as error:
+        return (error.strerror or str(error)).lower()
+    missing = [name for name in ("ftyp", "moov", "mdat") if name.encode() not in seen]
+    return f"no {'/'.join(missing)} box" if missing else None
+
+
 def _write_mp4(frames, path: Path, fps: float, out_hw, overwrite: bool, progress) -> Path:
+    """ffmpeg writes a temporary file; its exit status and the file's structure are checked before the
+    file is moved into place. A full disk gives one line (path, space needed), and no file is left."""
     import imageio_ffmpeg
+
+    from .atomic import DiskFullError, disk_full_error, is_disk_full
 
     height, width = out_hw
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
     os.close(fd)
+    frame_bytes = height * width * 3
+    sent = 0
     try:
-        writer = imageio_ffmpeg.write_frames(
-            tmp_name, (width, height), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-            quality=8, macro_block_size=2, ffmpeg_log_level="error",
-        )
-        writer.send(None)
         try:
-            for frame in frames:
-                writer.send(np.ascontiguousarray(frame))
-                if progress:
-                    progress()
-        finally:
-            writer.close()
+            writer = imageio_ffmpeg.write_frames(
+                tmp_name, (width, height), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+                quality=8, macro_block_size=2, ffmpeg_log_level="error",
+            )
+            writer.send(None)
+            try:
+                for frame in frames:
+                    writer.send(np.ascontiguousarray(frame))
+                    sent += 1
+                    if progress:
+                        progress()
+            finally:
+                writer.close()
+        except DiskFullError:
+            raise
+        except OSError as error:  # imageio-ffmpeg: ffmpeg failed (its exit status and log in the message)
+            text = str(error)
+            if is_disk_full(error) or "No space left" in text or "File too large" in text:
+                raise disk_full_error(path, sent * frame_bytes // 20 or None,
+                                      OSError(28, "No space left on device")) from None
+            first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+            raise OSError(getattr(error, "errno", None) or 5, f"ffmpeg could not write {path}: {first[:200]}") from None
+        problem = mp4_problem(tmp_name)
+        if problem is not None:
+            free = shutil.disk_usage(path.parent).free
+            if free < 64 * 1024 * 1024:  # the likely cause: the disk filled while ffmpeg wrote
+                raise disk_full_error(path, os.path.getsize(tmp_name) * 2 or None,
+                                      OSError(28, "No space left on device"))
+            raise OSError(5, f"ffmpeg wrote a broken video for {path} ({problem}); nothing was written there")
         apply_default_mode(tmp_name)
         if overwrite:
             os.replace(tmp_name, path)

@@ -38,15 +38,10 @@ torch = lazy_module("torch")
 
 
 def read_view_prompts(path: str, views: int) -> list[str]:
-    """The first ``views`` non-empty lines of a text file (one prompt per view, view 0 first)."""
-    try:
-        with open(os.path.expanduser(path), encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle if line.strip()]
-    except OSError as error:
-        raise InvalidInputError(f"cannot read view prompts {path!r}: {error.strerror or error}") from error
-    if len(lines) < views:
-        raise InvalidInputError(f"{path} has {len(lines)} prompt lines; give one line per view ({views})")
-    return lines[:views]
+    """The non-empty lines of a text file, exactly one prompt per view (view 0 first)."""
+    from ..io.textfiles import read_prompt_lines
+
+    return read_prompt_lines(path, "view prompts file", count=views, unit="view")
 
 
 def tent_weights(height: int, width: int):
@@ -287,8 +282,8 @@ class MVDiffusionMethod(PanoramaMethod):
         if request.width != 2 * request.height:
             raise InvalidInputError(
                 f"mvdiffusion stitches onto a full 2:1 equirect canvas and returns the band the views cover; "
-                f"give width = 2 × height (e.g. {2 * request.height}x{request.height}), got "
-                f"{request.width}x{request.height}")
+                f"give width = 2 × height (e.g. {request.height}x{2 * request.height}, HEIGHTxWIDTH), got "
+                f"{request.height}x{request.width}")
         if request.has_control:
             raise InvalidInputError("mvdiffusion takes no ControlNet image; drop --depth/control_image")
         if self.image is not None and isinstance(self.image, str):

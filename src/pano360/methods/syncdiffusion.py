@@ -275,8 +275,8 @@ class SyncDiffusionMethod(MultiDiffusionMethod):
         steps = request.num_inference_steps
         if self.sync_threshold is not None and self.sync_threshold > steps:
             raise InvalidInputError(
-                f"sync_threshold ({self.sync_threshold}) is beyond the number of steps ({steps}); use a "
-                f"sync_threshold <= {steps} (or leave it unset to synchronise every step)")
+                f"--sync-threshold {self.sync_threshold} (sync_threshold) is beyond the number of steps ({steps}); "
+                f"use --sync-threshold <= {steps} (or leave it unset to synchronise every step)")
 
     def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
         super().check_for_model(request, info, scheduler_name, adapters)

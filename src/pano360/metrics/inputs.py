@@ -126,7 +126,7 @@ def load_prompts(images: ImageSet, prompts_file: str | os.PathLike | None = None
     ``prompts_file``: ``.txt`` with one prompt per line in the images' sorted order, or ``.json``
     mapping an image's file name (or stem) to a prompt string or to ``{"prompt": str, "views": [8 str]}``
     (per-view captions for the 8 horizon views, yaw 0, 45, ..., 315). Without a file, each image's
-    pano360 sidecar (``<image>.json``, key ``"prompt"``) is used when present.
+    pano360 sidecar (``<image>.png.json``, key ``"prompt"``) is used when present.
     """
     count = len(images)
     prompts: list[str | None] = [None] * count

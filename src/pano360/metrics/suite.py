@@ -66,15 +66,15 @@ class MetricInfo:
         if self.needs_prompts and not has_prompts:
             return "needs a prompt for every image (--prompts FILE, or pano360 sidecar JSON files)"
         if self.needs_sphere and not generated.is_full_sphere:
-            return f"needs full 2:1 equirectangular panoramas; the images are {width}x{height}"
+            return f"needs full 2:1 equirectangular panoramas; the images are {height}x{width}"
         if self.needs_sphere and reference is not None and not reference.is_full_sphere:
             h, w = reference.size
-            return f"needs full 2:1 equirectangular reference panoramas; they are {w}x{h}"
+            return f"needs full 2:1 equirectangular reference panoramas; they are {h}x{w}"
         if self.needs_two_crops and width < 2 * crop:
-            return f"needs at least two {crop}-px square crops side by side; the images are {width}x{height}"
+            return f"needs at least two {crop}-px square crops side by side; the images are {height}x{width}"
         if self.same_height and reference is not None and reference.size[0] != height:
             rh, rw = reference.size
-            return (f"needs generated and reference panoramas of one height ({width}x{height} vs {rw}x{rh}); "
+            return (f"needs generated and reference panoramas of one height ({height}x{width} vs {rh}x{rw}); "
                     f"pass --size {height}x{width}")
         if height % self.height_multiple:
             return (f"needs a panorama height divisible by {self.height_multiple}, got {height}; pass --size, "

@@ -51,7 +51,7 @@ def inpaint(
 
     height, width = image.shape[-2:]
     if height % 8 or width % 8:
-        raise InvalidInputError(f"inpainting needs sizes that are multiples of 8 pixels, got {width}x{height}")
+        raise InvalidInputError(f"inpainting needs sizes that are multiples of 8 pixels, got {height}x{width}")
     batch = image.shape[0]
     prompts = [prompt] * batch if isinstance(prompt, str) else list(prompt)
     generator = PanoramaGenerator.from_pipe(pipe, scheduler=scheduler)

@@ -45,7 +45,7 @@ def _native_size(pipe) -> int:
 def _check_latent_multiple(pipe, height: int, width: int, what: str) -> None:
     step = _facts(pipe).pixel_multiple
     if height % step or width % step:
-        raise InvalidInputError(f"{what} {width}x{height} must be a multiple of {step} pixels for this model")
+        raise InvalidInputError(f"{what} {height}x{width} must be a multiple of {step} pixels for this model")
 
 
 def check_pole_request(height: int, width: int, settings: PoleSettings) -> PoleSettings:
@@ -92,7 +92,7 @@ def check_outpaint_request(photo_hw: tuple[int, int], placement: Placement, out_
     height, width = out_hw
     if width != 2 * height or height % 8:
         raise InvalidInputError(
-            f"the output must be a full 2:1 sphere with a height that is a multiple of 8, got {width}x{height}; "
+            f"the output must be a full 2:1 sphere with a height that is a multiple of 8, got {height}x{width}; "
             "e.g. --height 512 (1024x512)"
         )
 

@@ -42,7 +42,7 @@ def check_fov(fov_deg: float) -> float:
 def check_photo_size(width: int, height: int) -> None:
     if min(width, height) < MIN_PHOTO_SIDE:
         raise InvalidInputError(
-            f"the photo is {width}x{height} pixels, too small to outpaint from; give one at least "
+            f"the photo is {height}x{width} pixels, too small to outpaint from; give one at least "
             f"{MIN_PHOTO_SIDE} pixels on each side"
         )
 

@@ -89,7 +89,7 @@ def check_panorama_shape(height: int, width: int, what: str = "input") -> None:
     """A 2:1 sphere or a wider cylindrical band with an even width, else one clear line."""
     if width < 16 or height < 8 or width % 2 or 2 * height > width:
         raise InvalidInputError(
-            f"the {what} is {width}x{height}, which is not an equirectangular panorama; give a 2:1 image (or a "
+            f"the {what} is {height}x{width}, which is not an equirectangular panorama; give a 2:1 image (or a "
             "wider 360° strip) with an even width"
         )
 

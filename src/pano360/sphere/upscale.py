@@ -78,7 +78,7 @@ def target_size(height: int, width: int, scale: int | None = None, target_width:
     if not fits(target_width):
         nearest = next(w for w in range(target_width, 4 * MAX_WIDTH) if fits(w))
         raise InvalidInputError(
-            f"a {width}x{height} panorama scaled to width {target_width} would not have a height that is a whole "
+            f"a {height}x{width} panorama scaled to width {target_width} would not have a height that is a whole "
             f"multiple of 8 pixels; use --to {nearest}"
         )
     out_height = target_width * height // width

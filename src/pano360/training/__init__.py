@@ -7,7 +7,17 @@ Layer: above the generator (validation generates through it); nothing below impo
 """
 
 from .config import TrainingConfig
-from .datasets import PanoramaDataset, PanoramaRecord, open_dataset
+
+_DATASETS = ("PanoramaDataset", "PanoramaRecord", "open_dataset")
+
+
+def __getattr__(name: str):
+    """The dataset names load torch: imported on first use, so ``train --help`` stays torch-free."""
+    if name in _DATASETS:
+        from . import datasets
+
+        return getattr(datasets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def train(config, dataset=None, progress_callback=None):

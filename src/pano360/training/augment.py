@@ -86,7 +86,7 @@ def resize_panorama(image, height: int) -> torch.Tensor:
 
     width, image_height = image.size
     if width != 2 * image_height:
-        raise InvalidInputError(f"a {width}x{image_height} image is not a 2:1 equirectangular panorama")
+        raise InvalidInputError(f"a {image_height}x{width} image is not a 2:1 equirectangular panorama")
     if image.size != (2 * height, height):
         image = image.resize((2 * height, height), Image.Resampling.LANCZOS)
     array = np.asarray(image.convert("RGB"), dtype=np.float32)

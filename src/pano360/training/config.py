@@ -11,6 +11,8 @@ from ..errors import InvalidInputError
 MIXED_PRECISION = ("no", "fp16", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit")
 REPORT_TO = ("none", "tensorboard", "wandb")
+MAX_STEPS = 10_000_000
+MAX_RESOLUTION = 4096  # panorama height; 4096 x 8192 is far beyond any released panorama model
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -86,6 +88,24 @@ class TrainingConfig:
             if value is None or value < minimum:
                 raise InvalidInputError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
 
+        import math
+
+        for name in ("learning_rate", "lr_power", "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon",
+                     "max_grad_norm", "snr_gamma", "noise_offset", "caption_dropout", "validation_guidance"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+                raise InvalidInputError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+        for name, limit in (("steps", MAX_STEPS), ("batch_size", 4096), ("gradient_accumulation_steps", 4096),
+                            ("validation_steps", 1000), ("resolution", MAX_RESOLUTION)):
+            if getattr(self, name) is not None and getattr(self, name) > limit:
+                raise InvalidInputError(f"--{name.replace('_', '-')} must be at most {limit}, got {getattr(self, name)}"
+                                        + ("; panoramas are trained at H x 2H, so this is the height"
+                                           if name == "resolution" else ""))
+        if not 0.0 <= self.adam_beta1 < 1.0 or not 0.0 <= self.adam_beta2 < 1.0:
+            raise InvalidInputError(f"--adam-beta1 and --adam-beta2 must be in [0, 1), got {self.adam_beta1} and "
+                                    f"{self.adam_beta2}")
+        if not self.adam_epsilon > 0:
+            raise InvalidInputError(f"--adam-epsilon must be positive, got {self.adam_epsilon}")
         positive("steps", self.steps)
         positive("batch_size", self.batch_size)
         positive("gradient_accumulation_steps", self.gradient_accumulation_steps)

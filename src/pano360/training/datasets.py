@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InvalidInputError
+from ..io.images import to_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VIEW_DEGREES = tuple(range(0, 360, 45))
@@ -85,9 +86,9 @@ class PanoramaDataset:
             return stitch_matterport_faces(record.faces)
         if record.item is not None:
             image = self.hf_dataset[record.item][self.image_column]
-            return image.convert("RGB")
+            return to_rgb(image)
         with Image.open(record.path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
 
     def load(self, index: int, height: int) -> torch.Tensor:
         """[3, height, 2·height] float32 in [-1, 1]: the panorama resized (never cropped)."""
@@ -195,7 +196,7 @@ def _open_folder(root: Path, caption_column: str, skip_invalid: bool) -> Panoram
             continue
         width, height = size
         if width != 2 * height:
-            bad.append(f"{key} ({width}x{height}, not 2:1)")
+            bad.append(f"{key} ({height}x{width} HxW, not 2:1)")
             continue
         row = metadata.get(path.resolve())
         caption = None
@@ -313,7 +314,7 @@ def stitch_matterport_faces(paths: tuple[Path, ...]):
     faces = []
     for path in paths:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+            array = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
         faces.append(torch.from_numpy(array).permute(2, 0, 1))
     cube = matterport_faces_to_cubemap(faces)[None]  # [1, 6, 3, s, s]
     size = cube.shape[-1]

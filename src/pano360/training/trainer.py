@@ -294,12 +294,14 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
             else:
                 grads = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
                 grad_norm = torch.stack(grads).norm() if grads else torch.zeros(())
+            step_loss = float(accelerator.reduce(accumulated, reduction="mean"))
+            _stop_if_non_finite(step_loss, step + 1, output, "loss")  # before the step: weights stay good
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             samples_seen += per_step
-            step_loss = float(accelerator.reduce(accumulated, reduction="mean"))
+            _stop_if_non_finite(_non_finite_parameter(adapter), step, output, "weights")
             losses.append(step_loss)
             loss_ema = step_loss if loss_ema is None else 0.95 * loss_ema + 0.05 * step_loss
             lr = lr_scheduler.get_last_lr()[0]
@@ -337,6 +339,35 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     if config.gradient_checkpointing:
         unet.disable_gradient_checkpointing()
     return TrainingResult(output=output, steps=step, losses=losses, adapter=adapter)
+
+
+def _non_finite_parameter(adapter) -> str | None:
+    from ..numerics import is_finite
+
+    for name, parameter in adapter.named_parameters():
+        if parameter.requires_grad and not is_finite(parameter.detach()):
+            return name
+    return None
+
+
+def _stop_if_non_finite(value, step: int, output: Path, what: str) -> None:
+    """Stop training (one line) at a non-finite loss or weight; nothing non-finite is ever saved, and the
+    last good checkpoint (if any) stays in place for ``--resume``."""
+    import math
+
+    from ..numerics import NonFiniteError
+    from .checkpoints import list_checkpoints
+
+    if what == "loss" and math.isfinite(value):
+        return
+    if what == "weights" and value is None:
+        return
+    found = list_checkpoints(output)
+    kept = (f"the last good checkpoint {found[-1][1]} is kept (resume from it with --resume latest)"
+            if found else "no adapter was saved")
+    subject = "the training loss" if what == "loss" else f"adapter weight {value}"
+    raise NonFiniteError(f"{subject} became non-finite at step {step}, so training stopped; {kept}; lower "
+                         "--learning-rate, set --max-grad-norm, or check --mixed-precision and the data")
 
 
 def _validate(accelerator, pipe, adapter, config: TrainingConfig, step: int, output: Path, model) -> None:
@@ -377,17 +408,27 @@ def _flat_config(config: TrainingConfig) -> dict:
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    from ..io.atomic import disk_full_error, is_disk_full
+
+    line = json.dumps(record) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(path, len(line), error) from None
+        raise
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Keep only log lines up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
+    """Keep only log lines up to ``step`` (a resumed run rewrites what came after its checkpoint);
+    rewritten atomically, so a full disk cannot cut the log of the run so far."""
+    from ..io.atomic import atomic_write_text
+
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    kept = [json.dumps(r) for r in read_log(path.parent) if r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept), overwrite=True)
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -400,5 +441,14 @@ def read_log(output: str | os.PathLike) -> list[dict]:
     path = Path(output) / LOG_NAME
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):  # the last line, cut by a crash or a full disk mid-write: dropped
+                break
+            raise InvalidInputError(f"{path}:{number} is not a JSON record; fix or delete that line") from None
+    return records
 

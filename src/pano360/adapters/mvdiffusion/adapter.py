@@ -9,6 +9,7 @@ from torch import nn
 
 from ...errors import InvalidInputError, ModelLoadError
 from ..base import PanoramaAdapter, TrainingExample, load_strict
+from ..flags import MVDiffusionFlags
 from . import checkpoint as ckpt
 from .caa import CAABlock
 from .training import TrainingViews
@@ -21,7 +22,7 @@ def unet_widths(unet) -> tuple[list[int], int, list[int]]:
     return encoder, int(unet.mid_block.resnets[-1].out_channels), decoder
 
 
-class MVDiffusionAdapter(PanoramaAdapter):
+class MVDiffusionAdapter(MVDiffusionFlags, PanoramaAdapter):
     """MVDiffusion's correspondence-aware attention blocks for one UNet architecture.
 
     Module names are the reference's (``cp_blocks_encoder.<i>``, ``cp_blocks_mid``,
@@ -92,14 +93,6 @@ class MVDiffusionAdapter(PanoramaAdapter):
                 module.gradient_checkpointing = bool(enabled)
 
     # --- pano360 train --adapter mvdiffusion ------------------------------------------------------------
-    @classmethod
-    def add_training_arguments(cls, group) -> None:
-        group.add_argument("--mvdiffusion-view-size", type=int, default=None, metavar="PX",
-                           help="size of the 8 training views in pixels (default: the model's native size, "
-                                "512 for SD 2, as in the reference)")
-        group.add_argument("--mvdiffusion-checkpointing", default="on", choices=("on", "off"),
-                           help="recompute the CAA blocks in the backward pass (the reference does; saves memory)")
-
     @classmethod
     def check_training_options(cls, options: dict) -> None:
         size = options.get("mvdiffusion_view_size")
