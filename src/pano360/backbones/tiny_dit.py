@@ -439,11 +439,14 @@ TINY_DIT_NAMES = {
     "tiny-sd3": ("sd3", {}),
     "tiny-sd35": ("sd3", {"qk_norm": "rms_norm", "dual_attention_layers": (0,)}),
     "tiny-qwen": ("qwen", {}),
+    "tiny-flux2": ("flux2", {}),
 }
 
 
 def _builders() -> dict:
-    return {"flux": tiny_flux_pipeline, "flux-fill": tiny_flux_fill_pipeline, "sd3": tiny_sd3_pipeline,
+    from .tiny_flux2 import tiny_flux2_pipeline
+
+    return {"flux2": tiny_flux2_pipeline, "flux": tiny_flux_pipeline, "flux-fill": tiny_flux_fill_pipeline, "sd3": tiny_sd3_pipeline,
             "qwen": tiny_qwen_image_pipeline}
 
 
