@@ -114,3 +114,17 @@ def test_cli_generates_with_tiny_flux2(tmp_path):
     out = tmp_path / "flux2.png"
     assert main(["generate", "a cabin", "--model", "tiny-flux2", "--steps", "2", "-o", str(out), "--quiet"]) == 0
     assert out.is_file()
+
+
+def test_folder_loading_and_detection(tmp_path):
+    from pano360.backbones.families import family_of_transformer_keys
+    from pano360.backbones.loading import load_backbone
+    from pano360.backbones.tiny_dit import save_tiny_dit_pipeline
+    from pano360.plan import model_facts
+
+    folder = save_tiny_dit_pipeline(tmp_path / "flux2", "tiny-flux2")
+    assert model_facts(str(folder)).family == "flux2"
+    backbone = load_backbone(str(folder), hash_single_files=False)
+    assert backbone.info.family == "flux2" and backbone.info.latent_channels == 32
+    assert family_of_transformer_keys(backbone.denoiser.state_dict()) == "flux2"
+    assert family_of_transformer_keys(["model.diffusion_model.single_stream_modulation.lin.weight"]) == "flux2"

@@ -115,6 +115,8 @@ def family_of_transformer_keys(keys: Iterable[str]) -> str | None:
     keys = list(keys)
     strip = [k.split("model.diffusion_model.", 1)[-1] for k in keys]
     has = lambda prefix: any(key.startswith(prefix) for key in strip)
+    if has("single_stream_modulation."):  # FLUX.2's shared modulation (BFL and diffusers layouts)
+        return "flux2"
     if has("double_blocks.") or has("single_blocks.") or has("single_transformer_blocks."):
         return "flux"
     if has("joint_blocks.") or (has("transformer_blocks.") and has("pos_embed")):
