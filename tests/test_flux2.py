@@ -128,3 +128,19 @@ def test_folder_loading_and_detection(tmp_path):
     assert backbone.info.family == "flux2" and backbone.info.latent_channels == 32
     assert family_of_transformer_keys(backbone.denoiser.state_dict()) == "flux2"
     assert family_of_transformer_keys(["model.diffusion_model.single_stream_modulation.lin.weight"]) == "flux2"
+
+
+def test_guidance_follows_the_pipeline(pipe):
+    contract = PanoramaGenerator.from_pipe(pipe, "tiny-flux2").backbone.contract
+    base = tiny_flux2_pipeline(is_distilled=False)
+    assert contract.guidance_plan(pipe, 4.0, None, True) == (1.0, None)  # step-distilled: one pass
+    assert contract.guidance_plan(base, 4.0, None, False) == (4.0, None)  # base: CFG against ""
+    assert contract.guidance_plan(base, 1.0, None, False) == (1.0, None)
+
+
+def test_the_seam_column_does_not_stand_out(pipe):
+    gen = PanoramaGenerator.from_pipe(pipe, "tiny-flux2")
+    for seed in range(2):
+        columns = run(gen, noise(seed=seed))[0].float()
+        interior = (columns[..., 1:] - columns[..., :-1]).abs().mean(dim=(0, 1))
+        assert (columns[..., 0] - columns[..., -1]).abs().mean() <= torch.quantile(interior, 0.95)
