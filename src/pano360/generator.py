@@ -407,7 +407,7 @@ class PanoramaGenerator(BackboneComponents):
         factor = info.vae_scale_factor
         set_timesteps(sched, num_inference_steps, self.device,
                       contract.image_seq_len(height // factor, width // factor, info), self.base_scheduler_config,
-                      linear_sigmas=contract.linear_sigmas)
+                      linear_sigmas=contract.linear_sigmas, shift_mu=contract.shift_mu)
         ctx = RunContext(request=request, backbone=self.backbone, scheduler=sched, prompts=prompts,
                          negative_prompts=negatives, generators=generators, control_image=control,
                          adapters=list(self.adapters), channels_last=channels_last)

@@ -206,13 +206,15 @@ def check_size_limit(height: int, width: int, method="circular", allow_large: bo
         )
 
 
-PARAMETERS = {"sd1": 1.07e9, "sd2": 1.30e9, "sdxl": 3.47e9, "flux": 16.9e9, "sd3": 7.7e9, "qwen-image": 28.8e9}
+PARAMETERS = {"sd1": 1.07e9, "sd2": 1.30e9, "sdxl": 3.47e9, "flux": 16.9e9, "sd3": 7.7e9, "qwen-image": 28.8e9,
+              "flux2": 8.0e9}
 """Parameters of denoiser + text encoder(s) + VAE per family (SD 1.5: 860M + 123M + 84M; SD 2: 865M +
 354M + 84M; SDXL: 2.57B + 817M + 84M; FLUX.1: 11.9B + T5-XXL 4.76B + CLIP-L 123M + 84M; SD3 medium:
-2.03B + T5 4.76B + CLIPs 0.82B + 84M; Qwen-Image: 20.4B + Qwen2.5-VL-7B 8.29B + 127M). A quantized or
+2.03B + T5 4.76B + CLIPs 0.82B + 84M; Qwen-Image: 20.4B + Qwen2.5-VL-7B 8.29B + 127M; FLUX.2 [klein] 4B:
+about 3.9B + Qwen3-4B 4.0B + 84M). A quantized or
 offloaded model needs less; pass ``parameters`` (bytes are parameters × ``dtype_bytes``)."""
 UNET_ELEMENTS_PER_LATENT = {"sd1": 30_000, "sd2": 30_000, "sdxl": 45_000, "flux": 12_000, "sd3": 8_000,
-                            "qwen-image": 12_000}
+                            "qwen-image": 12_000, "flux2": 12_000}
 """Peak denoiser activation elements per latent position and batch entry (memory-efficient attention;
 a DiT token covers 2 × 2 latents with a hidden width of 1536-3072)."""
 VAE_ELEMENTS_PER_PIXEL = 2_000

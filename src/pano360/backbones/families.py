@@ -1,4 +1,5 @@
-"""Which model family a checkpoint belongs to: SD 1.x, SD 2.x, SDXL (UNets), FLUX.1, SD3.x, Qwen-Image (DiTs).
+"""Which model family a checkpoint belongs to: SD 1.x, SD 2.x, SDXL (UNets), FLUX.1, SD3.x, Qwen-Image,
+FLUX.2 [klein] (DiTs).
 
 The family decides the text encoder(s), the conditioning, the noise schedule, how the seam is closed
 and the native resolution; :mod:`pano360.backbones.family` holds one object per family with that
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 UNET_FAMILIES = ("sd1", "sd2", "sdxl")
-DIT_FAMILIES = ("flux", "sd3", "qwen-image")
+DIT_FAMILIES = ("flux", "sd3", "qwen-image", "flux2")
 FAMILIES = UNET_FAMILIES + DIT_FAMILIES
 
 # diffusers pipeline class (model_index.json "_class_name") → family
@@ -22,10 +23,11 @@ PIPELINE_CLASSES = {
     "FluxInpaintPipeline": "flux", "StableDiffusion3Pipeline": "sd3", "StableDiffusion3Img2ImgPipeline": "sd3",
     "StableDiffusion3InpaintPipeline": "sd3", "QwenImagePipeline": "qwen-image",
     "QwenImageImg2ImgPipeline": "qwen-image", "QwenImageInpaintPipeline": "qwen-image",
+    "Flux2KleinPipeline": "flux2",
 }
 # diffusers denoiser class (transformer/config.json "_class_name") → family
 TRANSFORMER_CLASSES = {"FluxTransformer2DModel": "flux", "SD3Transformer2DModel": "sd3",
-                       "QwenImageTransformer2DModel": "qwen-image"}
+                       "QwenImageTransformer2DModel": "qwen-image", "Flux2Transformer2DModel": "flux2"}
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ def family_of_transformer_keys(keys: Iterable[str]) -> str | None:
     keys = list(keys)
     strip = [k.split("model.diffusion_model.", 1)[-1] for k in keys]
     has = lambda prefix: any(key.startswith(prefix) for key in strip)
+    if has("single_stream_modulation."):  # FLUX.2's shared modulation (BFL and diffusers layouts)
+        return "flux2"
     if has("double_blocks.") or has("single_blocks.") or has("single_transformer_blocks."):
         return "flux"
     if has("joint_blocks.") or (has("transformer_blocks.") and has("pos_embed")):

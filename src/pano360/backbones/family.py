@@ -62,6 +62,13 @@ class BackboneFamily:
         """Tokens of an image of that latent size (what the flow shift μ is computed from)."""
         return (latent_height // info.patch_size) * (latent_width // info.patch_size)
 
+    def shift_mu(self, image_seq_len: int, num_steps: int, config) -> float:
+        """μ of the resolution-dependent flow shift, as the family's pipeline computes it (FLUX.1 and
+        Qwen-Image: linear in the image tokens, :func:`pano360.backbones.schedulers.dynamic_shift`)."""
+        from .schedulers import dynamic_shift
+
+        return dynamic_shift(image_seq_len, config)
+
     # --- prompts --------------------------------------------------------------------------------
     def encode(self, pipe, prompts: list[str], negative_prompts: list[str] | None, guidance: bool,
                device) -> TextConditioning:
@@ -200,4 +207,4 @@ def _load_builtin() -> None:
     if _BUILTIN:
         return
     _BUILTIN.append(True)
-    from . import family_flux, family_qwen, family_sd3, family_unet  # noqa: F401  (each registers itself)
+    from . import family_flux, family_flux2, family_qwen, family_sd3, family_unet  # noqa: F401  (each registers itself)

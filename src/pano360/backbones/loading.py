@@ -4,7 +4,7 @@ from the Hub, a folder or a single file.
 Sources, tried in this order:
 
 * ``tiny``, ``tiny-sd2``, ``tiny-sdxl``, ``tiny-flux``, ``tiny-flux-schnell``, ``tiny-flux-fill``,
-  ``tiny-sd3``, ``tiny-qwen``: built-in random models (offline; see :mod:`.tiny`, :mod:`.tiny_dit`);
+  ``tiny-sd3``, ``tiny-qwen``, ``tiny-flux2``: built-in random models (offline; see :mod:`.tiny`, :mod:`.tiny_dit`);
 * an existing file (``.safetensors``, ``.ckpt``, ``.pt``, ``.bin``, ``.gguf``): an original-layout
   single-file checkpoint (A1111/ComfyUI style), or a transformer-only file of a DiT (BFL/SAI/GGUF
   layouts), combined with its family's base repository (``config``, default

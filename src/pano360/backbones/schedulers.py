@@ -119,12 +119,14 @@ def dynamic_shift(image_seq_len: int, config) -> float:
 
 
 def set_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: int | None = None,
-                  base_config=None, linear_sigmas: bool = True) -> None:
+                  base_config=None, linear_sigmas: bool = True, shift_mu=None) -> None:
     """``scheduler.set_timesteps`` as the model's own pipeline calls it.
 
     ᾱ schedulers: the number of steps. Flow-matching Euler: with ``linear_sigmas`` σ from 1 to 1/N (FLUX
     and Qwen-Image pipelines' ``linspace(1, 1/N, N)``; SD3's pipeline lets the scheduler space them), with μ = :func:`dynamic_shift` of ``image_seq_len`` when the checkpoint
     uses dynamic shifting; DPM/UniPC on flow sigmas with μ (``flow_shift = e^μ``) where supported.
+    ``shift_mu(image_seq_len, num_inference_steps, config)`` replaces :func:`dynamic_shift` where the
+    family's pipeline computes μ otherwise (FLUX.2: from the tokens *and* the number of steps).
     """
     import inspect
 
@@ -143,7 +145,10 @@ def set_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: in
         shift_config = base_config if base_config is not None else config
         if image_seq_len is None:  # unknown size: the shift of the base sequence length
             image_seq_len = int(shift_config.get("base_image_seq_len", 256))
-        mu = dynamic_shift(image_seq_len, shift_config)
+        if shift_mu is not None:
+            mu = shift_mu(image_seq_len, num_inference_steps, shift_config)
+        else:
+            mu = dynamic_shift(image_seq_len, shift_config)
         if type(scheduler).__name__ == "DPMSolverMultistepScheduler" and config.get("time_shift_type") != "exponential":
             scheduler.config.flow_shift = math.exp(mu)
         else:

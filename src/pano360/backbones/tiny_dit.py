@@ -439,11 +439,14 @@ TINY_DIT_NAMES = {
     "tiny-sd3": ("sd3", {}),
     "tiny-sd35": ("sd3", {"qk_norm": "rms_norm", "dual_attention_layers": (0,)}),
     "tiny-qwen": ("qwen", {}),
+    "tiny-flux2": ("flux2", {}),
 }
 
 
 def _builders() -> dict:
-    return {"flux": tiny_flux_pipeline, "flux-fill": tiny_flux_fill_pipeline, "sd3": tiny_sd3_pipeline,
+    from .tiny_flux2 import tiny_flux2_pipeline
+
+    return {"flux2": tiny_flux2_pipeline, "flux": tiny_flux_pipeline, "flux-fill": tiny_flux_fill_pipeline, "sd3": tiny_sd3_pipeline,
             "qwen": tiny_qwen_image_pipeline}
 
 
@@ -484,6 +487,12 @@ QWEN_IMAGE_TRANSFORMER = {
     "num_attention_heads": 24, "joint_attention_dim": 3584, "guidance_embeds": False,
     "axes_dims_rope": (16, 56, 56),
 }
+# FLUX.2 [klein] 4B: 5 double- and 20 single-stream blocks of 24 × 128 channels, Qwen3-4B's 3 × 2560 features
+FLUX2_KLEIN_4B_TRANSFORMER = {
+    "patch_size": 1, "in_channels": 128, "num_layers": 5, "num_single_layers": 20, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 7680, "axes_dims_rope": (32, 32, 32, 32),
+    "rope_theta": 2000, "guidance_embeds": False,
+}
 FULL_SIZE_CONFIGS = {
     "flux-dev": ("FluxTransformer2DModel", FLUX_DEV_TRANSFORMER),
     "flux-schnell": ("FluxTransformer2DModel", {**FLUX_DEV_TRANSFORMER, "guidance_embeds": False}),
@@ -498,12 +507,14 @@ FULL_SIZE_CONFIGS = {
         "qk_norm": "rms_norm",
     }),
     "qwen-image": ("QwenImageTransformer2DModel", QWEN_IMAGE_TRANSFORMER),
+    "flux2-klein-4b": ("Flux2Transformer2DModel", FLUX2_KLEIN_4B_TRANSFORMER),
 }
 # Family names and the tiny models' names -> the released model they stand for.
 FULL_SIZE_ALIASES = {
     "flux": "flux-dev", "sd3": "sd3-medium", "sd3.5": "sd3.5-large", "qwen": "qwen-image",
     "tiny-flux": "flux-dev", "tiny-flux-schnell": "flux-schnell", "tiny-flux-fill": "flux-fill",
     "tiny-sd3": "sd3-medium", "tiny-sd35": "sd3.5-medium", "tiny-qwen": "qwen-image",
+    "flux2": "flux2-klein-4b", "tiny-flux2": "flux2-klein-4b",
 }
 
 

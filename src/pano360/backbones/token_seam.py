@@ -4,7 +4,7 @@ A DiT has no convolutions to pad: its denoiser sees where a token is only throug
 embeddings (rotary for FLUX.1 and Qwen-Image, additive sin-cos for SD3). Schemes, chosen per call by
 the circular method's ``seam`` option and set on the network with :func:`token_seam`:
 
-``exact`` (default; FLUX, Qwen-Image)
+``exact`` (default; FLUX.1, FLUX.2 [klein], Qwen-Image)
     The width axis' rotary frequencies ω_j are snapped to integer harmonics of the panorama's width P
     in tokens, ω'_j = 2π·round(ω_j·P / 2π) / P, so image–image attention depends on column distance
     modulo P: the columns sit on a circle. Joint attention also lets text tokens see image tokens; in

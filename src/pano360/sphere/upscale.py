@@ -195,10 +195,11 @@ def tiled_decode(vae, latents: Tensor, grid: TileGrid, out: np.ndarray, scale: i
 
 
 def img2img_timesteps(scheduler, num_inference_steps: int, strength: float, device, image_seq_len: int | None = None,
-                      linear_sigmas: bool = True) -> Tensor:
+                      linear_sigmas: bool = True, shift_mu=None) -> Tensor:
     """The last ``round(strength·steps)`` (at least 1) of the scheduler's timesteps (diffusers' img2img rule);
     flow schedules shift for ``image_seq_len`` tokens (a tile)."""
-    set_timesteps(scheduler, num_inference_steps, device, image_seq_len, linear_sigmas=linear_sigmas)
+    set_timesteps(scheduler, num_inference_steps, device, image_seq_len, linear_sigmas=linear_sigmas,
+                  shift_mu=shift_mu)
     keep = min(num_inference_steps, max(1, round(strength * num_inference_steps)))
     start = num_inference_steps - keep
     if hasattr(scheduler, "set_begin_index"):
@@ -218,7 +219,8 @@ def refine_tiles(pipe, latents: Tensor, grid: TileGrid, prompt: str, settings: U
     device, dtype = unet.device, unet.dtype
     sched = make_scheduler(resolve_scheduler(settings.scheduler, contract.schedule, info.family), pipe.scheduler.config)
     timesteps = img2img_timesteps(sched, settings.num_inference_steps, settings.strength, device,
-                                  contract.image_seq_len(grid.tile[0], grid.tile[1], info), contract.linear_sigmas)
+                                  contract.image_seq_len(grid.tile[0], grid.tile[1], info), contract.linear_sigmas,
+                                  contract.shift_mu)
     cfg, embedded = contract.guidance_plan(pipe, settings.guidance_scale, None, negative_prompt is not None)
     text = encode_prompts(pipe, [prompt], None if negative_prompt is None else [negative_prompt], cfg != 1.0, device)
     model = GuidedModel(unet, text, cfg, family=contract, embedded_guidance=embedded)
