@@ -327,8 +327,8 @@ def test_preset_trigger_phrase_is_added_once():
 
 
 def test_the_default_is_a_true_360_model_and_sd2_one_flag_away():
-    from pano360.cli.main import build_parser
     from pano360.cli.generate import apply_preset
+    from pano360.cli.main import build_parser
 
     args = build_parser().parse_args(["generate", "a cabin"])
     apply_preset(args)
