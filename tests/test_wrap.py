@@ -11,10 +11,10 @@ from pano360.backbones.wrap import (
     is_wrapped,
     total_downsampling,
     wraparound,
+)
 
 # tiny models gain nothing from threads; on a busy 2-core machine OpenMP barriers slow them down many times
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-)
 
 
 @pytest.fixture(scope="module")

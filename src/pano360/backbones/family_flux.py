@@ -13,21 +13,12 @@ Seam: :mod:`pano360.backbones.token_seam` (``exact`` by default), through the co
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from .conditioning import TextConditioning
 from .families import FamilyInfo
 from .family import TransformerFamily, register_family
-from .token_seam import (
-    AttentionSeam,
-    intercept_attention,
-    pad_latent_columns,
-    padded_columns,
-    periodic_angles,
-    rope_frequencies,
-)
+from .token_seam import column_ids, pad_latent_columns, rope_attention_seam
 
 
 def pack_latents(latents: torch.Tensor, patch: int = 2) -> torch.Tensor:
@@ -102,34 +93,21 @@ class FluxFamily(TransformerFamily):
         tokens = pack_latents(latents)
         if fill is not None:
             tokens = torch.cat([tokens, pack_latents(fill.to(tokens.dtype))], dim=2)
-        column_ids = padded_columns(w // 2, 1) if pad else torch.arange(columns)
-        if scheme in ("exact", "periodic"):
-            column_ids = torch.zeros(columns)  # the width rotation is applied in attention, periodically
-        image_ids = flux_image_ids(rows, column_ids, latents.device, latents.dtype)
+        image_ids = flux_image_ids(rows, column_ids(scheme, columns), latents.device, latents.dtype)
         text_ids = torch.zeros(embeds.shape[1], 3, device=latents.device, dtype=latents.dtype)
         timestep = torch.as_tensor(t, device=latents.device).expand(n).to(latents.dtype) / 1000
         guidance = None
         if embedded_guidance is not None and network.config.get("guidance_embeds", False):
             guidance = torch.full([n], float(embedded_guidance), device=latents.device, dtype=torch.float32)
-        with self._attention_seam(network, seam, rows, columns):
+        from diffusers.models.transformers import transformer_flux
+
+        theta = getattr(network.pos_embed, "theta", 10000)
+        with rope_attention_seam(seam, transformer_flux, network.config.axes_dims_rope, theta, rows, columns):
             out = network(hidden_states=tokens, timestep=timestep, guidance=guidance, pooled_projections=pooled,
                           encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=image_ids, return_dict=False,
                           **inputs)[0]
         out = unpack_latents(out, h, latents.shape[-1])
         return out[..., pad:pad + w] if pad else out
-
-    def _attention_seam(self, network, seam, rows: int, columns: int):
-        if seam is None or seam.scheme not in ("exact", "periodic"):
-            return contextlib.nullcontext()
-        from diffusers.models.transformers import transformer_flux
-
-        axes = list(network.config.axes_dims_rope)
-        start = sum(axes[:2])
-        freqs = rope_frequencies(axes[2], float(getattr(network.pos_embed, "theta", 10000)))
-        plan = AttentionSeam(rows * columns, (start, start + axes[2]),
-                             periodic_angles(columns, rows, freqs, seam.rounding, seam.offset).float(),
-                             text_invariant=seam.scheme == "exact")
-        return intercept_attention([transformer_flux], plan)
 
 
 

@@ -28,7 +28,6 @@ Seam: :mod:`pano360.backbones.token_seam` on the third RoPE axis (the width), as
 
 from __future__ import annotations
 
-import contextlib
 import types
 
 import torch
@@ -38,14 +37,7 @@ from .conditioning import TextConditioning
 from .families import FamilyInfo
 from .family import TransformerFamily, register_family
 from .family_flux import pack_latents, unpack_latents
-from .token_seam import (
-    AttentionSeam,
-    intercept_attention,
-    pad_latent_columns,
-    padded_columns,
-    periodic_angles,
-    rope_frequencies,
-)
+from .token_seam import column_ids, pad_latent_columns, rope_attention_seam
 
 
 def empirical_mu(image_seq_len: int, num_steps: int) -> float:
@@ -203,31 +195,19 @@ class Flux2Family(TransformerFamily):
             latents = pad_latent_columns(latents, pad)
         rows, columns = h // 2, latents.shape[-1] // 2
         tokens = pack_latents(latents)
-        column_ids = padded_columns(w // 2, 1) if pad else torch.arange(columns)
-        if scheme in ("exact", "periodic"):
-            column_ids = torch.zeros(columns)  # the width rotation is applied in attention, periodically
-        image_ids = flux2_image_ids(rows, column_ids, latents.device, torch.long)
+        image_ids = flux2_image_ids(rows, column_ids(scheme, columns), latents.device, torch.long)
         text_ids = flux2_text_ids(embeds.shape[1], latents.device, torch.long)
         timestep = torch.as_tensor(t, device=latents.device).expand(n).to(latents.dtype) / 1000
-        with self._attention_seam(network, seam, rows, columns):
+        from diffusers.models.transformers import transformer_flux2
+
+        # (T, H, W, L) axes: the width is the third
+        with rope_attention_seam(seam, transformer_flux2, network.config.axes_dims_rope, network.pos_embed.theta,
+                                 rows, columns):
             out = network(hidden_states=tokens, timestep=timestep, guidance=None,
                           encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=image_ids, return_dict=False,
                           **inputs)[0]
         out = unpack_latents(out, h, latents.shape[-1])
         return out[..., pad:pad + w] if pad else out
-
-    def _attention_seam(self, network, seam, rows: int, columns: int):
-        if seam is None or seam.scheme not in ("exact", "periodic"):
-            return contextlib.nullcontext()
-        from diffusers.models.transformers import transformer_flux2
-
-        axes = list(network.config.axes_dims_rope)
-        start = sum(axes[:2])  # (T, H, W, L): the width is the third axis
-        freqs = rope_frequencies(axes[2], float(network.pos_embed.theta))
-        plan = AttentionSeam(rows * columns, (start, start + axes[2]),
-                             periodic_angles(columns, rows, freqs, seam.rounding, seam.offset).float(),
-                             text_invariant=seam.scheme == "exact")
-        return intercept_attention([transformer_flux2], plan)
 
 
 register_family(Flux2Family())

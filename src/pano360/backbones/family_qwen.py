@@ -23,14 +23,7 @@ from .conditioning import TextConditioning
 from .families import FamilyInfo
 from .family import TransformerFamily, register_family
 from .family_flux import pack_latents, unpack_latents
-from .token_seam import (
-    AttentionSeam,
-    intercept_attention,
-    pad_latent_columns,
-    padded_columns,
-    periodic_angles,
-    rope_frequencies,
-)
+from .token_seam import pad_latent_columns, padded_columns, rope_attention_seam, rope_frequencies
 
 
 class _Posterior:
@@ -187,15 +180,9 @@ class QwenImageFamily(TransformerFamily):
 
         rope.forward = forward
         try:
-            if seam.scheme == "pad":
+            with rope_attention_seam(seam, transformer_qwenimage, axes, rope.theta, rows, columns,
+                                     position_offset=-(centre if rope.scale_rope else 0)):
                 yield
-            else:
-                offset = seam.offset - (centre if rope.scale_rope else 0)
-                plan = AttentionSeam(rows * columns, (sum(axes[:2]), sum(axes)),
-                                     periodic_angles(columns, rows, freqs, seam.rounding, offset).float(),
-                                     text_invariant=seam.scheme == "exact")
-                with intercept_attention([transformer_qwenimage], plan):
-                    yield
         finally:
             del rope.forward
 

@@ -309,7 +309,8 @@ def load_backbone(
                                     "--transformer)")
         pipe.unet = load_unet(unet, torch_dtype, cache_dir, local_files_only, token)
         denoiser_source = ModelSource(name=unet, kind=classify_model_argument(unet))
-    elif pipe.unet.config.in_channels != 4 or getattr(pipe, "text_encoder", None) is None:
+    if getattr(pipe, "unet", None) is not None and (
+            pipe.unet.config.in_channels != 4 or getattr(pipe, "text_encoder", None) is None):
         raise ModelLoadError(
             f"model {model!r} is not a text-to-image SD model (an inpainting, depth-to-image or refiner "
             "checkpoint?); use a base SD 1.x/2.x/SDXL checkpoint"

@@ -187,6 +187,34 @@ def intercept_attention(modules, plan: AttentionSeam):
             module.dispatch_attention_fn = original
 
 
+def rope_attention_seam(seam: TokenSeam | None, module, axes_dims, theta: float, rows: int, columns: int,
+                        width_axis: int = 2, position_offset: int = 0):
+    """The attention interception of ``exact``/``periodic`` for a transformer whose processors live in
+    ``module`` and whose RoPE has ``axes_dims`` (the width axis ``width_axis``), for an image of ``rows`` ×
+    ``columns`` tokens whose column x sits at width position x + ``position_offset``; a null context for
+    the other schemes."""
+    if seam is None or seam.scheme not in ("exact", "periodic"):
+        return contextlib.nullcontext()
+    axes = list(axes_dims)
+    start = sum(axes[:width_axis])
+    freqs = rope_frequencies(axes[width_axis], float(theta))
+    plan = AttentionSeam(rows * columns, (start, start + axes[width_axis]),
+                         periodic_angles(columns, rows, freqs, seam.rounding, seam.offset + position_offset).float(),
+                         text_invariant=seam.scheme == "exact")
+    return intercept_attention([module], plan)
+
+
+def column_ids(scheme: str, columns: int) -> torch.Tensor:
+    """Width ids of the image tokens of a call with ``columns`` token columns (padded ones included):
+    zeros for ``exact``/``periodic`` (the width rotation is applied in attention, periodically), the source
+    columns for ``pad``, 0..columns−1 otherwise."""
+    if scheme in ("exact", "periodic"):
+        return torch.zeros(columns)
+    if scheme == "pad":
+        return padded_columns(columns - 2, 1)
+    return torch.arange(columns)
+
+
 def padded_columns(columns: int, pad: int) -> torch.Tensor:
     """Source columns of a width padded by ``pad`` token columns a side, copied from the opposite edge:
     [W−pad, …, W−1, 0, …, W−1, 0, …, pad−1] (DiT360's padding, ids copied with the tokens)."""
