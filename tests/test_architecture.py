@@ -9,7 +9,8 @@ import pano360
 
 # Rank of each top-level module or package of pano360; imports may only go to an equal or lower rank.
 RANKS = {
-    "__init__": 0, "errors": 0, "_lazy": 0, "options": 0, "presets": 0, "validation": 0, "defaults": 0, "numerics": 0,
+    "__init__": 0, "errors": 0, "_lazy": 0, "options": 0, "presets": 0, "validation": 0, "defaults": 0,
+    "model_presets": 0, "numerics": 0,
     "io": 1, "geometry": 1, "nets": 1,
     "backbones": 2, "viewer": 2, "spatial": 2,
     "adapters": 3,

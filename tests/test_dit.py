@@ -10,7 +10,6 @@
 import pytest
 import torch
 
-import pano360.sphere.inpaint  # noqa: F401  (registers the inpaint method)
 from pano360 import PanoramaGenerator
 from pano360.backbones.family_flux import pack_latents
 from pano360.backbones.tiny_dit import tiny_dit_pipeline
@@ -209,6 +208,8 @@ def test_every_method_runs_on_the_tiny_transformers(model, method, options):
 def test_inpainting_regenerates_only_the_mask(model):
     """Masked latent blending with the flow noising: across seeds the kept half stays (up to the VAE's global
     mid-block attention) while the masked half changes."""
+    import pano360.sphere.inpaint  # noqa: F401  (registers the API-only inpaint method)
+
     gen = PanoramaGenerator.from_pretrained(model, device="cpu", torch_dtype="fp32")
     image = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(1)) * 2 - 1
     mask = torch.zeros(1, 1, H, W)
@@ -222,6 +223,8 @@ def test_inpainting_regenerates_only_the_mask(model):
 
 def test_flux_fill_matches_the_diffusers_fill_pipeline(monkeypatch):
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    import pano360.sphere.inpaint  # noqa: F401  (registers the API-only inpaint method)
 
     # FluxFillPipeline samples the masked image's posterior; pano360 takes its mean (deterministic)
     monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mode())

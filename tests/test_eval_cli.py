@@ -121,7 +121,7 @@ def test_non_equirectangular_images_for_360_metrics(tmp_path, capsys):
     reference = _folder(tmp_path / "reference", 2, height=32, width=128, seed=5)
     err = _run_error(["eval", str(strips), "--reference", str(reference), "--metrics", "faed", "-o",
                       str(tmp_path / "out")], capsys)
-    assert "2:1" in err and "128x32" in err
+    assert "2:1" in err and "32x128" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -72,7 +72,7 @@ CONVERT = [
     ("missing", ["convert", "{d}/missing.png", "--to", "cubemap", "-o", "{d}/out"], "does not exist"),
     ("folder-input", ["convert", "{d}/gen", "--to", "cubemap", "-o", "{d}/out"], "is a folder"),
     ("square", ["convert", "{d}/square.png", "--to", "cubemap", "-o", "{d}/out"], "taller than 2:1"),
-    ("unknown-target", ["convert", "{d}/good.png", "--to", "hdr"], "unknown --to target"),
+    ("unknown-target", ["convert", "{d}/good.png", "--to", "gif"], "unknown --to target"),
     ("nothing-to-do", ["convert", "{d}/good.png"], "nothing to do"),
     ("fov-180", ["convert", "{d}/good.png", "--to", "views", "--view", "0,0,180", "-o", "{d}/out"], "between 0 and 180"),
     ("view-text", ["convert", "{d}/good.png", "--to", "views", "--view", "a,b", "-o", "{d}/out"], "YAW,PITCH"),

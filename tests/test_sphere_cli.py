@@ -153,10 +153,13 @@ def test_sdxl_360_preset_chooses_its_model():
 
     args = cli_main.build_parser().parse_args(["generate", "equirectangular 360 view, a forest", "--preset", "sdxl-360"])
     apply_preset(args)
-    assert (args.model, args.method, args.height, args.width) == ("ProGamerGov/sdxl-360-diffusion", "circular", 1024, 2048)
+    # the repository holds the fine-tuned UNet (unet/), not a diffusers pipeline: SDXL base with that UNet
+    assert (args.model, args.unet, args.method, args.height, args.width) == (
+        "stabilityai/stable-diffusion-xl-base-1.0", "ProGamerGov/sdxl-360-diffusion", "circular", 1024, 2048)
     args = cli_main.build_parser().parse_args(["generate", "x", "--preset", "sdxl-360", "--model", "tiny-sdxl"])
     apply_preset(args)
     assert args.model == "tiny-sdxl"  # an explicit --model wins
     preset = get_preset("sdxl-360")
-    assert preset.generation["model"] == "ProGamerGov/sdxl-360-diffusion"
+    assert preset.generation["model"] == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert preset.unet == "ProGamerGov/sdxl-360-diffusion" and preset.trigger == "equirectangular 360 view"
     assert (preset.generation["width"], preset.generation["height"]) == (2048, 1024) and preset.options["wrap"]

@@ -17,14 +17,17 @@ IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 READABLE_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
-def read_image(path: str | os.PathLike, what: str = "image", formats: tuple[str, ...] = READABLE_FORMATS) -> Image.Image:
+def read_image(path: str | os.PathLike, what: str = "image", formats: tuple[str, ...] = READABLE_FORMATS,
+               raw: bool = False) -> Image.Image:
     """Open and fully decode an image file, or raise one :class:`InvalidInputError` line naming the fix.
 
     Every command that reads an image goes through here, so a missing file, a folder, a text file
     named ``.png``, a truncated or corrupt PNG/JPEG (found by decoding every pixel, not only the
     header), an unsupported format and a decompression bomb are all caught the same way. ``what``
     names the input in the message (``"--depth image"``, ``"panorama"``). The returned image is
-    loaded into memory (the file is closed) and keeps its ``format`` (``"PNG"``, ``"JPEG"``, ...).
+    loaded into memory (the file is closed) and keeps its ``format`` (``"PNG"``, ``"JPEG"``, ...). Colour
+    images come back in 8 bits per channel (:func:`to_8bit`); ``raw`` keeps the file's own mode (16-bit
+    depth maps, float images).
     """
     from PIL import ImageFile, UnidentifiedImageError
 
@@ -54,7 +57,8 @@ def read_image(path: str | os.PathLike, what: str = "image", formats: tuple[str,
         raise InvalidInputError(f"{what} {text} is truncated or corrupt and could not be decoded ({reason}); re-export or replace it") from None
     if image_format not in formats:
         raise InvalidInputError(f"{what} {text} is a {image_format} image; give {' or '.join(formats)}")
-    loaded = to_8bit(loaded)  # 16-bit, float, palette, CMYK ... read faithfully, not clipped
+    if not raw:
+        loaded = to_8bit(loaded)  # 16-bit, float, palette, CMYK ... read faithfully, not clipped
     loaded.format = image_format
     return loaded
 

@@ -127,7 +127,7 @@ def read_depth(path: str | os.PathLike) -> Tensor:
                 return torch.from_numpy(np.asarray(channels[name], dtype=np.float32).copy())
         first = next(iter(channels.values()))
         return torch.from_numpy(np.asarray(first, dtype=np.float32).copy())
-    image = read_image(path, "--depth image", formats=("PNG",))
+    image = read_image(path, "--depth image", formats=("PNG",), raw=True)
     scale = image.info.get(PNG_SCALE_KEY)
     if scale is None:
         sidecar = find_sidecar(path)
