@@ -28,16 +28,14 @@ Seam: :mod:`pano360.backbones.token_seam` on the third RoPE axis (the width), as
 
 from __future__ import annotations
 
-import types
-
 import torch
-from torch import nn
 
 from .conditioning import TextConditioning
 from .families import FamilyInfo
 from .family import TransformerFamily, register_family
 from .family_flux import pack_latents, unpack_latents
 from .token_seam import column_ids, pad_latent_columns, rope_attention_seam
+from .vae import NormalisedVAE
 
 
 def empirical_mu(image_seq_len: int, num_steps: int) -> float:
@@ -79,7 +77,7 @@ class _Posterior:
         return self.vae.normalise(self.posterior.sample(generator))
 
 
-class PatchNormVAE(nn.Module):
+class PatchNormVAE(NormalisedVAE):
     """``AutoencoderKLFlux2`` seen as an image VAE: [B, 3, H, W] ↔ normalised latents [B, C, H/8, W/8].
 
     Normalised latent = unpatchify((patchify(z) − running_mean) / √(running_var + eps)) with the VAE's
@@ -88,20 +86,7 @@ class PatchNormVAE(nn.Module):
     """
 
     def __init__(self, vae):
-        super().__init__()
-        self.inner = vae
-        self.spatial_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.config = types.MappingProxyType({"scaling_factor": 1.0, "shift_factor": 0.0,
-                                              "latent_channels": int(vae.config.latent_channels),
-                                              "force_upcast": False})
-
-    @property
-    def dtype(self):
-        return self.inner.dtype
-
-    @property
-    def device(self):
-        return self.inner.device
+        super().__init__(vae, int(vae.config.latent_channels), 2 ** (len(vae.config.block_out_channels) - 1))
 
     def _statistics(self, like: torch.Tensor):
         bn = self.inner.bn

@@ -14,16 +14,15 @@ Seam: :mod:`pano360.backbones.token_seam` (``exact`` by default), through the wi
 from __future__ import annotations
 
 import contextlib
-import types
 
 import torch
-from torch import nn
 
 from .conditioning import TextConditioning
 from .families import FamilyInfo
 from .family import TransformerFamily, register_family
 from .family_flux import pack_latents, unpack_latents
 from .token_seam import pad_latent_columns, padded_columns, rope_attention_seam, rope_frequencies
+from .vae import NormalisedVAE
 
 
 class _Posterior:
@@ -42,7 +41,7 @@ class _Posterior:
         return self._normalise(self.posterior.sample(generator))
 
 
-class FrameVAE(nn.Module):
+class FrameVAE(NormalisedVAE):
     """``AutoencoderKLQwenImage`` seen as an image VAE: [B, 3, H, W] ↔ normalised latents [B, C, h, w].
 
     Normalised latent = (z − latents_mean) / latents_std per channel, the space the transformer works in;
@@ -50,22 +49,10 @@ class FrameVAE(nn.Module):
     """
 
     def __init__(self, vae):
-        super().__init__()
-        self.inner = vae
         z = int(vae.config.z_dim)
+        super().__init__(vae, z, 2 ** len(vae.temperal_downsample))
         self.register_buffer("latents_mean", torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1), persistent=False)
         self.register_buffer("latents_std", torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1), persistent=False)
-        self.spatial_scale_factor = 2 ** len(vae.temperal_downsample)
-        self.config = types.MappingProxyType({"scaling_factor": 1.0, "shift_factor": 0.0, "latent_channels": z,
-                                              "force_upcast": False})
-
-    @property
-    def dtype(self):
-        return self.inner.dtype
-
-    @property
-    def device(self):
-        return self.inner.device
 
     def decode(self, latents: torch.Tensor, return_dict: bool = False):
         like = {"device": latents.device, "dtype": self.inner.dtype}

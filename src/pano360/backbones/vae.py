@@ -14,6 +14,30 @@ import contextlib
 import torch
 
 
+class NormalisedVAE(torch.nn.Module):
+    """Base of VAE wrappers whose latent normalisation is not one scale and shift (Qwen-Image's per-channel
+    mean/std, FLUX.2's batch-norm statistics): they take and return *normalised* latents [B, C, h, w] and
+    report scaling 1 and shift 0, so the helpers below pass latents through unchanged. ``inner`` is the
+    diffusers VAE, ``spatial_scale_factor`` its pixels per latent."""
+
+    def __init__(self, vae, latent_channels: int, spatial_scale_factor: int):
+        import types
+
+        super().__init__()
+        self.inner = vae
+        self.spatial_scale_factor = int(spatial_scale_factor)
+        self.config = types.MappingProxyType({"scaling_factor": 1.0, "shift_factor": 0.0,
+                                              "latent_channels": int(latent_channels), "force_upcast": False})
+
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
+    @property
+    def device(self):
+        return self.inner.device
+
+
 def _scale_shift(vae) -> tuple[float, float]:
     config = vae.config
     return float(config.get("scaling_factor", 1.0) or 1.0), float(config.get("shift_factor", None) or 0.0)
