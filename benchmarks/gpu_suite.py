@@ -1,4 +1,5 @@
-"""One prepared GPU run: full-size random-weight SD 2 base and SDXL, every method at its standard sizes.
+"""One prepared GPU run: full-size random-weight SD 2 base, SDXL, FLUX.1-dev, SD3-medium and Qwen-Image,
+every method at its standard sizes.
 
 For each case it reports seconds for the run, steps per second (it/s), the seconds a 50-step panorama
 takes (measured fixed part + 50 steps at the measured rate), peak GPU memory, and the fraction of the
@@ -10,7 +11,11 @@ default layout for the circular and MultiDiffusion cases (that is how ``channels
 
 The models are the published architectures built directly on the GPU with random weights
 (:func:`pano360.backbones.proportional.proportional_pipeline` with ``divisor=1``); speed does not
-depend on the weights' values. Text encoders are two-layer stand-ins of the real widths.
+depend on the weights' values. Text encoders are two-layer stand-ins of the real widths. For the
+transformers (:func:`dit_pipeline`) the denoiser is the released architecture
+(:func:`pano360.backbones.tiny_dit.full_size_transformer`) and the VAE the released configuration, while the
+text encoders are the tiny models' with the transformer's text input layers sized to them (a
+``context_embedder`` of 32 inputs instead of 4096: under 0.1 % of a call's FLOPs); the exact seam is on.
 
     python benchmarks/gpu_suite.py                       # on a GPU: a few minutes, writes docs/benchmarks.md
     python benchmarks/gpu_suite.py --steps 5 --only sd2  # quicker
@@ -44,7 +49,7 @@ STANDARD_STEPS = 50
 
 @dataclass
 class Case:
-    family: str  # "sd2" | "sdxl"
+    family: str  # "sd2" | "sdxl" | "flux" | "sd3" | "qwen-image"
     method: str
     height: int
     width: int
@@ -71,6 +76,16 @@ def standard_cases(families=("sd2", "sdxl"), methods: set[str] | None = None) ->
             Case("sd2", "syncdiffusion", 512, 2048, {"stride": 16}),
             Case("sd2", "spot", 512, 2048),
         ]
+    if "flux" in families:
+        cases += [
+            Case("flux", "circular", 1024, 2048), Case("flux", "circular", 1024, 2048, {"seam": "none"}),
+            Case("flux", "circular", 512, 1024),
+            Case("flux", "multidiffusion", 1024, 4096, {"stride": 32}), Case("flux", "spot", 1024, 4096),
+        ]
+    if "sd3" in families:
+        cases += [Case("sd3", "circular", 1024, 2048), Case("sd3", "spot", 1024, 4096)]
+    if "qwen-image" in families:
+        cases += [Case("qwen-image", "circular", 1024, 2048), Case("qwen-image", "circular", 512, 1024)]
     if "sdxl" in families:
         cases += [
             Case("sdxl", "circular", 1024, 2048), Case("sdxl", "circular", 1024, 2048, channels_last=True),
@@ -85,7 +100,42 @@ def dry_run_cases() -> list[Case]:
     """Tiny models on the CPU: the same code path, sizes that take a second."""
     return [Case("sd2", "circular", 64, 128), Case("sd2", "multidiffusion", 64, 256, {"window": 8, "stride": 4}),
             Case("sd2", "syncdiffusion", 64, 128, {"window": 8, "stride": 4}), Case("sd2", "spot", 64, 256, {"window": 8}),
-            Case("sdxl", "circular", 64, 128)]
+            Case("sdxl", "circular", 64, 128), Case("flux", "circular", 64, 128),
+            Case("flux", "multidiffusion", 64, 256, {"window": 8, "stride": 4}), Case("sd3", "circular", 64, 128),
+            Case("qwen-image", "circular", 64, 128)]
+
+
+DIT_TINY_NAMES = {"flux": "tiny-flux", "sd3": "tiny-sd3", "qwen-image": "tiny-qwen"}
+DIT_FULL_NAMES = {"flux": "flux-dev", "sd3": "sd3-medium", "qwen-image": "qwen-image"}
+TEXT_INPUT_KEYS = ("joint_attention_dim", "pooled_projection_dim")
+
+
+def dit_pipeline(family: str, device: torch.device, dtype: torch.dtype, dry_run: bool):
+    """A transformer pipeline: the tiny one (dry run), or the tiny one with the released transformer
+    (text input layers sized to the tiny text encoders) and the released VAE configuration."""
+    import diffusers
+
+    from pano360.backbones.tiny_dit import full_size_config, tiny_dit_pipeline
+
+    pipe = tiny_dit_pipeline(DIT_TINY_NAMES[family])
+    if dry_run:
+        return pipe
+    class_name = type(pipe.transformer).__name__
+    config = {**full_size_config(DIT_FULL_NAMES[family]),
+              **{key: pipe.transformer.config[key] for key in TEXT_INPUT_KEYS if key in pipe.transformer.config}}
+    with torch.device(device):
+        pipe.transformer = getattr(diffusers, class_name)(**config).to(dtype).eval()
+        if family == "qwen-image":
+            pipe.vae = diffusers.AutoencoderKLQwenImage().to(dtype).eval()  # the released configuration
+        else:
+            pipe.vae = diffusers.AutoencoderKL(
+                in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2,
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, use_quant_conv=False, use_post_quant_conv=False,
+                scaling_factor=pipe.vae.config.scaling_factor, shift_factor=pipe.vae.config.shift_factor,
+            ).to(dtype).eval()
+    pipe.default_sample_size = 128  # the released models' native 1024 px
+    return pipe
 
 
 def available_methods() -> set[str]:
@@ -98,7 +148,9 @@ def available_methods() -> set[str]:
 def build_generator(family: str, device: torch.device, dtype: torch.dtype, dry_run: bool):
     from pano360.generator import PanoramaGenerator
 
-    if dry_run:
+    if family in DIT_TINY_NAMES:
+        pipe = dit_pipeline(family, device, dtype, dry_run)
+    elif dry_run:
         from pano360.backbones.tiny import tiny_pipeline
 
         pipe = tiny_pipeline(family)
@@ -218,7 +270,7 @@ def write_docs(path: Path, block: str) -> None:
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="steps per timed run (>= 2)")
-    parser.add_argument("--only", choices=["sd2", "sdxl"], default=None)
+    parser.add_argument("--only", choices=["sd2", "sdxl", "flux", "sd3", "qwen-image"], default=None)
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models, fp32 (tests this script)")
@@ -234,7 +286,7 @@ def main(argv=None) -> list[dict]:
         if not torch.cuda.is_available():
             parser.error("no CUDA GPU is visible; use --dry-run to check the script on a CPU")
         device, dtype = torch.device("cuda"), {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    families = (args.only,) if args.only else ("sd2", "sdxl")
+    families = (args.only,) if args.only else ("sd2", "sdxl", "flux", "sd3", "qwen-image")
     methods = available_methods() & (set(args.methods) if args.methods else available_methods())
     cases = dry_run_cases() if args.dry_run else standard_cases(families, methods)
     cases = [c for c in cases if c.family in families and c.method in methods]

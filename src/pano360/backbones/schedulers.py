@@ -156,3 +156,9 @@ def set_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: in
     if linear_sigmas and "sigmas" in accepted and type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler":
         kwargs["sigmas"] = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
     scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
+    import torch
+
+    if not bool(torch.isfinite(torch.as_tensor(scheduler.timesteps, dtype=torch.float64)).all()):
+        # Qwen-Image's terminal shift stretches σ so that the last one is shift_terminal: undefined for 1 step
+        raise InvalidInputError(f"{num_inference_steps} step(s) cannot be scheduled with this model's flow shift "
+                                "(its terminal shift needs at least 2 steps); use --steps 2 or more")
