@@ -144,8 +144,8 @@ class UniPanoAdapter(UniPanoFlags, PanoramaAdapter):
                  balance_weight: float = BALANCE_WEIGHT, z_loss_weight: float = Z_LOSS_WEIGHT,
                  backbone: str | None = None):
         layers = {str(path): [int(s) for s in sizes] for path, sizes in layers.items()}
-        config = dict(layers=layers, rank=int(rank), num_experts=int(num_experts), top_k=int(top_k),
-                      balance_weight=float(balance_weight), z_loss_weight=float(z_loss_weight))
+        config = {"layers": layers, "rank": int(rank), "num_experts": int(num_experts), "top_k": int(top_k),
+                  "balance_weight": float(balance_weight), "z_loss_weight": float(z_loss_weight)}
         if backbone not in (None, "unet"):  # UNet adapters keep the original config (and files)
             config["backbone"] = str(backbone)
         super().__init__(**config)
