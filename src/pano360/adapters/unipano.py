@@ -17,6 +17,21 @@ are, a peft LoRA loaded before or after still works, and :meth:`~UniPanoAdapter.
 hooks, restoring the UNet exactly. Attention is global and the updates act per token, so the adapted
 UNet keeps wraparound roll equivariance.
 
+**Transformers** (FLUX.1, SD3/SD3.5): the layers are the backbone contract's attention sites
+(:meth:`~pano360.backbones.family.BackboneFamily.attention_sites`), not UNet names. In a joint
+(MMDiT) attention the value LoRA goes on both streams' values, ``to_v`` (image) and ``add_v_proj``
+(text, key ``text_v``): SD's ``attn1`` values come from image tokens and ``attn2`` values from text
+tokens, and UniPano adapts both. The mixture of experts goes on the image stream's W_o, ``to_out.0``;
+the text stream's ``to_add_out`` (which SD has no counterpart of: its text tokens have no output) stays
+frozen. In FLUX's single-stream blocks the attention (``attn.to_v`` over text and image tokens) has no
+``to_out``: W_o is fused with the MLP's output projection in ``proj_out`` (input ``[attention output,
+MLP hidden]``), so the mixture reads the first ``dim`` input features only and adds to ``proj_out``'s
+output, which is exactly a low-rank update of W_o's columns of that matrix. SD3.5's image-only
+``attn2`` gets ``to_v`` + ``to_out.0``. q and k (``to_q``, ``to_k``, ``add_q_proj``, ``add_k_proj``)
+get nothing. A transformer adapter records its family in the config (``backbone``) and refuses
+another backbone with one line. UniPano's SD3 code (its ``UniPano_SD3`` folder) is not public in a form
+that could be read here and no SD3 checkpoint is released, so no SD3 reference layout is recognised.
+
 Saved form: a pano360 adapter folder (``adapter_config.json`` with the layer list and sizes, weights
 in ``adapter_model.safetensors``), or a checkpoint of the UniPano code (Lightning ``.ckpt``, keys
 ``mv_base_model.unet.<attention path>.to_v.lora_layer.{down,up}.weight`` and
@@ -171,6 +186,11 @@ class UniPanoAdapter(UniPanoFlags, PanoramaAdapter):
                       balance_weight=balance_weight, z_loss_weight=z_loss_weight, backbone=backbone_name(unet))
         device = next(unet.parameters()).device
         return adapter.to(device)
+
+    @classmethod
+    def fresh(cls, denoiser: nn.Module, **options) -> UniPanoAdapter:
+        """:meth:`for_unet` under a name that fits transformers too (a UNet, FLUX.1 or SD3 denoiser)."""
+        return cls.for_unet(denoiser, **options)
 
     # --- training (pano360 train --adapter unipano) ------------------------------------------------
     @classmethod
