@@ -72,14 +72,15 @@ def test_q_and_k_get_no_parameters_and_hooks_sit_on_v_and_o(generators, name):
     assert not any(m._forward_hooks for m in denoiser.modules())
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_fresh_adapter_is_the_base_model_bit_for_bit(generators, name):
+@pytest.mark.parametrize("name, seam", [("tiny-flux", "exact"), ("tiny-flux", "pad"), ("tiny-sd3", "exact"),
+                                        ("tiny-sd35", "exact")])
+def test_fresh_adapter_is_the_base_model_bit_for_bit(generators, name, seam):
     gen = generators[name]
     latents = _latents()
-    base = _run(gen, latents)
-    gen.load_adapter(UniPanoAdapter.for_unet(gen.backbone.denoiser))
+    base = _run(gen, latents, seam=seam)
+    gen.load_adapter(UniPanoAdapter.fresh(gen.backbone.denoiser))
     try:
-        fresh = _run(gen, latents)
+        fresh = _run(gen, latents, seam=seam)
     finally:
         gen.adapters.clear(), gen.adapter_sources.clear()
     assert torch.equal(fresh, base)
@@ -158,3 +159,23 @@ def test_adapters_for_another_backbone_fail_with_one_line(tmp_path, generators):
     with pytest.raises(ModelLoadError, match="made for another sd3 transformer"):
         generators["tiny-sd35"].load_adapter(sd3_adapter)
     assert not flux.adapters and not generators["tiny-sd35"].adapters
+
+
+def test_single_stream_w_o_update_reaches_only_the_attention_columns(generators):
+    """The FLUX single-stream mixture reads proj_out's attention input only: with every other update zero
+    it changes the output, and it equals a hand-computed update of proj_out's first dim columns."""
+    flux = generators["tiny-flux"].backbone.denoiser
+    adapter = UniPanoAdapter.fresh(flux)
+    block = adapter.layers["single_transformer_blocks__0__attn"]
+    _randomise(block.to_out, seed=5)
+    proj_out = flux.single_transformer_blocks[0].proj_out
+    x = torch.randn(1, 3, proj_out.in_features, generator=torch.Generator().manual_seed(6))
+    dim = flux.single_transformer_blocks[0].attn.to_v.out_features
+    with torch.no_grad():
+        expected = proj_out(x) + block.to_out(x[..., :dim])
+        adapter.attach(flux)
+        try:
+            got = proj_out(x)
+        finally:
+            adapter.detach(flux)
+    assert torch.equal(got, expected) and (got - proj_out(x)).abs().max() > 1e-3
