@@ -17,6 +17,21 @@ are, a peft LoRA loaded before or after still works, and :meth:`~UniPanoAdapter.
 hooks, restoring the UNet exactly. Attention is global and the updates act per token, so the adapted
 UNet keeps wraparound roll equivariance.
 
+**Transformers** (FLUX.1, SD3/SD3.5): the layers are the backbone contract's attention sites
+(:meth:`~pano360.backbones.family.BackboneFamily.attention_sites`), not UNet names. In a joint
+(MMDiT) attention the value LoRA goes on both streams' values, ``to_v`` (image) and ``add_v_proj``
+(text, key ``text_v``): SD's ``attn1`` values come from image tokens and ``attn2`` values from text
+tokens, and UniPano adapts both. The mixture of experts goes on the image stream's W_o, ``to_out.0``;
+the text stream's ``to_add_out`` (which SD has no counterpart of: its text tokens have no output) stays
+frozen. In FLUX's single-stream blocks the attention (``attn.to_v`` over text and image tokens) has no
+``to_out``: W_o is fused with the MLP's output projection in ``proj_out`` (input ``[attention output,
+MLP hidden]``), so the mixture reads the first ``dim`` input features only and adds to ``proj_out``'s
+output, which is exactly a low-rank update of W_o's columns of that matrix. SD3.5's image-only
+``attn2`` gets ``to_v`` + ``to_out.0``. q and k (``to_q``, ``to_k``, ``add_q_proj``, ``add_k_proj``)
+get nothing. A transformer adapter records its family in the config (``backbone``) and refuses
+another backbone with one line. UniPano's SD3 code (its ``UniPano_SD3`` folder) is not public in a form
+that could be read here and no SD3 checkpoint is released, so no SD3 reference layout is recognised.
+
 Saved form: a pano360 adapter folder (``adapter_config.json`` with the layer list and sizes, weights
 in ``adapter_model.safetensors``), or a checkpoint of the UniPano code (Lightning ``.ckpt``, keys
 ``mv_base_model.unet.<attention path>.to_v.lora_layer.{down,up}.weight`` and
@@ -60,16 +75,42 @@ def _linear_sizes(layer: nn.Module) -> tuple[int, int]:
     return int(in_features), int(out_features)
 
 
-def attention_layers(unet: nn.Module) -> dict[str, list[int]]:
-    """The UNet's transformer attention layers: path → [v_in, v_out, o_in, o_out] (feature sizes).
+def _sites(denoiser: nn.Module) -> dict:
+    """The denoiser's attention sites (:meth:`~pano360.backbones.family.BackboneFamily.attention_sites`)
+    by path; an unknown transformer class has none."""
+    from ..backbones.family import family_of_denoiser
 
-    Every ``attn1`` / ``attn2`` module that has ``to_v`` and ``to_out`` (diffusers ``Attention`` in
-    SD 1/2/SDXL ``BasicTransformerBlock``\\ s), in module order.
+    try:
+        family = family_of_denoiser(denoiser)
+    except ValueError:
+        return {}
+    return {site.path: site for site in family.attention_sites(denoiser)}
+
+
+def backbone_name(denoiser: nn.Module) -> str:
+    """``"unet"`` for a UNet, else the transformer's family (``flux``, ``sd3``, ...)."""
+    from ..backbones.families import TRANSFORMER_CLASSES
+
+    return TRANSFORMER_CLASSES.get(type(denoiser).__name__, "unet" if hasattr(denoiser, "down_blocks") else
+                                   type(denoiser).__name__)
+
+
+def attention_layers(unet: nn.Module) -> dict[str, list[int]]:
+    """The denoiser's attention layers: path → [v_in, v_out, o_in, o_out] (+ [tv_in, tv_out] for a joint
+    attention's text-stream value projection), feature sizes, in module order.
+
+    Found through the backbone contract's attention sites: the UNets' ``attn1`` / ``attn2``, FLUX's
+    double- and single-stream attention, SD3's joint attention. ``o_in`` is the attention's share of the
+    output Linear's input (FLUX single-stream ``proj_out``: its first ``dim`` columns).
     """
     layers = {}
-    for name, module in unet.named_modules():
-        if name.rsplit(".", 1)[-1] in _ATTENTION_NAMES and hasattr(module, "to_v") and hasattr(module, "to_out"):
-            layers[name] = [*_linear_sizes(module.to_v), *_linear_sizes(module.to_out[0])]
+    for path, site in _sites(unet).items():
+        v_in, v_out = _linear_sizes(unet.get_submodule(site.projections["v"]))
+        o_in, o_out = _linear_sizes(unet.get_submodule(site.projections["o"]))
+        sizes = [v_in, v_out, site.output_inputs or o_in, o_out]
+        if "v" in site.text_projections:
+            sizes += list(_linear_sizes(unet.get_submodule(site.text_projections["v"])))
+        layers[path] = sizes
     return layers
 
 
@@ -79,14 +120,23 @@ class UniPanoAttention(nn.Module):
     def __init__(self, sizes: Iterable[int], rank: int, num_experts: int, top_k: int,
                  balance_weight: float, z_loss_weight: float):
         super().__init__()
-        v_in, v_out, o_in, o_out = (int(s) for s in sizes)
+        sizes = [int(s) for s in sizes]
+        v_in, v_out, o_in, o_out = sizes[:4]
         self.to_v = LowRankUpdate(v_in, v_out, rank)
         self.to_out = MixtureOfLoRAExperts(o_in, o_out, rank, num_experts, top_k, balance_weight, z_loss_weight)
+        if len(sizes) == 6:  # a joint attention's text-stream values (MMDiT add_v_proj)
+            self.text_v = LowRankUpdate(sizes[4], sizes[5], rank)
 
 
-def _add_update(update: nn.Module):
-    def hook(module, args, output):
-        return output + update(args[0])
+def _add_update(update: nn.Module, inputs: int | None = None):
+    """Forward hook: output += update(input), or update(input[..., :inputs]) when only the first
+    ``inputs`` features of the layer's input are the attention's (FLUX single-stream ``proj_out``)."""
+    if inputs is None:
+        def hook(module, args, output):
+            return output + update(args[0])
+    else:
+        def hook(module, args, output):
+            return output + update(args[0][..., :inputs])
     return hook
 
 
@@ -106,12 +156,18 @@ class UniPanoAdapter(UniPanoFlags, PanoramaAdapter):
     kind: ClassVar[str] = "unipano"
     method: ClassVar[str | None] = None
     def __init__(self, layers: Mapping[str, Iterable[int]], rank: int = 4, num_experts: int = 4, top_k: int = 2,
-                 balance_weight: float = BALANCE_WEIGHT, z_loss_weight: float = Z_LOSS_WEIGHT):
+                 balance_weight: float = BALANCE_WEIGHT, z_loss_weight: float = Z_LOSS_WEIGHT,
+                 backbone: str | None = None):
         layers = {str(path): [int(s) for s in sizes] for path, sizes in layers.items()}
-        super().__init__(layers=layers, rank=int(rank), num_experts=int(num_experts), top_k=int(top_k),
-                         balance_weight=float(balance_weight), z_loss_weight=float(z_loss_weight))
+        config = {"layers": layers, "rank": int(rank), "num_experts": int(num_experts), "top_k": int(top_k),
+                  "balance_weight": float(balance_weight), "z_loss_weight": float(z_loss_weight)}
+        if backbone not in (None, "unet"):  # UNet adapters keep the original config (and files)
+            config["backbone"] = str(backbone)
+        super().__init__(**config)
         if not layers:
             raise ModelLoadError("a UniPano adapter needs at least one attention layer")
+        if any(len(sizes) not in (4, 6) for sizes in layers.values()):
+            raise ModelLoadError("a UniPano adapter layer has 4 sizes (v_in, v_out, o_in, o_out) or 6 (+ text values)")
         self.layers = nn.ModuleDict({
             _module_key(path): UniPanoAttention(sizes, rank, num_experts, top_k, balance_weight, z_loss_weight)
             for path, sizes in layers.items()
@@ -124,11 +180,17 @@ class UniPanoAdapter(UniPanoFlags, PanoramaAdapter):
         """A freshly initialised adapter for every attention layer of ``unet`` (on the UNet's device)."""
         layers = attention_layers(unet)
         if not layers:
-            raise ModelLoadError(f"{type(unet).__name__} has no transformer attention layers (attn1/attn2) to adapt")
+            raise ModelLoadError(f"{type(unet).__name__} has no attention layers pano360 knows how to adapt "
+                                 "(UNet attn1/attn2, FLUX.1 and SD3 attention)")
         adapter = cls(layers, rank=rank, num_experts=num_experts, top_k=top_k,
-                      balance_weight=balance_weight, z_loss_weight=z_loss_weight)
+                      balance_weight=balance_weight, z_loss_weight=z_loss_weight, backbone=backbone_name(unet))
         device = next(unet.parameters()).device
         return adapter.to(device)
+
+    @classmethod
+    def fresh(cls, denoiser: nn.Module, **options) -> UniPanoAdapter:
+        """:meth:`for_unet` under a name that fits transformers too (a UNet, FLUX.1 or SD3 denoiser)."""
+        return cls.for_unet(denoiser, **options)
 
     # --- training (pano360 train --adapter unipano) ------------------------------------------------
     @classmethod
@@ -160,19 +222,31 @@ class UniPanoAdapter(UniPanoFlags, PanoramaAdapter):
     def paths(self) -> list[str]:
         return list(self.config["layers"])
 
+    @property
+    def backbone(self) -> str:
+        """What the adapter was made for: ``unet`` or a transformer family (``flux``, ``sd3``)."""
+        return self.config.get("backbone", "unet")
+
     def check_backbone(self, unet: nn.Module) -> None:
+        model = backbone_name(unet)
+        if model != self.backbone:
+            def describe(name):
+                return "a UNet (SD 1/2/SDXL)" if name == "unet" else f"a {name} transformer"
+            raise ModelLoadError(f"this UniPano adapter was made for {describe(self.backbone)}, but the model is "
+                                 f"{describe(model)}; load it with the base model it was trained on")
         have = attention_layers(unet)
         want = self.config["layers"]
         missing = [p for p in want if p not in have]
         uncovered = [p for p in have if p not in want]
         wrong = [p for p in want if p in have and list(have[p]) != list(want[p])]
         if missing or uncovered or wrong:
+            what = "UNet" if self.backbone == "unet" else f"{self.backbone} transformer"
             parts = []
-            for label, paths in (("not in this UNet", missing), ("of the UNet not covered", uncovered),
+            for label, paths in ((f"not in this {what}", missing), (f"of the {what} not covered", uncovered),
                                  ("with other sizes", wrong)):
                 if paths:
                     parts.append(f"{len(paths)} attention layer(s) {label}, such as {', '.join(paths[:2])}")
-            raise ModelLoadError("this UniPano adapter was made for another UNet (" + "; ".join(parts)
+            raise ModelLoadError(f"this UniPano adapter was made for another {what} (" + "; ".join(parts)
                                  + "); load it with the base model it was trained on")
 
     def attach(self, unet: nn.Module) -> nn.Module:
@@ -183,11 +257,17 @@ class UniPanoAdapter(UniPanoFlags, PanoramaAdapter):
         if next(self.parameters()).device != device:
             self.to(device)
         handles = []
+        sites = _sites(unet)
         for path in self.paths:
-            attention = unet.get_submodule(path)
+            site = sites[path]
             block = self.layers[_module_key(path)]
-            handles.append(attention.to_v.register_forward_hook(_add_update(block.to_v)))
-            handles.append(attention.to_out[0].register_forward_hook(_add_update(block.to_out)))
+            value, output = unet.get_submodule(site.projections["v"]), unet.get_submodule(site.projections["o"])
+            handles.append(value.register_forward_hook(_add_update(block.to_v)))
+            inputs = site.output_inputs if site.output_inputs != _linear_sizes(output)[0] else None
+            handles.append(output.register_forward_hook(_add_update(block.to_out, inputs)))
+            if hasattr(block, "text_v"):
+                text_value = unet.get_submodule(site.text_projections["v"])
+                handles.append(text_value.register_forward_hook(_add_update(block.text_v)))
         self._attached[id(unet)] = handles
         return unet
 

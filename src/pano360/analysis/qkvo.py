@@ -18,6 +18,16 @@ retention** measure: the mean LPIPS distance between the variant's and the base 
 image (the model's native square size, no wraparound) from the same caption and seed. 0 means the
 variant still draws the base model's perspective image; larger means the adaptation took it over.
 
+**Transformers** (FLUX.1, SD3): the projections are found through the backbone contract's attention
+sites (:meth:`~pano360.backbones.family.BackboneFamily.attention_sites`), and a letter covers both
+streams of a joint attention: q = ``to_q`` + ``add_q_proj``, k = ``to_k`` + ``add_k_proj``, v = ``to_v``
++ ``add_v_proj``, o = ``to_out.0`` + ``to_add_out``; in FLUX's single-stream blocks q/k/v are the
+attention's ``to_q/to_k/to_v`` (over text and image tokens together) and o is the block's whole
+``proj_out``, which is W_o fused with the MLP's output projection (a LoRA on the attention columns alone
+would not be a plain LoRA layer), so there the o LoRA also adapts the MLP path. Training those LoRAs
+needs a trainer that trains transformers; without one, ``loras`` (``--loras DIR``) runs both
+experiments on LoRAs trained elsewhere (``DIR/<subset>/``, pano360 adapter folders).
+
 Outputs in ``output``: ``loras/<subset>/`` (the trained adapters), ``heldout/`` (reference panoramas),
 ``variants/<experiment>-<subset>/{panoramas,perspective}/``, ``results.json`` and ``report.html``.
 """
@@ -83,6 +93,7 @@ class QKVOConfig:
     weights_dir: str | None = None
     random_metric_weights: bool = False
     training: dict = field(default_factory=dict)
+    loras: str | None = None  # a folder of already trained LoRAs (<subset>/): no training
     overwrite: bool = False
     progress: bool = True
 
@@ -126,15 +137,61 @@ def split_dataset(dataset, eval_count: int):
             dataclasses.replace(dataset, records=records[-eval_count:]))
 
 
+# Module names of the attention projections, UNet and MMDiT alike (image stream, then text stream; FLUX's
+# single-stream blocks: their proj_out is o). Longest names first where one ends another.
+PROJECTION_NAMES = {"to_out.0": "o", "to_add_out": "o", "proj_out": "o", "to_q": "q", "add_q_proj": "q",
+                    "to_k": "k", "add_k_proj": "k", "to_v": "v", "add_v_proj": "v"}
+
+
+def projection_letter(path: str) -> str | None:
+    """q/k/v/o of an attention projection's module path (``...attn1.to_out.0``, ``...attn.add_v_proj``,
+    ``single_transformer_blocks.3.proj_out``), None for anything else."""
+    for name, letter in PROJECTION_NAMES.items():
+        if path == name or path.endswith("." + name):
+            return letter
+    return None
+
+
+def projection_layers(denoiser, letters: str = ALL_FOUR) -> dict[str, list[int]]:
+    """{module path: [in, out]} of the projections ``letters`` of every attention of ``denoiser`` (UNet or
+    transformer), found through its family's attention sites; both streams of a joint attention."""
+    from ..backbones.family import family_of_denoiser
+
+    layers = {}
+    for site in family_of_denoiser(denoiser).attention_sites(denoiser):
+        for projections in (site.projections, site.text_projections):
+            for letter in letters:
+                if letter in projections:
+                    linear = denoiser.get_submodule(projections[letter])
+                    linear = getattr(linear, "base", linear)  # a LoRALinear while a LoRA is attached
+                    layers[projections[letter]] = [int(linear.in_features), int(linear.out_features)]
+    return layers
+
+
+def study_lora(denoiser, letters: str = ALL_FOUR, rank: int = 4, seed: int | None = None):
+    """A fresh LoRA (:class:`~pano360.adapters.lora.LoRAAdapter`) on the projections ``letters`` of every
+    attention of ``denoiser``, UNet or transformer (what the study trains; B = 0, so it starts as the base)."""
+    import torch
+
+    from ..adapters.lora import PROJECTIONS, LoRAAdapter
+
+    layers = projection_layers(denoiser, letters)
+    if not layers:
+        raise InvalidInputError(f"{type(denoiser).__name__} has no attention projections pano360 knows")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return LoRAAdapter(layers=layers, rank=rank, targets=[PROJECTIONS[c] for c in letters], attention="both")
+
+
 def lora_subset(adapter, letters: str):
     """The part of a LoRA adapter on the projections in ``letters`` (a new adapter with those layers'
-    weights), or None for the empty subset."""
+    weights), or None for the empty subset. UNet and transformer LoRAs alike (:func:`projection_letter`)."""
     from ..adapters.lora import PROJECTIONS
 
     if not letters:
         return None
-    suffixes = tuple("." + PROJECTIONS[c] for c in letters)
-    layers = {p: s for p, s in adapter.config["layers"].items() if p.endswith(suffixes)}
+    layers = {p: s for p, s in adapter.config["layers"].items() if projection_letter(p) in set(letters)}
     if not layers:
         raise InvalidInputError(f"the LoRA has no layer on {', '.join(letters)}")
     part = type(adapter)(layers=layers, rank=adapter.config["rank"], alpha=adapter.config["alpha"],
@@ -235,6 +292,38 @@ def _train_lora(config: QKVOConfig, letters: str, dataset, folder: Path) -> dict
             "losses": losses}
 
 
+def check_training_support(model: str) -> None:
+    """One line, before any model loads, when the LoRAs cannot be trained here: a transformer model and
+    a trainer without transformer support (``pano360.training.trainer.TRAINS_TRANSFORMERS``)."""
+    from ..plan import model_facts
+
+    facts = model_facts(model)
+    if not facts.is_dit:
+        return
+    from ..training import trainer
+
+    if not getattr(trainer, "TRAINS_TRANSFORMERS", False):
+        raise InvalidInputError(f"{model} is a {facts.family} transformer and this build's trainer trains UNets only "
+                                "(flow-matching training: issue 20); give --loras DIR with the LoRAs "
+                                "(DIR/<subset>/ adapter folders, e.g. DIR/qkvo/) trained elsewhere")
+
+
+def provided_loras(config: QKVOConfig) -> dict[str, dict]:
+    """The ``--loras`` folders the run needs, checked (one line naming the first one missing)."""
+    from ..adapters.base import CONFIG_NAME
+
+    root = Path(os.path.expanduser(config.loras))
+    entries = {}
+    for letters in config.trained_subsets:
+        folder = root / subset_name(letters)
+        if not (folder / CONFIG_NAME).is_file():
+            raise InvalidInputError(f"--loras {config.loras}: no LoRA for subset {subset_name(letters)!r} "
+                                    f"({folder} has no {CONFIG_NAME}); the run needs "
+                                    f"{', '.join(subset_name(s) for s in config.trained_subsets)}")
+        entries[letters] = {"folder": str(folder), "steps": "given", "final_loss": None, "losses": []}
+    return entries
+
+
 # ------------------------------------------------------------------------------------------------ run
 
 def run_qkvo(config: QKVOConfig) -> dict:
@@ -247,15 +336,21 @@ def run_qkvo(config: QKVOConfig) -> dict:
     output = Path(os.path.expanduser(config.output))
     if (output / "results.json").exists() and not config.overwrite:
         raise InvalidInputError(f"{output} already holds a qkvo run (results.json); give another -o or --overwrite")
+    given = provided_loras(config) if config.loras else None
+    if given is None:
+        check_training_support(config.model)
     dataset = open_dataset(config.data)
     train_part, held_out = split_dataset(dataset, config.eval_count)
     prompts = held_out.captions
     output.mkdir(parents=True, exist_ok=True)
 
-    # 1. Train the LoRAs (same data, steps and seed for each).
-    training = {}
-    for letters in config.trained_subsets:
-        training[letters] = _train_lora(config, letters, train_part, output / "loras" / subset_name(letters))
+    # 1. Train the LoRAs (same data, steps and seed for each), or take the given ones.
+    if given is not None:
+        training = given
+    else:
+        training = {}
+        for letters in config.trained_subsets:
+            training[letters] = _train_lora(config, letters, train_part, output / "loras" / subset_name(letters))
 
     # 2. Held-out reference panoramas at the training size.
     import numpy as np
@@ -283,7 +378,7 @@ def run_qkvo(config: QKVOConfig) -> dict:
     for experiment, kept, trained in variants:
         key = (kept, trained)
         if key not in cache:
-            lora = load_adapter(output / "loras" / subset_name(trained))
+            lora = load_adapter(training[trained]["folder"])
             adapter = lora_subset(lora, kept) if kept != trained else lora
             folder = output / "variants" / f"{experiment}-{subset_name(kept)}"
             with torch.no_grad(), using_adapter(generator, adapter):

@@ -106,7 +106,9 @@ def render_qkvo_report(record: dict, output: Path) -> str:
     names = _metric_names(record)
     config = record["config"]
     parts = [(f"<h1>q/k vs v/o analysis</h1><p class='meta'>model {html.escape(str(config['model']))}, "
-             f"rank {config['rank']}, {config['steps']} training steps per LoRA, seed {config['seed']}, "
+             + (f"LoRAs from {html.escape(str(config['loras']))}, " if config.get("loras") else
+                f"rank {config['rank']}, {config['steps']} training steps per LoRA, ")
+             + f"seed {config['seed']}, "
              f"{record['data']['trained_on']} training / {record['data']['held_out']} held-out panoramas, "
              f"{config['num_inference_steps']} sampling steps.</p>")]
     if config.get("random_metric_weights"):

@@ -24,12 +24,64 @@ transformer classes to its name for detection.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 
 from .conditioning import TextConditioning
 from .families import FamilyInfo
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """One attention of a denoiser and where its projections are (paths relative to the denoiser).
+
+    ``projections`` maps ``q``/``k``/``v``/``o`` to the ``nn.Linear`` computing them for the image
+    stream; ``text_projections`` the same for a joint attention's text stream (MMDiT ``add_q_proj``,
+    ``add_k_proj``, ``add_v_proj``, ``to_add_out``; absent where there is none). ``output_inputs``: the
+    number of leading input features of the ``o`` Linear that are the attention's output, or None when
+    all are (FLUX's single-stream blocks fuse W_o with the MLP's output projection in ``proj_out``,
+    whose input is ``[attention output, MLP hidden]``; there W_o is its first ``dim`` columns).
+    ``kind``: ``self``/``cross`` (UNet attn1/attn2), ``joint`` (MMDiT double-stream), ``single``
+    (FLUX single-stream: one attention over the concatenated text and image tokens).
+    """
+
+    path: str
+    kind: str
+    projections: dict = field(default_factory=dict)
+    text_projections: dict = field(default_factory=dict)
+    output_inputs: int | None = None
+
+
+def _unet_attention_sites(denoiser) -> list[AttentionSite]:
+    sites = []
+    for name, module in denoiser.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if last in ("attn1", "attn2") and hasattr(module, "to_v") and hasattr(module, "to_out"):
+            sites.append(AttentionSite(name, "self" if last == "attn1" else "cross",
+                                       {c: f"{name}.{p}" for c, p in zip("qkvo", ("to_q", "to_k", "to_v", "to_out.0"))}))
+    return sites
+
+
+def joint_attention_sites(denoiser, blocks: str = "transformer_blocks", attention_names=("attn", "attn2"),
+                          ) -> list[AttentionSite]:
+    """The attentions of an MMDiT's ``blocks`` (FLUX double-stream, SD3/SD3.5 joint blocks): image stream
+    ``to_q/to_k/to_v/to_out.0``, text stream ``add_q_proj/add_k_proj/add_v_proj/to_add_out`` where the
+    module has them (SD3's last block has no ``to_add_out``; SD3.5's ``attn2`` is image-only)."""
+    sites = []
+    container = getattr(denoiser, blocks, None) or []
+    for index, block in enumerate(container):
+        for attention_name in attention_names:
+            attention = getattr(block, attention_name, None)
+            if attention is None or not hasattr(attention, "to_v"):
+                continue
+            path = f"{blocks}.{index}.{attention_name}"
+            image = {c: f"{path}.{p}" for c, p in zip("qkvo", ("to_q", "to_k", "to_v", "to_out.0"))}
+            text = {c: f"{path}.{p}" for c, p in zip("qkvo", ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"))
+                    if getattr(attention, p, None) is not None}
+            sites.append(AttentionSite(path, "joint" if text else "self", image, text))
+    return sites
 
 
 class BackboneFamily:
@@ -49,6 +101,12 @@ class BackboneFamily:
     the scheduler space them (SD3)."""
     attention_projections: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
     """Module-name suffixes of the attention projections (where LoRA and q/k/v/o adapters attach)."""
+
+    def attention_sites(self, denoiser) -> list[AttentionSite]:
+        """Every attention of ``denoiser`` with the paths of its q/k/v/o projections, in module order
+        (what UniPano's adapter and ``pano360 qkvo`` attach to). UNets: each ``attn1`` (self) and
+        ``attn2`` (cross) of the transformer blocks."""
+        return _unet_attention_sites(denoiser)
 
     # --- facts ----------------------------------------------------------------------------------
     def facts(self, pipe) -> FamilyInfo:
@@ -139,6 +197,10 @@ class TransformerFamily(BackboneFamily):
     def denoiser(self, pipe):
         return pipe.transformer
 
+    def attention_sites(self, denoiser) -> list[AttentionSite]:
+        """None by default: each DiT family lists its own (FLUX.1, SD3 do; Qwen-Image and FLUX.2 not yet)."""
+        return []
+
     def call(self, network, latents, t, embeds, pooled=None, mask=None, **kwargs):
         """The transformer's output for spatial latents, with the seam set on ``network`` (if any);
         HunyuanWorld's extend-and-blend wraps the plain call, the other schemes live in ``_call``."""
@@ -191,6 +253,17 @@ def get_family(name: str) -> BackboneFamily:
         return _FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r}; known: {', '.join(sorted(_FAMILIES))}") from None
+
+
+def family_of_denoiser(denoiser) -> BackboneFamily:
+    """The contract of a loaded denoiser: its transformer class, else a UNet's (all UNet families share
+    the attention layout)."""
+    from .families import TRANSFORMER_CLASSES
+
+    name = TRANSFORMER_CLASSES.get(type(denoiser).__name__)
+    if name is None and hasattr(denoiser, "transformer_blocks") and not hasattr(denoiser, "down_blocks"):
+        raise ValueError(f"unsupported transformer {type(denoiser).__name__}")
+    return get_family(name or "sd1")
 
 
 def family_of(pipe) -> BackboneFamily:

@@ -17,7 +17,7 @@ import torch
 
 from .conditioning import TextConditioning
 from .families import FamilyInfo
-from .family import TransformerFamily, register_family
+from .family import AttentionSite, TransformerFamily, joint_attention_sites, register_family
 from .token_seam import column_ids, pad_latent_columns, rope_attention_seam
 
 
@@ -52,6 +52,19 @@ class FluxFamily(TransformerFamily):
     default_guidance = 3.5
     cfg_needs_negative = True
     max_sequence_length = 512
+
+    def attention_sites(self, denoiser) -> list[AttentionSite]:
+        """Double-stream blocks: joint attention (image ``to_*``, text ``add_*``/``to_add_out``).
+        Single-stream blocks: ``attn.to_q/to_k/to_v`` over the concatenated text + image tokens and, as
+        W_o, the first ``dim`` input columns of the block's ``proj_out`` (which also projects the MLP)."""
+        sites = joint_attention_sites(denoiser, "transformer_blocks", ("attn",))
+        for index, block in enumerate(getattr(denoiser, "single_transformer_blocks", None) or []):
+            path = f"single_transformer_blocks.{index}"
+            dim = int(block.attn.to_v.out_features)
+            sites.append(AttentionSite(f"{path}.attn", "single",
+                                       {"q": f"{path}.attn.to_q", "k": f"{path}.attn.to_k", "v": f"{path}.attn.to_v",
+                                        "o": f"{path}.proj_out"}, output_inputs=dim))
+        return sites
 
     def facts(self, pipe) -> FamilyInfo:
         vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)

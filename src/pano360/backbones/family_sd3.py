@@ -18,7 +18,7 @@ import torch
 
 from .conditioning import TextConditioning
 from .families import FamilyInfo
-from .family import TransformerFamily, register_family
+from .family import AttentionSite, TransformerFamily, joint_attention_sites, register_family
 from .token_seam import snap_frequencies
 
 
@@ -81,6 +81,11 @@ class SD3Family(TransformerFamily):
     linear_sigmas = False
     seam_schemes = ("exact", "pad", "none")
     max_sequence_length = 256
+
+    def attention_sites(self, denoiser) -> list[AttentionSite]:
+        """Joint attention of every block (image ``to_*``; text ``add_*``, ``to_add_out`` except in the
+        last, context-pre-only block) and SD3.5's image-only ``attn2`` where present."""
+        return joint_attention_sites(denoiser, "transformer_blocks", ("attn", "attn2"))
 
     def facts(self, pipe) -> FamilyInfo:
         vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)

@@ -20,7 +20,12 @@ out of training and serve as the reference set, and is scored with the project's
 default FAED, FID, CLIP score) plus a perspective retention measure: the mean LPIPS distance between the
 variant's and the base model's perspective image (native size, no wraparound) from the same caption and
 seed. Writes OUT/results.json, OUT/report.html (tables, bar charts, image grids), the LoRAs in
-OUT/loras/ and every image under OUT/variants/. See docs/methods.md (UniPano)."""
+OUT/loras/ and every image under OUT/variants/. See docs/methods.md (UniPano).
+
+Transformers (FLUX.1, SD3, e.g. --model tiny-flux): a letter covers both streams of the joint attention
+(q = to_q + add_q_proj, ..., o = to_out.0 + to_add_out; FLUX single-stream o = the fused proj_out).
+Training them needs a trainer that trains transformers; --loras DIR takes LoRAs trained elsewhere
+(DIR/<subset>/ pano360 adapter folders) and skips training, for any model."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -41,6 +46,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--switches", nargs="*", default=list(DEFAULT_SWITCHES), metavar="SUBSET",
                         help="subsets of the all-four LoRA kept on in the switching experiment ('none' = base "
                              "model); give no value to skip the experiment")
+    parser.add_argument("--loras", default=None, metavar="DIR",
+                        help="use these trained LoRAs (DIR/<subset>/ adapter folders: each --subsets entry and qkvo "
+                             "for --switches) instead of training them")
     parser.add_argument("--learning-rate", type=float, default=2e-4, help="LoRA learning rate (UniPano: 2e-4)")
     parser.add_argument("--resolution", type=int, default=512, help="panorama height in pixels (width = 2x)")
     parser.add_argument("--eval-count", type=int, default=8,
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         eval_count=args.eval_count, num_inference_steps=args.eval_steps, guidance_scale=args.guidance_scale,
         metrics=tuple(args.metrics), device=args.device, weights_dir=args.weights_dir,
         random_metric_weights=args.random_metric_weights, training={"learning_rate": args.learning_rate},
+        loras=args.loras,
         overwrite=args.overwrite, progress=not args.quiet,
     )
     record = run_qkvo(config)
