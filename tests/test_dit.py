@@ -362,3 +362,28 @@ def test_a_unet_fine_tune_replaces_the_base_unet(tmp_path):
     assert out.parameters["unet"]["name"] == str(tuned / "unet")
     with pytest.raises(InvalidInputError, match="--unet replaces an SD/SDXL UNet"):
         load_backbone("tiny-flux", unet=str(tuned))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "tiny-flux", "--height", "120", "--width", "256"], "multiple of 16 pixels"),
+    (["--model", "tiny", "--seam", "pad"], "--seam pad is for transformers"),
+    (["--model", "tiny-sd3", "--seam", "periodic"], "SD3 has no rotary positions"),
+    (["--model", "tiny-qwen", "--method", "mvdiffusion"], "SD 2 UNet"),
+    (["--model", "tiny-flux", "--scheduler", "dpmpp_2m"], "does not fit the flux model"),
+    (["--model", "tiny-flux", "--depth", "x.png"], "drop --depth"),
+    (["--model", "tiny-flux", "--unet", "tiny"], "--unet replaces an SD/SDXL UNet"),
+])
+def test_transformer_requests_are_refused_before_loading(argv, message, tmp_path, capsys, monkeypatch):
+    """Family-specific mistakes get one line from the pre-flight plan, before any model is built."""
+    from pano360.backbones import tiny_dit
+    from pano360.cli.main import main
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(tiny_dit, "tiny_dit_pipeline", no_build)
+    (tmp_path / "x.png").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a cabin", *argv, "-o", str(tmp_path / "out.png")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err

@@ -162,6 +162,8 @@ def plan_generation(
     request = GenerationRequest(height=height, width=width, num_inference_steps=steps, guidance_scale=guidance,
                                 batch_size=units * num_images, has_control=has_control, cfg=cfg)
     method_obj.check(request)
+    if facts.family is not None:
+        method_obj.check_for_family(request, facts.family)
     return Plan(method_obj, preset, height, width, steps, guidance, settings.get("scheduler"), request)
 
 

@@ -259,8 +259,22 @@ class PanoramaMethod:
     def check(self, request: GenerationRequest) -> None:
         """Model-free checks of the request for this method; raise InvalidInputError."""
 
+    def check_for_family(self, request: GenerationRequest, family: str) -> None:
+        """Checks that need only the model's family (known before loading from its files): the
+        pre-flight plan calls it, and :meth:`check_for_model` again after loading."""
+        from ..backbones.families import DIT_FAMILIES
+
+        if family in DIT_FAMILIES:
+            step = 16  # 2 x 2-latent tokens of 8-pixel latents
+            for name, value in (("height", request.height), ("width", request.width)):
+                if value % step:
+                    lower = max(step, value - value % step)
+                    raise InvalidInputError(f"{name} {value} is not a multiple of {step} pixels, which a {family} "
+                                            f"model needs (2x2-latent tokens); use {lower} or {lower + step}")
+
     def check_for_model(self, request: GenerationRequest, info, scheduler_name: str, adapters=()) -> None:
         """Checks that need the loaded model's facts (its downsampling, family) or its adapters."""
+        self.check_for_family(request, info.family)
         if info.is_dit:
             step = info.pixel_multiple
             for name, value in (("height", request.height), ("width", request.width)):

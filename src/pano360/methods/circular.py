@@ -95,16 +95,23 @@ class CircularMethod(PanoramaMethod):
     )
     run_class = CircularRun
 
+    def check_for_family(self, request, family: str) -> None:
+        from ..backbones.families import DIT_FAMILIES
+
+        super().check_for_family(request, family)
+        is_dit = family in DIT_FAMILIES
+        if is_dit and self.padding == "reference":
+            raise InvalidInputError("padding='reference' is the PanFusion/UniPano UNet scheme; transformers use "
+                                    "--seam (exact, periodic, pad, blend, none)")
+        if not is_dit and self.seam != "exact":
+            raise InvalidInputError(f"--seam {self.seam} is for transformers (FLUX, SD3, Qwen-Image); a UNet wraps "
+                                    "its convolutions (turn it off with --wrap off)")
+        if family == "sd3" and self.seam == "periodic":
+            raise InvalidInputError("SD3 has no rotary positions: use --seam exact (periodic sin-cos), pad, blend or "
+                                    "none")
+
     def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
         super().check_for_model(request, info, scheduler_name, adapters)
-        if info.is_dit and self.padding == "reference":
-            raise InvalidInputError("padding='reference' is the PanFusion/UniPano UNet scheme; transformers use "
-                                    "--seam (exact, periodic, pad, none)")
-        if not info.is_dit and self.seam != "exact":
-            raise InvalidInputError(f"--seam {self.seam} is for transformers (FLUX, SD3, Qwen-Image); a UNet wraps "
-                                    "its convolutions (turn it off with wrap=False)")
-        if info.family == "sd3" and self.seam == "periodic":
-            raise InvalidInputError("SD3 has no rotary positions: use --seam exact (periodic sin-cos), pad or none")
         width = request.width
         multiple = info.unet_downsampling
         if (self.wrap or info.is_dit) and (width // info.vae_scale_factor) % multiple:

@@ -291,10 +291,15 @@ class MVDiffusionMethod(PanoramaMethod):
 
             check_existing_file(self.image, "image")
 
-    def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
-        if info.is_dit:
+    def check_for_family(self, request, family: str) -> None:
+        from ..backbones.families import DIT_FAMILIES
+
+        if family in DIT_FAMILIES:
             raise InvalidInputError(f"mvdiffusion's correspondence-aware attention blocks attach to an SD 2 UNet; this is "
-                                    f"a {info.family} model: use --method circular, multidiffusion, spot or syncdiffusion")
+                                    f"a {family} model: use --method circular, multidiffusion, spot or syncdiffusion")
+        super().check_for_family(request, family)
+
+    def check_for_model(self, request, info, scheduler_name, adapters=()) -> None:
         super().check_for_model(request, info, scheduler_name, adapters)
         from ..adapters.mvdiffusion import MVDiffusionAdapter
         from ..adapters.mvdiffusion.checkpoint import DOWNLOADS, SD2_BASE, SD2_INPAINTING
