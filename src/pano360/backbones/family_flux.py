@@ -36,14 +36,15 @@ def unpack_latents(tokens: torch.Tensor, height: int, width: int, patch: int = 2
     return x.reshape(n, c, height, width)
 
 
-def flux_image_ids(rows: int, columns: torch.Tensor | int, device, dtype) -> torch.Tensor:
-    """Image token ids [rows·W, 3]: (0, row, column) with ``columns`` the column ids (default 0..W−1)."""
+def flux_image_ids(rows: int, columns: torch.Tensor | int, device, dtype, axes: int = 3) -> torch.Tensor:
+    """Image token ids [rows·W, axes]: (0, row, column[, 0…]) with ``columns`` the column ids (default
+    0..W−1); FLUX.1 has 3 axes (T, H, W), FLUX.2 4 (T, H, W, L)."""
     if isinstance(columns, int):
         columns = torch.arange(columns)
-    ids = torch.zeros(rows, len(columns), 3)
+    ids = torch.zeros(rows, len(columns), axes)
     ids[..., 1] = torch.arange(rows)[:, None].float()
     ids[..., 2] = columns[None, :].float()
-    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+    return ids.reshape(-1, axes).to(device=device, dtype=dtype)
 
 
 class FluxFamily(TransformerFamily):

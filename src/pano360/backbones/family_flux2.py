@@ -33,7 +33,7 @@ import torch
 from .conditioning import TextConditioning
 from .families import FamilyInfo
 from .family import TransformerFamily, register_family
-from .family_flux import pack_latents, unpack_latents
+from .family_flux import flux_image_ids, pack_latents, unpack_latents
 from .token_seam import column_ids, pad_latent_columns, rope_attention_seam
 from .vae import NormalisedVAE
 
@@ -116,12 +116,7 @@ class PatchNormVAE(NormalisedVAE):
 
 def flux2_image_ids(rows: int, columns: torch.Tensor | int, device, dtype) -> torch.Tensor:
     """Image token ids [rows·W, 4]: (0, row, column, 0), ``columns`` the column ids (default 0..W−1)."""
-    if isinstance(columns, int):
-        columns = torch.arange(columns)
-    ids = torch.zeros(rows, len(columns), 4)
-    ids[..., 1] = torch.arange(rows)[:, None].float()
-    ids[..., 2] = columns[None, :].float()
-    return ids.reshape(-1, 4).to(device=device, dtype=dtype)
+    return flux_image_ids(rows, columns, device, dtype, axes=4)
 
 
 def flux2_text_ids(length: int, device, dtype) -> torch.Tensor:
