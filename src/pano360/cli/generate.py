@@ -84,7 +84,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--model", default=None,
                        help="Hub id, diffusers folder, .safetensors/.ckpt/.gguf file (SD, SDXL, FLUX.1, SD3.x, "
                        "Qwen-Image; the family is read from the files), or a built-in random model (offline): tiny, "
-                       "tiny-sd2, tiny-sdxl, tiny-flux, tiny-flux-schnell, tiny-flux-fill, tiny-sd3, tiny-qwen; "
+                       "tiny-sd2, tiny-sdxl, tiny-flux, tiny-flux-schnell, tiny-flux-fill, tiny-sd3, tiny-sd35, tiny-qwen, "
+                       "tiny-flux2; "
                        "default: the --preset's model, else the sdxl-360 preset's (a true 360° model: "
                        "ProGamerGov/sdxl-360-diffusion's UNet on SDXL base, docs/models.md); SD 2 base is "
                        f"--model {DEFAULT_MODEL}")
