@@ -303,7 +303,10 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     adapter.train()
     network = adapter.attach(unet)
     if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
+        if is_dit:
+            unet.enable_gradient_checkpointing(seam_aware_checkpointing(unet))
+        else:
+            unet.enable_gradient_checkpointing()
     embedded_guidance = None
     if is_dit and denoiser.config.get("guidance_embeds", False):
         embedded_guidance = 1.0 if config.guidance_scale is None else float(config.guidance_scale)
@@ -439,6 +442,41 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     if config.gradient_checkpointing:
         unet.disable_gradient_checkpointing()
     return TrainingResult(output=output, steps=step, losses=losses, adapter=adapter)
+
+
+def seam_aware_checkpointing(transformer: nn.Module):
+    """A ``gradient_checkpointing_func`` for diffusers transformers whose blocks are recomputed in the
+    backward pass with the attention function they ran with in the forward pass.
+
+    The exact/periodic seam (:func:`pano360.backbones.token_seam.intercept_attention`) swaps the
+    module-level ``dispatch_attention_fn`` of the transformer's module only while the model call runs;
+    the backward pass recomputes each block after that call has returned, so the default checkpointing
+    would recompute without the seam (a different graph, which torch refuses). This function captures the
+    attention function at forward time and puts it back for the recomputation.
+    """
+    import sys
+
+    from torch.utils.checkpoint import checkpoint
+
+    module = sys.modules.get(type(transformer).__module__)
+    has_dispatch = module is not None and hasattr(module, "dispatch_attention_fn")
+
+    def run_checkpointed(block, *args):
+        if not has_dispatch:
+            return checkpoint(block.__call__, *args, use_reentrant=False)
+        captured = module.dispatch_attention_fn
+
+        def forward(*inner):
+            current = module.dispatch_attention_fn
+            module.dispatch_attention_fn = captured
+            try:
+                return block(*inner)
+            finally:
+                module.dispatch_attention_fn = current
+
+        return checkpoint(forward, *args, use_reentrant=False)
+
+    return run_checkpointed
 
 
 def _frozen_modules(pipe) -> list[nn.Module]:
