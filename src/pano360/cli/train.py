@@ -93,7 +93,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     presets = _training_presets(classes)
     model.add_argument("--preset", default=None, choices=sorted(presets) or None,
                        help="a reference's training settings for the options you leave at their defaults: "
-                            + "; ".join(f"{name} = {p['description']}" for name, p in sorted(presets.items())))
+                            + "; ".join(f"{name} = {p['description']}" for name, p in sorted(presets.items()))
+                       .replace("%", "%%"))
     model.add_argument("--rank", type=int, default=4, help="adapter rank (LoRA inner width)")
     model.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default=None,
                        help="train for this target instead of the model's own")

@@ -136,7 +136,8 @@ def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weig
     example = adapter.training_example(batch)
     latents = example.latents.float()
     count = latents.shape[0]
-    scheme = config.weighting_scheme or "none"
+    scheme = getattr(config, "weighting_scheme", None) or "none"  # (callers may pass a partial config)
+    yaw_weight, cube_weight = getattr(config, "yaw_loss", 0.0), getattr(config, "cube_loss", 0.0)
     draw_u = None
     if flow is not None:
         def draw_u(generator):
@@ -163,24 +164,24 @@ def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weig
     prediction = network(x_t)
     per_sample = F.mse_loss(prediction.float(), flat(target).float(), reduction="none")
     per_sample = per_sample.reshape(count, -1).mean(dim=1)
-    pano_losses = (config.yaw_loss or config.cube_loss) and step >= pano_loss_start
+    pano_losses = (yaw_weight or cube_weight) and step >= pano_loss_start
     if pano_losses:
         from .pano_losses import YAW_ANGLES_DEG, cube_loss, yaw_columns, yaw_loss
 
-        if config.cube_loss:
+        if cube_weight:
             sigma2 = (t.float() / scheduler.config.num_train_timesteps) ** 2 if flow is not None else None
             cube = cube_loss(prediction, flat(target))
             if config.cube_loss_space == "x0" and sigma2 is not None:
                 cube = cube * sigma2
-            per_sample = per_sample + config.cube_loss * cube
-        if config.yaw_loss:
+            per_sample = per_sample + cube_weight * cube
+        if yaw_weight:
             multiple = flow.roll_multiple if flow is not None else 1
             columns = []
             for position in batch.positions:  # the angle: a pure function of (seed, position)
                 generator = sample_generator(config.seed, position, STREAM_YAW)
                 angle = YAW_ANGLES_DEG[int(torch.randint(len(YAW_ANGLES_DEG), (1,), generator=generator))]
                 columns.append(yaw_columns(angle, x_t.shape[-1], multiple))
-            per_sample = per_sample + config.yaw_loss * yaw_loss(network, x_t, prediction, columns)
+            per_sample = per_sample + yaw_weight * yaw_loss(network, x_t, prediction, columns)
     if config.snr_gamma:
         per_sample = per_sample * min_snr_weights(scheduler, t, config.snr_gamma,
                                                   scheduler.config.prediction_type)
