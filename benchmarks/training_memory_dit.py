@@ -181,9 +181,12 @@ def main() -> None:
     parser.add_argument("--nf4", action="store_true", help="the base's Linear weights in NF4 (QLoRA-style)")
     parser.add_argument("--adam8bit", action="store_true", help="8-bit AdamW moments")
     parser.add_argument("--keep-vae", action="store_true", help="count the VAE as resident")
-    parser.add_argument("--seam", default="pad", choices=["pad", "exact", "none"])
+    parser.add_argument("--seam", default="pad", choices=["pad", "exact", "none"],
+                        help="the seam while training (exact needs --cuda: its RoPE tables do not build on meta)")
     parser.add_argument("--cuda", action="store_true", help="measure one real step on the GPU")
     args = parser.parse_args()
+    if args.seam == "exact" and not args.cuda:
+        parser.error("--seam exact runs only with --cuda (estimate with pad: the preset's seam, within 1 % of exact)")
     if args.cuda:
         result = measure_cuda(args.height, args.rank, not args.no_checkpointing, args.seam)
     else:
