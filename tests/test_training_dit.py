@@ -241,3 +241,18 @@ def test_gradient_checkpointing_does_not_change_the_update(two, tmp_path, seam):
 
     plain, checkpointed = run("plain"), run("ckpt", gradient_checkpointing=True)
     assert max((plain[k] - checkpointed[k]).abs().max().item() for k in plain) <= 1e-6
+
+
+def test_qwen_image_trains_with_its_text_mask_and_frame_vae(two, tmp_path):
+    from pano360.training.cache import TextCache
+
+    result = train(TrainingConfig(data=str(two), output=str(tmp_path / "qwen"), model="tiny-qwen", steps=2,
+                                  learning_rate=1e-3, weighting_scheme="cosmap", **TINY))
+    assert all(math.isfinite(loss) for loss in result.losses)
+    keys = load_file(str(result.output / "pytorch_lora_weights.safetensors"))
+    assert keys and all(k.startswith("transformer.transformer_blocks.") for k in keys)
+    from pano360.backbones.tiny_dit import tiny_dit_pipeline
+
+    cache = TextCache(tiny_dit_pipeline("tiny-qwen"), ["a", "a much longer caption with many more words"], "cpu")
+    embeds, _, mask = cache.lookup_all(["a", ""])
+    assert mask is not None and mask.shape == embeds.shape[:2] and mask[0].sum() < mask.shape[1]
