@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_memory import GB, SavedBytes, _patched_sdpa  # noqa: E402
+from training_memory import GB, SavedBytes, _patched_sdpa
 
 TEXT_TOKENS = 512
 BLOCKS = ("FluxTransformerBlock", "FluxSingleTransformerBlock")

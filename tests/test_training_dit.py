@@ -102,7 +102,8 @@ def test_resume_continues_exactly_on_tiny_flux(two, tmp_path):
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")
 def test_two_processes_equal_one_process_on_tiny_flux(two, tmp_path):
     args = ["--model", "tiny-flux", "--steps", "2", "--resolution", str(H), "--checkpoint-every", "0", "--quiet",
-            "--lr", "1e-3", "--weighting-scheme", "mode", "--guidance-scale", "2.5"]
+            "--lr", "1e-3", "--weighting-scheme", "mode", "--guidance-scale", "2.5", "--yaw-loss", "0.5",
+            "--cube-loss", "0.5", "--seam", "pad"]  # the yaw loss's second forward pass under DDP too
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
