@@ -63,19 +63,21 @@ def test_lora_targets_the_transformer_attention_in_the_diffusers_layout(trained)
     assert not any("add_q_proj" in k or "to_add_out" in k for k in keys)  # image stream only, as DiT360
 
 
-def test_trained_lora_loads_with_lora_flag_and_load_lora_weights_to_the_same_image(trained):
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3"])
+def test_trained_lora_loads_with_lora_flag_and_load_lora_weights_to_the_same_image(trained, model):
     from pano360 import PanoramaGenerator
     from pano360.backbones.family_flux import pack_latents
     from pano360.backbones.tiny_dit import tiny_dit_pipeline
 
-    out = trained["tiny-flux"].output
+    out = trained[model].output
     latents = torch.randn(1, 16, H // 8, 2 * H // 8, generator=torch.Generator().manual_seed(4))
+    packed = pack_latents(latents) if model == "tiny-flux" else latents
     kwargs = {"height": H, "width": 2 * H, "num_inference_steps": 3, "output_type": "pt"}
-    reference_pipe = tiny_dit_pipeline("tiny-flux")
-    plain = reference_pipe("a room", latents=pack_latents(latents), **kwargs).images
+    reference_pipe = tiny_dit_pipeline(model)
+    plain = reference_pipe("a room", latents=packed, **kwargs).images
     reference_pipe.load_lora_weights(str(out))
-    reference = reference_pipe("a room", latents=pack_latents(latents), **kwargs).images
-    generator = PanoramaGenerator.from_pretrained("tiny-flux", device="cpu", torch_dtype="fp32", loras=[str(out)])
+    reference = reference_pipe("a room", latents=packed, **kwargs).images
+    generator = PanoramaGenerator.from_pretrained(model, device="cpu", torch_dtype="fp32", loras=[str(out)])
     ours = generator("a room", latents=latents, wrap=False, wrap_vae=False, progress=False, **kwargs).images
     assert (reference - ours).abs().max() <= 1e-4
     assert (reference - plain).abs().max() > 1e-3  # the LoRA changes the image
@@ -257,3 +259,12 @@ def test_qwen_image_trains_with_its_text_mask_and_frame_vae(two, tmp_path):
     cache = TextCache(tiny_dit_pipeline("tiny-qwen"), ["a", "a much longer caption with many more words"], "cpu")
     embeds, _, mask = cache.lookup_all(["a", ""])
     assert mask is not None and mask.shape == embeds.shape[:2] and mask[0].sum() < mask.shape[1]
+
+
+def test_cached_and_uncached_runs_give_the_same_losses_on_tiny_flux(two, tmp_path):
+    """Latents cached through the wrapped VAE and rolled by whole tokens equal encoding every step."""
+    def run(name, cache):
+        return train(TrainingConfig(data=str(two), output=str(tmp_path / name), model="tiny-flux", steps=3,
+                                    cache=cache, **TINY)).losses
+
+    assert run("cached", True) == pytest.approx(run("uncached", False), rel=1e-4, abs=1e-5)
