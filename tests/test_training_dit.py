@@ -153,6 +153,23 @@ def test_yaw_loss_on_tiny_flux_vanishes_with_the_exact_seam_only():
     assert exact.item() <= 1e-8 and plain.item() > 1e-6, (exact, plain)
 
 
+def test_yaw_loss_on_a_wrapped_unet_vanishes_for_rolls_by_its_downsampling():
+    from pano360.backbones.guided import predict_noise
+    from pano360.backbones.loading import load_backbone
+    from pano360.backbones.wrap import wraparound
+    from pano360.training.pano_losses import yaw_loss
+
+    backbone = load_backbone("tiny")
+    unet, multiple = backbone.denoiser, backbone.info.unet_downsampling
+    x, embeds = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(1)), torch.randn(1, 77, 32)
+    f = lambda z: predict_noise(unet, z, 500, embeds)
+    with torch.no_grad():
+        with wraparound(unet):
+            wrapped = yaw_loss(f, x, f(x), [2 * multiple])
+        plain = yaw_loss(f, x, f(x), [2 * multiple])
+    assert wrapped.item() <= 1e-10 and plain.item() > 1e-4, (wrapped, plain)
+
+
 def _faces_independently(latents):
     """Six cube faces of [B, C, h, w], face by face: rays from pano360.geometry.cubemap, longitude and
     latitude by hand (DESIGN.md's conventions), bilinear sampling with the columns wrapped."""
@@ -204,6 +221,7 @@ def test_pano_losses_switch_on_at_the_start_step(two, tmp_path):
     ("tiny-flux", ["--lora-attention", "self"], "joint attention"),
     ("tiny", ["--seam", "pad"], "--seam pad is not available"),
     ("tiny-flux", ["--weighting-scheme", "lognorm"], "invalid choice"),
+    ("tiny", ["--cube-loss", "1", "--cube-loss-space", "x0"], "--cube-loss-space x0 is for flow-matching"),
 ])
 def test_flags_a_family_does_not_take_fail_before_any_model_loads(two, tmp_path, capsys, monkeypatch, model, extra,
                                                                    message):

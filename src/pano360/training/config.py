@@ -114,6 +114,9 @@ class TrainingConfig:
         loading, else right after loading, before any caching); one line naming the fix."""
         what = f"this {family} model"
         if schedule != "flow":
+            if self.cube_loss and self.cube_loss_space == "x0":
+                raise InvalidInputError(f"--cube-loss-space x0 is for flow-matching models; {what} predicts ε/v: "
+                                        "use --cube-loss-space velocity (the prediction's own space)")
             for name in ("weighting_scheme", "guidance_scale"):
                 if getattr(self, name) is not None:
                     raise InvalidInputError(f"--{name.replace('_', '-')} is for flow-matching models (FLUX, SD3, "

@@ -124,12 +124,14 @@ def min_snr_weights(scheduler, t: torch.Tensor, gamma: float, prediction_type: s
 
 
 def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weight_dtype,
-                  flow: FlowSetup | None = None, step: int = 0, pano_loss_start: int = 0) -> torch.Tensor:
+                  flow: FlowSetup | None = None, step: int = 0, pano_loss_start: int = 0,
+                  yaw_multiple: int | None = None) -> torch.Tensor:
     """The loss of one micro-batch (see the module docstring); gradients flow to the adapter only.
 
     ``flow``: set for flow-matching models (σ sampling and loss weights of ``config.weighting_scheme``);
     ``step``: optimizer steps done so far (the yaw and cube losses count from ``pano_loss_start``, see
-    :meth:`TrainingConfig.pano_loss_start`).
+    :meth:`TrainingConfig.pano_loss_start`); ``yaw_multiple``: latent columns the yaw loss's rolls are a
+    multiple of (a DiT's patch, a UNet's total downsampling; default the flow setup's or 1).
     """
     from . import flow as flow_math
 
@@ -175,7 +177,7 @@ def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weig
                 cube = cube * sigma2
             per_sample = per_sample + cube_weight * cube
         if yaw_weight:
-            multiple = flow.roll_multiple if flow is not None else 1
+            multiple = yaw_multiple or (flow.roll_multiple if flow is not None else 1)
             columns = []
             for position in batch.positions:  # the angle: a pure function of (seed, position)
                 generator = sample_generator(config.seed, position, STREAM_YAW)
@@ -282,6 +284,8 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
         pipe.vae.to(torch.float32)
     unet = denoiser
     patch = int(backbone.info.patch_size or 1) if is_dit else 1
+    # the yaw loss rolls x_t by what the network is equivariant to: whole tokens, or the UNet's downsampling
+    yaw_multiple = patch if is_dit else int(backbone.info.unet_downsampling)
     downsampling = backbone.info.unet_downsampling * backbone.info.vae_scale_factor
     if config.resolution % downsampling:
         raise InvalidInputError(f"--resolution must be a multiple of {downsampling} for this model, got "
@@ -390,7 +394,7 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
                 sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
                 with sync:
                     loss = training_loss(model, adapter, batch, noise_scheduler, config, weight_dtype, flow, step,
-                                         pano_loss_start)
+                                         pano_loss_start, yaw_multiple)
                     accelerator.backward(loss / config.gradient_accumulation_steps)
                 accumulated += loss.detach() / config.gradient_accumulation_steps
             if config.max_grad_norm:
