@@ -222,11 +222,16 @@ def test_pano_losses_switch_on_at_the_start_step(two, tmp_path):
     ("tiny", ["--seam", "pad"], "--seam pad is not available"),
     ("tiny-flux", ["--weighting-scheme", "lognorm"], "invalid choice"),
     ("tiny", ["--cube-loss", "1", "--cube-loss-space", "x0"], "--cube-loss-space x0 is for flow-matching"),
+    ("tiny-flux", ["--use-8bit-adam"], "needs bitsandbytes"),
 ])
 def test_flags_a_family_does_not_take_fail_before_any_model_loads(two, tmp_path, capsys, monkeypatch, model, extra,
                                                                    message):
+    import importlib.util
+
     from pano360.backbones import loading
 
+    if "--use-8bit-adam" in extra and importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed")
     monkeypatch.setattr(loading, "load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
     try:
         code = main(["train", str(two), "--model", model, "-o", str(tmp_path / "out"), "--quiet", *extra])
