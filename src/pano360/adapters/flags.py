@@ -14,7 +14,24 @@ LORA_ATTENTIONS = ("both", "cross", "self")
 
 
 class LoRAFlags:
-    training_presets: ClassVar[dict[str, dict]] = {}
+    #: ``pano360 train --preset dit360``: DiT360's shipped recipe (``train.sh`` + ``train.py`` +
+    #: ``src/dit360.py`` of Insta360-Research-Team/DiT360): FLUX.1-dev, LoRA r=64/α=64/dropout 0.05 on
+    #: attn.to_{q,k,v,out.0}, AdamW lr 5e-5 wd 1e-5 eps 1e-6, batch 1 × accumulation 4, constant LR after
+    #: a 5% warm-up, no clipping, embedded guidance 1.0, uniform σ without resolution shift, padded seam
+    #: (one token column a side), yaw and cube losses λ=0.5 from the third epoch, 1024×2048, flip + roll,
+    #: no caption dropout. Deviations (docs/training.md): bf16 instead of Lightning's fp16 autocast,
+    #: pano360's yaw-loss form, and --steps instead of 25 epochs.
+    training_presets: ClassVar[dict[str, dict]] = {"dit360": {
+        "description": "DiT360's FLUX.1-dev recipe: LoRA r=64 alpha=64 dropout 0.05 on q,k,v,o, lr 5e-5, "
+                       "5% warm-up, accumulation 4, yaw+cube losses 0.5 after 2 epochs, padded seam, 1024x2048",
+        "adapter": "lora", "model": "black-forest-labs/FLUX.1-dev", "resolution": 1024, "rank": 64,
+        "lora_alpha": 64.0, "lora_dropout": 0.05, "lora_targets": "q,k,v,o", "learning_rate": 5e-5,
+        "adam_weight_decay": 1e-5, "adam_epsilon": 1e-6, "batch_size": 1, "gradient_accumulation_steps": 4,
+        "lr_scheduler": "constant_with_warmup", "lr_warmup_ratio": 0.05, "max_grad_norm": 0.0,
+        "guidance_scale": 1.0, "weighting_scheme": "none", "resolution_shift": False, "seam": "pad",
+        "yaw_loss": 0.5, "cube_loss": 0.5, "cube_loss_start_epochs": 2, "caption_dropout": 0.0,
+        "random_flip": True, "random_roll": True, "mixed_precision": "bf16",
+    }}
 
     @classmethod
     def add_training_arguments(cls, group) -> None:

@@ -14,7 +14,9 @@ each target Linear for a :class:`LoRALinear` that holds the original Linear and 
 
 Saved folder: the pano360 files of :class:`~pano360.adapters.base.PanoramaAdapter` plus
 ``pytorch_lora_weights.safetensors`` in the diffusers/peft format (keys
-``unet.<module path>.lora_A.weight`` / ``lora_B.weight``), which ``pano360 generate --lora FOLDER``
+``unet.<module path>.lora_A.weight`` / ``lora_B.weight``; ``transformer.<module path>…`` for a DiT, whose
+attention blocks are found by name: ``attn`` / ``attn2`` of FLUX.1, SD3.x and Qwen-Image, image stream
+only), which ``pano360 generate --lora FOLDER``
 and diffusers' ``pipe.load_lora_weights(FOLDER)`` read. That file has no alpha entries (diffusers
 then assumes alpha = rank), so the ``alpha / rank`` scale is folded into B there: both files give
 the same network.
@@ -38,6 +40,10 @@ PROJECTIONS = {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0"}
 CONV = "conv"  # target name for the UNet's convolutions
 CONV_NAMES = ("conv1", "conv2")  # ResNet convolutions; plus the UNet's top-level conv_in / conv_out
 ATTENTIONS = {"self": ("attn1",), "cross": ("attn2",), "both": ("attn1", "attn2")}
+#: attention blocks of the transformers (FLUX.1 double and single blocks, SD3 joint and SD3.5's second
+#: attention, Qwen-Image): their image-stream projections to_q/to_k/to_v/to_out.0, as DiT360 and peft's
+#: ``target_modules=["to_q", "to_k", "to_v", "to_out.0"]`` adapt them (FLUX's single blocks have no to_out)
+DIT_ATTENTIONS = ("attn", "attn2")
 
 
 def parse_targets(targets: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -100,6 +106,11 @@ def _layer_shape(module: nn.Module) -> list[int] | None:
     return None
 
 
+def _is_transformer(network: nn.Module) -> bool:
+    """True for a DiT denoiser (FLUX, SD3, Qwen-Image transformers), False for a UNet."""
+    return "Transformer" in type(network).__name__ and not hasattr(network, "up_blocks")
+
+
 def _get(root: nn.Module, path: str) -> nn.Module:
     return root.get_submodule(path)
 
@@ -129,10 +140,14 @@ class LoRAAdapter(LoRAFlags, PanoramaAdapter):
     method: ClassVar[str | None] = None
 
     def __init__(self, layers: dict[str, list[int]], rank: int = 4, alpha: float | None = None,
-                 targets: list[str] | None = None, attention: str = "both", dropout: float = 0.0):
+                 targets: list[str] | None = None, attention: str = "both", dropout: float = 0.0,
+                 prefix: str = "unet"):
         alpha = float(rank if alpha is None else alpha)
-        super().__init__(layers={k: list(v) for k, v in layers.items()}, rank=int(rank), alpha=alpha,
-                         targets=list(targets or PROJECTIONS.values()), attention=attention, dropout=float(dropout))
+        config = {"layers": {k: list(v) for k, v in layers.items()}, "rank": int(rank), "alpha": alpha,
+                  "targets": list(targets or PROJECTIONS.values()), "attention": attention, "dropout": float(dropout)}
+        if prefix != "unet":  # a transformer's LoRA: its diffusers keys start with "transformer."
+            config["prefix"] = prefix
+        super().__init__(**config)
         if rank < 1:
             raise InvalidInputError(f"LoRA rank must be at least 1, got {rank}")
         if not layers:
@@ -151,6 +166,8 @@ class LoRAAdapter(LoRAFlags, PanoramaAdapter):
         if attention not in ATTENTIONS:
             raise InvalidInputError(f"LoRA attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         blocks = ATTENTIONS[attention]
+        if _is_transformer(unet):
+            blocks = DIT_ATTENTIONS
         found = {}
         for name, module in unet.named_modules():
             last = name.rsplit(".", 1)[-1]
@@ -164,7 +181,10 @@ class LoRAAdapter(LoRAFlags, PanoramaAdapter):
                 if target == CONV:
                     continue
                 path = f"{name}.{target}"
-                linear = module.get_submodule(target)
+                try:
+                    linear = module.get_submodule(target)
+                except AttributeError:  # FLUX single blocks: no to_out (their proj_out mixes MLP and attention)
+                    continue
                 if isinstance(linear, LoRALinear):
                     linear = linear.base
                 if isinstance(linear, nn.Linear):
@@ -180,7 +200,8 @@ class LoRAAdapter(LoRAFlags, PanoramaAdapter):
         layers = cls.target_paths(unet, names, attention)
         if seed is not None:
             torch.manual_seed(seed)
-        return cls(layers=layers, rank=rank, alpha=alpha, targets=names, attention=attention, dropout=dropout)
+        return cls(layers=layers, rank=rank, alpha=alpha, targets=names, attention=attention, dropout=dropout,
+                   prefix="transformer" if _is_transformer(unet) else "unet")
 
     @classmethod
     def check_training_options(cls, options: dict) -> None:
@@ -242,10 +263,11 @@ class LoRAAdapter(LoRAFlags, PanoramaAdapter):
         into B so that a loader assuming alpha = rank builds the same network."""
         state = {}
         factor = self.config["alpha"] / self.config["rank"]
+        prefix = self.config.get("prefix", "unet")
         for path in self.config["layers"]:
             pair = self.layers[path.replace(".", "-")]
-            state[f"unet.{path}.lora_A.weight"] = pair.down.weight.detach().float().cpu().contiguous()
-            state[f"unet.{path}.lora_B.weight"] = (pair.up.weight.detach().float() * factor).cpu().contiguous()
+            state[f"{prefix}.{path}.lora_A.weight"] = pair.down.weight.detach().float().cpu().contiguous()
+            state[f"{prefix}.{path}.lora_B.weight"] = (pair.up.weight.detach().float() * factor).cpu().contiguous()
         return state
 
     def save(self, folder: str | os.PathLike, metadata: dict | None = None) -> Path:

@@ -54,7 +54,15 @@ def apply_training_preset(args) -> None:
 
 def register(subparsers) -> argparse.ArgumentParser:
     from ..defaults import DEFAULT_MODEL
-    from ..training.config import LR_SCHEDULERS, MIXED_PRECISION, OPTIMIZERS, REPORT_TO
+    from ..training.config import (
+        LR_SCHEDULERS,
+        MIXED_PRECISION,
+        OPTIMIZERS,
+        PANO_LOSS_SPACES,
+        REPORT_TO,
+        TRAINING_SEAMS,
+        WEIGHTING_SCHEMES,
+    )
     from .main import HelpFormatter
 
     classes = _adapter_classes()
@@ -85,7 +93,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     presets = _training_presets(classes)
     model.add_argument("--preset", default=None, choices=sorted(presets) or None,
                        help="a reference's training settings for the options you leave at their defaults: "
-                            + "; ".join(f"{name} = {p['description']}" for name, p in sorted(presets.items())))
+                            + "; ".join(f"{name} = {p['description']}" for name, p in sorted(presets.items()))
+                       .replace("%", "%%"))
     model.add_argument("--rank", type=int, default=4, help="adapter rank (LoRA inner width)")
     model.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default=None,
                        help="train for this target instead of the model's own")
@@ -135,6 +144,33 @@ def register(subparsers) -> argparse.ArgumentParser:
     opt.add_argument("--snr-gamma", type=float, default=None, help="Min-SNR weighting gamma (5 is common; off by default)")
     opt.add_argument("--noise-offset", type=float, default=0.0, help="noise offset (per-channel constant added to noise)")
     opt.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation, noise and adapter init")
+    opt.add_argument("--lr-warmup-ratio", type=float, default=0.0,
+                     help="warm-up as a fraction of --steps (the larger of this and --lr-warmup-steps)")
+    fm = parser.add_argument_group("flow matching (FLUX.1, SD3.x, Qwen-Image; refused for UNet models)")
+    fm.add_argument("--weighting-scheme", default=None, choices=WEIGHTING_SCHEMES,
+                    help="timestep density and loss weight, as diffusers' SD3/FLUX scripts (default: none = "
+                         "uniform σ, weight 1)")
+    fm.add_argument("--logit-mean", type=float, default=0.0, help="mean of the logit_normal density")
+    fm.add_argument("--logit-std", type=float, default=1.0, help="std of the logit_normal density")
+    fm.add_argument("--mode-scale", type=float, default=1.29, help="scale of the mode density")
+    fm.add_argument("--no-resolution-shift", dest="resolution_shift", action="store_false",
+                    help="FLUX/Qwen-Image: sample σ without the resolution-dependent shift sampling uses")
+    fm.add_argument("--guidance-scale", type=float, default=None,
+                    help="FLUX.1-dev's embedded guidance value during training (default 1.0, as DiT360)")
+    fm.add_argument("--seam", default=None, choices=TRAINING_SEAMS,
+                    help="the transformer's seam while training: exact (periodic position ids, default), pad "
+                         "(DiT360: one token column copied a side, cropped before the loss) or none")
+    pl = parser.add_argument_group("panorama losses (DiT360)")
+    pl.add_argument("--yaw-loss", type=float, default=0.0, metavar="LAMBDA",
+                    help="weight of the yaw (rotation-consistency) loss; DiT360: 0.5")
+    pl.add_argument("--cube-loss", type=float, default=0.0, metavar="LAMBDA",
+                    help="weight of the cube-face MSE; DiT360: 0.5")
+    pl.add_argument("--cube-loss-start-step", type=int, default=0,
+                    help="optimizer steps before the yaw and cube losses switch on")
+    pl.add_argument("--cube-loss-start-epochs", type=int, default=0,
+                    help="or passes over the data (DiT360: 2); the later wins")
+    pl.add_argument("--cube-loss-space", default="velocity", choices=PANO_LOSS_SPACES,
+                    help="cube faces of the velocity (DiT360's code) or of x0 (= velocity loss x sigma^2)")
     mem = parser.add_argument_group("precision and memory")
     mem.add_argument("--mixed-precision", default="no", choices=MIXED_PRECISION,
                      help="no (fp32), fp16 or bf16: frozen weights in that dtype, adapter in fp32, autocast")
@@ -187,7 +223,23 @@ def config_from_args(args):
     config.check()
     cls.check_training_options(own)
     classify_model_argument(config.model)
+    _check_tiny_family(config)
     return config
+
+
+def _check_tiny_family(config) -> None:
+    """The family checks of :meth:`TrainingConfig.check_family` before loading, where the model's name
+    says its family (the tiny models); other models are checked right after loading."""
+    from ..defaults import TINY_MODEL_NAMES
+
+    family = TINY_MODEL_NAMES.get(config.model)
+    if family is None:
+        return
+    from ..backbones.family import get_family
+
+    contract = get_family(family)
+    config.check_family(family, contract.kind, contract.schedule, contract.seam_schemes,
+                        guidance_embeds=config.model == "tiny-flux")
 
 
 def run(args) -> int:

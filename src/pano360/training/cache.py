@@ -62,33 +62,56 @@ class TrainingBatch:
     view_embeds: torch.Tensor | None = None
     view_pooled: torch.Tensor | None = None
     view_yaw_deg: torch.Tensor | None = None
+    mask: torch.Tensor | None = None  # [B, L] text mask (Qwen-Image), 1 = a real token
+
+
+def _pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """[N, L, ...] zero-padded along L to ``length``."""
+    if tensor.shape[1] == length:
+        return tensor
+    pad = torch.zeros(tensor.shape[0], length - tensor.shape[1], *tensor.shape[2:], dtype=tensor.dtype,
+                      device=tensor.device)
+    return torch.cat([tensor, pad], dim=1)
 
 
 class TextCache:
-    """Embeddings of a fixed set of captions, encoded once (``cache=False``: encoded on every lookup)."""
+    """Embeddings of a fixed set of captions, encoded once (``cache=False``: encoded on every lookup).
+
+    Encoded through the pipeline's family (:func:`pano360.backbones.conditioning.encode_prompts`): CLIP
+    for SD, CLIP + T5 (pooled and sequence) for FLUX/SD3, Qwen2.5-VL with its text mask for Qwen-Image.
+    Variable-length embeddings (Qwen-Image) are zero-padded to one length with the mask 0 there.
+    """
 
     def __init__(self, pipe, captions: list[str], device, cache: bool = True, chunk: int = 32):
         self.pipe, self.device, self.cache = pipe, device, cache
         self.table: dict[str, int] = {}
-        self.embeds = self.pooled = None
+        self.embeds = self.pooled = self.mask = None
         if cache:
             unique = sorted(set(captions) | {""})
             self.table = {caption: i for i, caption in enumerate(unique)}
             parts = [self._encode(unique[i:i + chunk]) for i in range(0, len(unique), chunk)]
-            self.embeds = torch.cat([p[0] for p in parts]).cpu()
+            length = max(p[0].shape[1] for p in parts)
+            self.embeds = torch.cat([_pad_tokens(p[0], length) for p in parts]).cpu()
             self.pooled = None if parts[0][1] is None else torch.cat([p[1] for p in parts]).cpu()
+            self.mask = None if parts[0][2] is None else torch.cat([_pad_tokens(p[2], length) for p in parts]).cpu()
 
     def _encode(self, prompts: list[str]):
         text = encode_prompts(self.pipe, prompts, guidance=False, device=self.device)
-        return text.embeds, text.pooled
+        return text.embeds, text.pooled, text.mask
 
-    def lookup(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[N, L, D] embeddings (and [N, P] pooled or None) of ``prompts``, on the device."""
+    def lookup_all(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """[N, L, D] embeddings, [N, P] pooled (or None) and [N, L] mask (or None), on the device."""
         if not self.cache:
             return self._encode(prompts)
         index = torch.tensor([self.table[p] for p in prompts])
         pooled = None if self.pooled is None else self.pooled[index].to(self.device)
-        return self.embeds[index].to(self.device), pooled
+        mask = None if self.mask is None else self.mask[index].to(self.device)
+        return self.embeds[index].to(self.device), pooled, mask
+
+    def lookup(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[N, L, D] embeddings (and [N, P] pooled or None) of ``prompts``, on the device."""
+        embeds, pooled, _ = self.lookup_all(prompts)
+        return embeds, pooled
 
 
 class LatentCache:
@@ -136,25 +159,28 @@ class BatchBuilder:
 
     def __init__(self, dataset: PanoramaDataset, pipe, height: int, augment: AugmentConfig, seed: int, device,
                  cache: bool = True, views: ViewRequest | None = None, shuffle: bool = True,
-                 progress: bool = False):
+                 progress: bool = False, vae=None):
+        """``vae``: the image VAE to encode with (``backbone.vae``: Qwen-Image's ``FrameVAE``); default
+        ``pipe.vae``."""
         from ..backbones.vae import vae_scale_factor
 
         self.dataset, self.pipe, self.height, self.width = dataset, pipe, int(height), 2 * int(height)
         self.augment, self.seed, self.device, self.views = augment, int(seed), device, views
-        self.vae_factor = vae_scale_factor(pipe.vae)
+        self.vae = pipe.vae if vae is None else vae
+        self.vae_factor = vae_scale_factor(self.vae)
         self.order = SampleOrder(len(dataset), seed, shuffle)
         prompts = list(dataset.captions)
         if views is not None:
             prompts += [c for r in dataset.records for c in (r.view_captions or ())]
         self.text = TextCache(pipe, prompts, device, cache=cache)
-        self.latents = LatentCache(pipe.vae, dataset, height, progress=progress) if cache else None
+        self.latents = LatentCache(self.vae, dataset, height, progress=progress) if cache else None
 
     def _image_latent(self, index: int, aug: Augmentation) -> torch.Tensor:
         if self.latents is not None:
             return self.latents.get(index, aug, self.vae_factor)
         image = apply_to_image(self.dataset.load(index, self.height), aug)
-        with torch.no_grad(), wraparound(self.pipe.vae):
-            return encode_images(self.pipe.vae, image[None])[0].float().cpu()
+        with torch.no_grad(), wraparound(self.vae):
+            return encode_images(self.vae, image[None])[0].float().cpu()
 
     def build(self, positions: list[int]) -> TrainingBatch:
         latents, captions, augs, indices = [], [], [], []
@@ -165,9 +191,9 @@ class BatchBuilder:
             captions.append("" if aug.drop_caption else self.dataset.records[index].caption or "")
             augs.append(aug)
             indices.append(index)
-        embeds, pooled = self.text.lookup(captions)
+        embeds, pooled, mask = self.text.lookup_all(captions)
         batch = TrainingBatch(torch.stack(latents).to(self.device), embeds, pooled, (self.height, self.width),
-                              list(positions), captions)
+                              list(positions), captions, mask=mask)
         if self.views is not None:
             self._add_views(batch, indices, augs)
         return batch

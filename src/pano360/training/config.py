@@ -13,6 +13,9 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 REPORT_TO = ("none", "tensorboard", "wandb")
 MAX_STEPS = 10_000_000
 MAX_RESOLUTION = 4096  # panorama height; 4096 x 8192 is far beyond any released panorama model
+WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
+TRAINING_SEAMS = ("exact", "pad", "none")
+PANO_LOSS_SPACES = ("velocity", "x0")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -78,6 +81,64 @@ class TrainingConfig:
     dtype_vae_fp32: bool = False
     allow_tf32: bool = False
     cpu: bool = False
+    # --- flow matching (FLUX.1, SD3.x, Qwen-Image); None = the family's default, refused on UNets ---
+    weighting_scheme: str | None = None  # timestep density / loss weight (diffusers' SD3/FLUX scripts)
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
+    resolution_shift: bool = True  # FLUX/Qwen: shift σ for the training size as sampling does
+    guidance_scale: float | None = None  # FLUX.1-dev's embedded guidance during training (default 1.0)
+    seam: str | None = None  # transformer seam while training: exact (periodic ids) | pad | none
+    # --- DiT360's panorama losses (pano360.training.pano_losses) ---
+    yaw_loss: float = 0.0  # weight λ_yaw (DiT360: 0.5)
+    cube_loss: float = 0.0  # weight λ_cube (DiT360: 0.5)
+    cube_loss_start_step: int = 0  # optimizer steps before the yaw and cube losses switch on
+    cube_loss_start_epochs: int = 0  # or passes over the data (DiT360: 2); the later of the two wins
+    cube_loss_space: str = "velocity"  # velocity (DiT360's code) | x0
+    lr_warmup_ratio: float = 0.0  # warm-up as a fraction of --steps (DiT360: 0.05); the larger of the two wins
+
+    @property
+    def warmup_steps(self) -> int:
+        """Linear warm-up steps: ``lr_warmup_steps`` or ``lr_warmup_ratio · steps``, whichever is larger."""
+        return max(int(self.lr_warmup_steps), round(self.lr_warmup_ratio * self.steps))
+
+    def pano_loss_start(self, panoramas: int, total_batch: int) -> int:
+        """The optimizer step from which the yaw and cube losses count (``cube_loss_start_step`` or
+        ``cube_loss_start_epochs`` passes over ``panoramas`` at ``total_batch`` per step)."""
+        per_epoch = -(-int(panoramas) // max(1, int(total_batch)))
+        return max(int(self.cube_loss_start_step), int(self.cube_loss_start_epochs) * per_epoch)
+
+    def check_family(self, family: str, kind: str, schedule: str, seam_schemes: tuple[str, ...] = ("exact",),
+                     guidance_embeds: bool = False) -> None:
+        """Checks that need the model family (run once it is known: from a tiny model's name before
+        loading, else right after loading, before any caching); one line naming the fix."""
+        what = f"this {family} model"
+        if schedule != "flow":
+            if self.cube_loss and self.cube_loss_space == "x0":
+                raise InvalidInputError(f"--cube-loss-space x0 is for flow-matching models; {what} predicts ε/v: "
+                                        "use --cube-loss-space velocity (the prediction's own space)")
+            for name in ("weighting_scheme", "guidance_scale"):
+                if getattr(self, name) is not None:
+                    raise InvalidInputError(f"--{name.replace('_', '-')} is for flow-matching models (FLUX, SD3, "
+                                            f"Qwen-Image); {what} is trained with ε/v targets: drop it")
+        else:
+            if self.snr_gamma is not None:
+                raise InvalidInputError(f"--snr-gamma is for ε/v models; {what} is flow matching: use "
+                                        "--weighting-scheme (sigma_sqrt, logit_normal, mode, cosmap) instead")
+            if self.prediction_type is not None:
+                raise InvalidInputError(f"--prediction-type does not apply to {what} (it predicts a flow "
+                                        "velocity): drop it")
+            if self.guidance_scale is not None and not guidance_embeds:
+                raise InvalidInputError(f"--guidance-scale sets FLUX.1-dev's embedded guidance; {what} has no "
+                                        "guidance embedding: drop it")
+        if self.seam is not None and self.seam not in seam_schemes:
+            raise InvalidInputError(f"--seam {self.seam} is not available for {what}; choose one of "
+                                    f"{', '.join(s for s in TRAINING_SEAMS if s in seam_schemes)}")
+        if kind == "dit" and self.adapter_options.get("lora_attention", "both") != "both":
+            raise InvalidInputError(f"--lora-attention self/cross is for UNets; {what} has joint attention: drop it")
+        if kind == "dit" and "conv" in str(self.adapter_options.get("lora_targets", "")):
+            raise InvalidInputError(f"--lora-targets conv is for UNets; {what} has no convolutions in its "
+                                    "denoiser: use q, k, v, o")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,5 +204,24 @@ class TrainingConfig:
             raise InvalidInputError(f"--caption-dropout must be in [0, 1], got {self.caption_dropout}")
         if self.max_grad_norm is not None and self.max_grad_norm < 0:
             raise InvalidInputError("--max-grad-norm must be 0 (off) or positive")
+        if self.weighting_scheme is not None and self.weighting_scheme not in WEIGHTING_SCHEMES:
+            raise InvalidInputError(f"--weighting-scheme must be one of {', '.join(WEIGHTING_SCHEMES)}")
+        if self.seam is not None and self.seam not in TRAINING_SEAMS:
+            raise InvalidInputError(f"--seam must be one of {', '.join(TRAINING_SEAMS)}")
+        if self.cube_loss_space not in PANO_LOSS_SPACES:
+            raise InvalidInputError(f"--cube-loss-space must be one of {', '.join(PANO_LOSS_SPACES)}")
+        for name in ("logit_mean", "logit_std", "mode_scale", "yaw_loss", "cube_loss", "lr_warmup_ratio"):
+            if not math.isfinite(getattr(self, name)):
+                raise InvalidInputError(f"--{name.replace('_', '-')} must be a finite number")
+        if self.logit_std <= 0:
+            raise InvalidInputError(f"--logit-std must be positive, got {self.logit_std}")
+        if self.yaw_loss < 0 or self.cube_loss < 0:
+            raise InvalidInputError("--yaw-loss and --cube-loss are loss weights: 0 (off) or positive")
+        if self.cube_loss_start_step < 0 or self.cube_loss_start_epochs < 0:
+            raise InvalidInputError("--cube-loss-start-step and --cube-loss-start-epochs must be 0 or more")
+        if not 0.0 <= self.lr_warmup_ratio < 1.0:
+            raise InvalidInputError(f"--lr-warmup-ratio must be in [0, 1), got {self.lr_warmup_ratio}")
+        if self.guidance_scale is not None and not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
+            raise InvalidInputError(f"--guidance-scale must be a finite number >= 0, got {self.guidance_scale}")
         if self.validate_every and not self.validation_prompts:
             raise InvalidInputError("--validate-every needs at least one --validation-prompt")

@@ -11,7 +11,14 @@ One optimizer step (``batch_size × processes × accumulation`` panoramas, see
         backward (no gradient sync until the last micro-batch)
     clip ‖g‖ to max_grad_norm, AdamW step, LR schedule step
 
-The base model (UNet, VAE, text encoders) has ``requires_grad`` off, so autograd allocates no
+Transformer backbones (FLUX.1, SD3.x, Qwen-Image) train with flow matching through the same loop:
+σ per sample from the weighting scheme (:mod:`pano360.training.flow`), x_t = (1 − σ)·x0 + σ·ε, target
+ε − x0, loss weighted per scheme; the model call is the family's (packing, position ids, timestep
+scale, FLUX's embedded guidance), with the transformer's seam (``--seam``) active, so a padded seam's
+prediction is cropped before the loss. DiT360's yaw and cube losses (:mod:`pano360.training.pano_losses`)
+are added after ``cube_loss_start_step`` optimizer steps.
+
+The base model (UNet or transformer, VAE, text encoders) has ``requires_grad`` off, so autograd allocates no
 gradient for it; only ``adapter.trainable_parameters()`` are optimised. Each sample's t and ε come from
 a generator keyed by its position, so resume is exact and DDP matches one process with the total batch.
 """
@@ -30,9 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.guided import predict_noise
-from ..backbones.parameterization import snr, training_target
+from ..backbones.parameterization import add_noise, snr, training_target
 from ..errors import InvalidInputError
 from .augment import STREAM_NOISE, AugmentConfig, sample_generator
+
+STREAM_YAW = 3  # the yaw loss's angle per sample (a stream of its own: adding it changes no other draw)
 from .config import TrainingConfig
 from .sampler import micro_batch_positions
 
@@ -42,15 +51,34 @@ CONFIG_NAME = "training_config.json"
 
 class TrainingNetwork(nn.Module):
     """``network`` (the UNet with the adapter inside, or the adapter's wrapper around it) called through
-    :func:`predict_noise`; holding the adapter too makes its parameters the module's trainable ones."""
+    :func:`predict_noise`; holding the adapter too makes its parameters the module's trainable ones.
 
-    def __init__(self, network: nn.Module, adapter: nn.Module):
+    ``family``: the backbone's contract for transformers (its call packs tokens, sets position ids and
+    the timestep scale), None for the UNet call; ``embedded_guidance``: FLUX.1-dev's guidance input.
+    """
+
+    def __init__(self, network: nn.Module, adapter: nn.Module, family=None, embedded_guidance: float | None = None):
         super().__init__()
         self.network = network
         self.adapter = adapter
+        self.family = family
+        self.embedded_guidance = embedded_guidance
 
-    def forward(self, latents, t, embeds, pooled=None, size_px=None, inputs=None):
-        return predict_noise(self.network, latents, t, embeds, pooled, size_px, **(inputs or {}))
+    def forward(self, latents, t, embeds, pooled=None, size_px=None, inputs=None, mask=None):
+        inputs = dict(inputs or {})
+        if self.family is not None:
+            inputs.update(mask=mask, embedded_guidance=self.embedded_guidance)
+            return predict_noise(self.network, latents, t, embeds, pooled, size_px, family=self.family, **inputs)
+        return predict_noise(self.network, latents, t, embeds, pooled, size_px, **inputs)
+
+
+@dataclass
+class FlowSetup:
+    """What a flow-matching step needs besides the config: the σ table (with the resolution shift) and
+    the latent-column multiple of a whole token (the yaw loss rolls by whole tokens)."""
+
+    timesteps: object  # pano360.training.flow.FlowTimesteps
+    roll_multiple: int = 1
 
 
 @dataclass
@@ -62,12 +90,18 @@ class TrainingResult:
 
 
 def draw_noise(seed: int, positions: list[int], shape: tuple[int, ...], num_timesteps: int,
-               noise_offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ε [B, *shape] and t [B] (int64), each a pure function of (seed, position)."""
+               noise_offset: float = 0.0, draw_u=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ε [B, *shape] and t [B] (int64), each a pure function of (seed, position).
+
+    ``draw_u(generator) -> float`` (flow matching): each sample draws u ∈ [0, 1) instead of an integer
+    timestep, and t [B] is returned as u (float64; the caller maps u to σ)."""
     noises, steps = [], []
     for position in positions:
         generator = sample_generator(seed, position, STREAM_NOISE)
-        steps.append(torch.randint(0, num_timesteps, (1,), generator=generator))
+        if draw_u is not None:
+            steps.append(torch.tensor([draw_u(generator)], dtype=torch.float64))
+        else:
+            steps.append(torch.randint(0, num_timesteps, (1,), generator=generator))
         noise = torch.randn(shape, generator=generator)
         if noise_offset:
             channels = shape[-3]
@@ -89,27 +123,72 @@ def min_snr_weights(scheduler, t: torch.Tensor, gamma: float, prediction_type: s
     return clipped  # x0-prediction: weight min(SNR, γ)
 
 
-def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weight_dtype) -> torch.Tensor:
-    """The loss of one micro-batch (see the module docstring); gradients flow to the adapter only."""
+def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weight_dtype,
+                  flow: FlowSetup | None = None, step: int = 0, pano_loss_start: int = 0,
+                  yaw_multiple: int | None = None) -> torch.Tensor:
+    """The loss of one micro-batch (see the module docstring); gradients flow to the adapter only.
+
+    ``flow``: set for flow-matching models (σ sampling and loss weights of ``config.weighting_scheme``);
+    ``step``: optimizer steps done so far (the yaw and cube losses count from ``pano_loss_start``, see
+    :meth:`TrainingConfig.pano_loss_start`); ``yaw_multiple``: latent columns the yaw loss's rolls are a
+    multiple of (a DiT's patch, a UNet's total downsampling; default the flow setup's or 1).
+    """
+    from . import flow as flow_math
+
     example = adapter.training_example(batch)
     latents = example.latents.float()
     count = latents.shape[0]
+    scheme = getattr(config, "weighting_scheme", None) or "none"  # (callers may pass a partial config)
+    yaw_weight, cube_weight = getattr(config, "yaw_loss", 0.0), getattr(config, "cube_loss", 0.0)
+    draw_u = None
+    if flow is not None:
+        def draw_u(generator):
+            return flow_math.draw_u(scheme, generator, config.logit_mean, config.logit_std, config.mode_scale)
     noise, t = draw_noise(config.seed, batch.positions, tuple(latents.shape[1:]),
-                          scheduler.config.num_train_timesteps, config.noise_offset)
+                          scheduler.config.num_train_timesteps, config.noise_offset, draw_u=draw_u)
+    if flow is not None:
+        t = flow.timesteps(t.tolist())  # float timesteps σ·T
     noise, t = noise.to(latents.device), t.to(latents.device)
-    noisy = scheduler.add_noise(latents, noise, t)
+    noisy = add_noise(scheduler, latents, noise, t)
     target = training_target(scheduler, latents, noise, t)
     views = latents.shape[1] if latents.ndim == 5 else 1
     flat = lambda x: None if x is None else x.reshape(-1, *x.shape[2:]) if latents.ndim == 5 else x
     t_flat = t.repeat_interleave(views)
     embeds, pooled = flat(example.embeds), flat(example.pooled)
-    prediction = model(flat(noisy).to(weight_dtype), t_flat, embeds.to(weight_dtype),
-                       None if pooled is None else pooled.to(weight_dtype), example.size_px, example.inputs)
+    mask = getattr(batch, "mask", None) if latents.ndim == 4 else None
+    cast = lambda x: None if x is None else x.to(weight_dtype)
+
+    def network(x):
+        return model(x.to(weight_dtype), t_flat, embeds.to(weight_dtype), cast(pooled), example.size_px,
+                     example.inputs, mask=mask)
+
+    x_t = flat(noisy)
+    prediction = network(x_t)
     per_sample = F.mse_loss(prediction.float(), flat(target).float(), reduction="none")
     per_sample = per_sample.reshape(count, -1).mean(dim=1)
+    pano_losses = (yaw_weight or cube_weight) and step >= pano_loss_start
+    if pano_losses:
+        from .pano_losses import YAW_ANGLES_DEG, cube_loss, yaw_columns, yaw_loss
+
+        if cube_weight:
+            sigma2 = (t.float() / scheduler.config.num_train_timesteps) ** 2 if flow is not None else None
+            cube = cube_loss(prediction, flat(target))
+            if config.cube_loss_space == "x0" and sigma2 is not None:
+                cube = cube * sigma2
+            per_sample = per_sample + cube_weight * cube
+        if yaw_weight:
+            multiple = yaw_multiple or (flow.roll_multiple if flow is not None else 1)
+            columns = []
+            for position in batch.positions:  # the angle: a pure function of (seed, position)
+                generator = sample_generator(config.seed, position, STREAM_YAW)
+                angle = YAW_ANGLES_DEG[int(torch.randint(len(YAW_ANGLES_DEG), (1,), generator=generator))]
+                columns.append(yaw_columns(angle, x_t.shape[-1], multiple))
+            per_sample = per_sample + yaw_weight * yaw_loss(network, x_t, prediction, columns)
     if config.snr_gamma:
         per_sample = per_sample * min_snr_weights(scheduler, t, config.snr_gamma,
                                                   scheduler.config.prediction_type)
+    if flow is not None:
+        per_sample = per_sample * flow_math.loss_weighting(scheme, t.float() / scheduler.config.num_train_timesteps)
     loss = per_sample.mean()
     extra = adapter.auxiliary_loss()
     return loss if extra is None else loss + extra
@@ -193,51 +272,73 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     backbone = load_backbone(config.model, torch_dtype=weight_dtype, device=accelerator.device,
                              prediction_type=config.prediction_type)
     pipe = backbone.pipe
-    for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)):
-        if module is not None:
-            module.requires_grad_(False)
-            module.eval()
+    family = backbone.contract
+    is_dit = family.kind == "dit"
+    denoiser = backbone.denoiser
+    config.check_family(backbone.info.family, family.kind, family.schedule, family.seam_schemes,
+                        bool(is_dit and denoiser.config.get("guidance_embeds", False)))
+    for module in _frozen_modules(pipe):
+        module.requires_grad_(False)
+        module.eval()
     if config.dtype_vae_fp32:
         pipe.vae.to(torch.float32)
-    unet = pipe.unet
+    unet = denoiser
+    patch = int(backbone.info.patch_size or 1) if is_dit else 1
+    # the yaw loss rolls x_t by what the network is equivariant to: whole tokens, or the UNet's downsampling
+    yaw_multiple = patch if is_dit else int(backbone.info.unet_downsampling)
     downsampling = backbone.info.unet_downsampling * backbone.info.vae_scale_factor
     if config.resolution % downsampling:
         raise InvalidInputError(f"--resolution must be a multiple of {downsampling} for this model, got "
                                 f"{config.resolution}")
-    from diffusers import DDPMScheduler
+    flow = None
+    if family.schedule == "flow":
+        from .flow import FlowTimesteps
 
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        noise_scheduler = pipe.scheduler
+        mu = None
+        if config.resolution_shift and noise_scheduler.config.get("use_dynamic_shifting", False):
+            h = config.resolution // backbone.info.vae_scale_factor
+            mu = family.shift_mu(family.image_seq_len(h, 2 * h, backbone.info), 1, noise_scheduler.config)
+        flow = FlowSetup(FlowTimesteps(noise_scheduler, mu), roll_multiple=patch)
+    else:
+        from diffusers import DDPMScheduler
+
+        noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     adapter = adapter_cls.for_training(unet, config.adapter_options, config.seed).to(accelerator.device)
     adapter.train()
     network = adapter.attach(unet)
     if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    model = TrainingNetwork(network, adapter)
+        if is_dit:
+            unet.enable_gradient_checkpointing(seam_aware_checkpointing(unet))
+        else:
+            unet.enable_gradient_checkpointing()
+    embedded_guidance = None
+    if is_dit and denoiser.config.get("guidance_embeds", False):
+        embedded_guidance = 1.0 if config.guidance_scale is None else float(config.guidance_scale)
+    model = TrainingNetwork(network, adapter, family if is_dit else None, embedded_guidance)
     parameters = adapter.trainable_parameters()
     learning_rate = config.learning_rate
     if config.scale_lr:
         learning_rate *= config.batch_size * processes * config.gradient_accumulation_steps
-    if config.optimizer == "adamw8bit":
-        import bitsandbytes as bnb
-
-        optimizer_class = bnb.optim.AdamW8bit
-    else:
-        optimizer_class = torch.optim.AdamW
-    optimizer = optimizer_class(parameters, lr=learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    optimizer = _optimizer_class(config.optimizer)(parameters, lr=learning_rate,
+                                                   betas=(config.adam_beta1, config.adam_beta2),
+                                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
     from diffusers.optimization import get_scheduler
 
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.warmup_steps,
                                  num_training_steps=config.steps, num_cycles=config.lr_num_cycles,
                                  power=config.lr_power)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     # --- data -------------------------------------------------------------------------------------
+    # yaw rolls by whole tokens (a DiT's patch: 2 latents = 16 px for FLUX), whole latents for a UNet
     augment = AugmentConfig(config.random_roll, config.random_flip, config.caption_dropout,
-                            roll_step_px=backbone.info.vae_scale_factor)
+                            roll_step_px=backbone.info.vae_scale_factor * patch)
     builder = BatchBuilder(dataset, pipe, config.resolution, augment, config.seed, accelerator.device,
                            cache=config.cache, views=adapter.training_views,
-                           progress=config.progress and is_main)
+                           progress=config.progress and is_main, vae=backbone.vae)
+    if config.cache and not config.validate_every and adapter.training_views is None:
+        _unload_text_encoders(pipe)  # every caption is cached: the text encoders are not needed again
 
     # --- resume -----------------------------------------------------------------------------------
     step, samples_seen, loss_ema = 0, 0, None
@@ -257,7 +358,8 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
         accelerator.init_trackers("pano360-train", config=_flat_config(config))
 
     metadata = {"base_model": config.model, "family": backbone.info.family, "resolution": config.resolution,
-                "prediction_type": noise_scheduler.config.prediction_type, "data": dataset.summary()}
+                "prediction_type": noise_scheduler.config.get("prediction_type") or backbone.info.prediction_type,
+                "data": dataset.summary()}
 
     def save_checkpoint_now():
         state = {"step": step, "samples_seen": samples_seen, "loss_ema": loss_ema,
@@ -268,6 +370,7 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
 
     # --- loop -------------------------------------------------------------------------------------
     per_step = config.batch_size * processes * config.gradient_accumulation_steps
+    pano_loss_start = config.pano_loss_start(len(dataset), per_step)
     losses: list[float] = []
     bar = None
     if is_main and config.progress:
@@ -275,7 +378,11 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
 
         bar = tqdm(total=config.steps, initial=step, desc=f"train {config.adapter}", unit="step", dynamic_ncols=True)
     started = time.perf_counter()
-    wrap = wraparound(unet) if config.wrap_unet else contextlib.nullcontext()
+    if is_dit:
+        scheme = "none" if not config.wrap_unet else (config.seam or "exact")
+        wrap = family.seam(backbone, network=True, vae=False, scheme=scheme)
+    else:
+        wrap = wraparound(unet) if config.wrap_unet else contextlib.nullcontext()
     with wrap:
         model.train()
         while step < config.steps:
@@ -286,7 +393,8 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
                 last = micro == config.gradient_accumulation_steps - 1
                 sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
                 with sync:
-                    loss = training_loss(model, adapter, batch, noise_scheduler, config, weight_dtype)
+                    loss = training_loss(model, adapter, batch, noise_scheduler, config, weight_dtype, flow, step,
+                                         pano_loss_start, yaw_multiple)
                     accelerator.backward(loss / config.gradient_accumulation_steps)
                 accumulated += loss.detach() / config.gradient_accumulation_steps
             if config.max_grad_norm:
@@ -341,6 +449,71 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     return TrainingResult(output=output, steps=step, losses=losses, adapter=adapter)
 
 
+def seam_aware_checkpointing(transformer: nn.Module):
+    """A ``gradient_checkpointing_func`` for diffusers transformers whose blocks are recomputed in the
+    backward pass with the attention function they ran with in the forward pass.
+
+    The exact/periodic seam (:func:`pano360.backbones.token_seam.intercept_attention`) swaps the
+    module-level ``dispatch_attention_fn`` of the transformer's module only while the model call runs;
+    the backward pass recomputes each block after that call has returned, so the default checkpointing
+    would recompute without the seam (a different graph, which torch refuses). This function captures the
+    attention function at forward time and puts it back for the recomputation.
+    """
+    import sys
+
+    from torch.utils.checkpoint import checkpoint
+
+    module = sys.modules.get(type(transformer).__module__)
+    has_dispatch = module is not None and hasattr(module, "dispatch_attention_fn")
+
+    def run_checkpointed(block, *args):
+        if not has_dispatch:
+            return checkpoint(block.__call__, *args, use_reentrant=False)
+        captured = module.dispatch_attention_fn
+
+        def forward(*inner):
+            current = module.dispatch_attention_fn
+            module.dispatch_attention_fn = captured
+            try:
+                return block(*inner)
+            finally:
+                module.dispatch_attention_fn = current
+
+        return checkpoint(forward, *args, use_reentrant=False)
+
+    return run_checkpointed
+
+
+def _frozen_modules(pipe) -> list[nn.Module]:
+    """Every model of the pipeline (denoiser, VAE, text encoders): all frozen during adapter training."""
+    return [module for module in pipe.components.values() if isinstance(module, nn.Module)]
+
+
+def _unload_text_encoders(pipe) -> None:
+    """Drop the text encoders once every caption's embedding is cached (FLUX's T5-XXL alone is 9.5 GB
+    in bf16); the pipeline keeps its tokenizers."""
+    import gc
+
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        if getattr(pipe, name, None) is not None:
+            setattr(pipe, name, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _optimizer_class(name: str):
+    """AdamW, or bitsandbytes' 8-bit AdamW (one line if bitsandbytes is missing)."""
+    if name != "adamw8bit":
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise InvalidInputError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes "
+                                "(or use --optimizer adamw)") from None
+    return bnb.optim.AdamW8bit
+
+
 def _non_finite_parameter(adapter) -> str | None:
     from ..numerics import is_finite
 
@@ -378,11 +551,12 @@ def _validate(accelerator, pipe, adapter, config: TrainingConfig, step: int, out
 
         inner = accelerator.unwrap_model(model)
         inner.eval()
-        adapter.detach(pipe.unet)
+        denoiser = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
+        adapter.detach(denoiser)
         try:
             generate_validation(pipe, adapter, config, step, output)
         finally:
-            inner.network = adapter.attach(pipe.unet)
+            inner.network = adapter.attach(denoiser)
             inner.train()
         write_report(output)
     accelerator.wait_for_everyone()
@@ -391,7 +565,9 @@ def _validate(accelerator, pipe, adapter, config: TrainingConfig, step: int, out
 def _hyper_parameters(config: TrainingConfig, processes: int) -> dict:
     keys = ("steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler", "lr_warmup_steps",
             "mixed_precision", "gradient_checkpointing", "optimizer", "max_grad_norm", "snr_gamma", "resolution",
-            "seed", "random_roll", "random_flip", "caption_dropout", "cache", "wrap_unet")
+            "seed", "random_roll", "random_flip", "caption_dropout", "cache", "wrap_unet", "weighting_scheme",
+            "logit_mean", "logit_std", "mode_scale", "guidance_scale", "seam", "yaw_loss", "cube_loss",
+            "cube_loss_start_step", "cube_loss_start_epochs", "cube_loss_space", "lr_warmup_ratio")
     values = {k: getattr(config, k) for k in keys}
     return values | {"adapter": config.adapter, "adapter_options": config.adapter_options, "processes": processes,
                      "total_batch": config.batch_size * processes * config.gradient_accumulation_steps}
