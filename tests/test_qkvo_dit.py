@@ -110,8 +110,7 @@ def test_training_on_a_transformer_without_the_flow_trainer_is_one_line(data, tm
     import pano360.generator
     from pano360.training import trainer
 
-    if getattr(trainer, "TRAINS_TRANSFORMERS", False):
-        pytest.skip("this build's trainer trains transformers")
+    monkeypatch.setattr(trainer, "TRAINS_TRANSFORMERS", False)  # a trainer without transformer support
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
@@ -124,3 +123,19 @@ def test_training_on_a_transformer_without_the_flow_trainer_is_one_line(data, tm
     assert main(["qkvo", str(data), "-o", str(tmp_path / "out"), "--model", "tiny-sd3",
                  "--loras", str(tmp_path / "nothing"), "--subsets", "v", "--switches"]) == 2
     assert "no LoRA for subset 'v'" in capsys.readouterr().err
+
+
+def test_the_study_trains_its_loras_on_a_transformer(data, tmp_path):
+    """With the flow-matching trainer, ``pano360 qkvo --model tiny-flux`` trains the subsets' LoRAs itself."""
+    import json
+
+    from safetensors.torch import load_file
+
+    output = tmp_path / "out"
+    assert main(["qkvo", str(data), "-o", str(output), "--model", "tiny-flux", "--steps", "2", "--subsets", "v",
+                 "qkvo", "--switches", "vo", "none", "--resolution", "64", "--eval-count", "1", "--eval-steps", "2",
+                 "--metrics", "clip", "--random-metric-weights", "--quiet"]) == 0
+    record = json.loads((output / "results.json").read_text())
+    assert set(record["isolation"]) == {"v", "qkvo"}
+    weights = load_file(next((output / "loras" / "v").glob("*.safetensors")))
+    assert weights and all("to_v" in key or "add_v_proj" in key for key in weights)  # v only: q/k/o untouched

@@ -225,6 +225,10 @@ def check_output(config: TrainingConfig) -> None:
             (output / name).unlink(missing_ok=True)
 
 
+TRAINS_TRANSFORMERS = True
+"""The trainer trains adapters on FLUX.1, SD3 and Qwen-Image (flow matching) as well as on UNets."""
+
+
 def train(config: TrainingConfig, dataset=None, progress_callback=None) -> TrainingResult:
     """Run a training job described by ``config`` (already checked by the CLI or :meth:`TrainingConfig.check`).
 
