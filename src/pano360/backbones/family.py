@@ -197,6 +197,15 @@ class TransformerFamily(BackboneFamily):
     def denoiser(self, pipe):
         return pipe.transformer
 
+    def facts(self, pipe) -> FamilyInfo:
+        """A DiT on 2 × 2 tokens of an image VAE's latents, native size = the pipeline's default sample size
+        (FLUX.1, FLUX.2; SD3 and Qwen-Image override it)."""
+        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        return FamilyInfo(family=self.name, prediction_type="flow_prediction",
+                          native_size=int(getattr(pipe, "default_sample_size", 128)) * vae_scale,
+                          vae_scale_factor=vae_scale, unet_downsampling=2,
+                          latent_channels=int(pipe.vae.config.latent_channels), patch_size=2)
+
     def attention_sites(self, denoiser) -> list[AttentionSite]:
         """None by default: each DiT family lists its own (FLUX.1, SD3 do; Qwen-Image and FLUX.2 not yet)."""
         return []

@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 
 from .conditioning import TextConditioning
-from .families import FamilyInfo
 from .family import AttentionSite, TransformerFamily, joint_attention_sites, register_family
 from .token_seam import column_ids, pad_latent_columns, rope_attention_seam
 
@@ -66,13 +65,6 @@ class FluxFamily(TransformerFamily):
                                        {"q": f"{path}.attn.to_q", "k": f"{path}.attn.to_k", "v": f"{path}.attn.to_v",
                                         "o": f"{path}.proj_out"}, output_inputs=dim))
         return sites
-
-    def facts(self, pipe) -> FamilyInfo:
-        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        return FamilyInfo(family=self.name, prediction_type="flow_prediction",
-                          native_size=int(getattr(pipe, "default_sample_size", 128)) * vae_scale,
-                          vae_scale_factor=vae_scale, unet_downsampling=2,
-                          latent_channels=int(pipe.vae.config.latent_channels), patch_size=2)
 
     def truncation_limit(self, pipe):
         return pipe.tokenizer_2, self.max_sequence_length

@@ -31,7 +31,6 @@ from __future__ import annotations
 import torch
 
 from .conditioning import TextConditioning
-from .families import FamilyInfo
 from .family import TransformerFamily, register_family
 from .family_flux import flux_image_ids, pack_latents, unpack_latents
 from .token_seam import column_ids, pad_latent_columns, rope_attention_seam
@@ -132,13 +131,6 @@ class Flux2Family(TransformerFamily):
     default_guidance = 4.0
     cfg_needs_negative = False  # the base models' CFG runs against the empty prompt by default
     max_sequence_length = 512
-
-    def facts(self, pipe) -> FamilyInfo:
-        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        return FamilyInfo(family=self.name, prediction_type="flow_prediction",
-                          native_size=int(getattr(pipe, "default_sample_size", 128)) * vae_scale,
-                          vae_scale_factor=vae_scale, unet_downsampling=2,
-                          latent_channels=int(pipe.vae.config.latent_channels), patch_size=2)
 
     def image_vae(self, pipe):
         return PatchNormVAE(pipe.vae)
