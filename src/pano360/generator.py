@@ -185,7 +185,7 @@ class PanoramaGenerator(BackboneComponents):
             unet: SD/SDXL: a UNet to use instead of the model's (a repo or folder with a ``unet`` folder,
                 a UNet folder or file), e.g. ``ProGamerGov/sdxl-360-diffusion`` on SDXL base.
             quantize: ``"none"``, ``"fp8"`` (float8 weights, computes in ``torch_dtype``) or ``"nf4"``
-                (bitsandbytes, CUDA) for the transformer.
+                (bitsandbytes 4-bit with double quantization, CPU or CUDA) for the transformer.
             preset: a preset naming a model (:mod:`pano360.model_presets`, ``docs/models.md``): its model,
                 LoRAs and transformer are loaded unless given here; pass the same ``preset=`` when generating
                 for its size, steps, guidance, seam scheme and trigger phrase.

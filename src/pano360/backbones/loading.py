@@ -15,8 +15,8 @@ Sources, tried in this order:
 The family is read from the files (``model_index.json``'s pipeline class, the transformer's config
 class, a single file's key names), never guessed from the name. ``transformer=`` replaces a DiT's
 transformer (a fine-tune repo, folder or file, e.g. a 360 fine-tune) like ``--unet`` does for UNets;
-``quantize=`` stores it in fewer bits (``fp8`` layerwise casting on any device, ``nf4`` through
-bitsandbytes on CUDA; ``.gguf`` files load through diffusers' GGUF support).
+``quantize=`` stores it in fewer bits (:mod:`.quantize`: ``fp8`` layerwise casting, ``nf4`` bitsandbytes
+4-bit with double quantization, on CPU or CUDA; ``.gguf`` files load through diffusers' GGUF support).
 
 Remote code is never enabled. Failures raise :class:`~pano360.errors.ModelLoadError` with a message
 that names the model and says how to provide it.
@@ -47,10 +47,10 @@ from .families import (
     family_of_transformer_keys,
     family_of_unet_config,
 )
+from .quantize import QUANTIZATIONS, check_quantize, materialise, quantize_module  # noqa: F401  (QUANTIZATIONS: re-exported)
 from .tiny import TINY_MODEL_NAMES
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
-QUANTIZATIONS = ("none", "fp8", "nf4")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 # Depth ControlNets used when a depth image is given without --controlnet.
 DEFAULT_DEPTH_CONTROLNETS = {
@@ -247,8 +247,7 @@ def load_backbone(
     module docstring.
     """
     kind = classify_model_argument(model)
-    if quantize not in QUANTIZATIONS:
-        raise InvalidInputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    check_quantize(quantize)
     source = ModelSource(name=model, kind=kind)
     dit_family = None
     if kind == "tiny":
@@ -298,7 +297,7 @@ def load_backbone(
                                                 quantize)
             denoiser_source = ModelSource(name=transformer, kind=classify_model_argument(transformer))
         elif quantize != "none" and dit_family is None:
-            pipe.transformer = quantize_transformer(pipe.transformer, quantize, torch_dtype)
+            pipe.transformer = quantize_module(pipe.transformer, quantize, torch_dtype)
         pipe.default_sample_size = _dit_sample_size(pipe, kind)
     elif transformer is not None:
         raise InvalidInputError(f"--transformer replaces a FLUX/SD3/Qwen-Image transformer; {model!r} is a UNet model "
@@ -318,6 +317,8 @@ def load_backbone(
     if prediction_type is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction_type)
     pipe.to(device=device)
+    if getattr(pipe, "transformer", None) is not None:
+        materialise(pipe.transformer, device)  # NF4 codes are computed here, on the target device
     pipe.set_progress_bar_config(disable=True)
     return Backbone(pipe=pipe, info=family_info(pipe), source=source, denoiser_source=denoiser_source)
 
@@ -359,19 +360,6 @@ def _single_file_dit_family(model: str) -> str | None:
 TRANSFORMER_CLASS_OF = {family: name for name, family in TRANSFORMER_CLASSES.items()}
 
 
-def quantize_transformer(module, quantize: str, torch_dtype):
-    """Store a loaded transformer in fewer bits: ``fp8`` keeps float8 weights and computes in
-    ``torch_dtype`` (diffusers' layerwise casting, any device); ``nf4`` needs loading with bitsandbytes
-    (use :func:`load_transformer`)."""
-    if quantize == "fp8":
-        module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch_dtype)
-        return module
-    if quantize == "nf4":
-        raise InvalidInputError("nf4 quantization is applied while loading: give --transformer with the model, or a "
-                                "transformer repository/file")
-    return module
-
-
 def load_transformer(source: str, family: str, torch_dtype, cache_dir=None, local_files_only=False, token=None,
                      quantize: str = "none"):
     """A DiT transformer from a Hub repo (its ``transformer`` subfolder, or a transformer-only repo), a
@@ -382,11 +370,6 @@ def load_transformer(source: str, family: str, torch_dtype, cache_dir=None, loca
     kind = classify_model_argument(source)
     path = os.path.expanduser(source)
     extra = {}
-    if quantize == "nf4":
-        from diffusers import BitsAndBytesConfig
-
-        extra["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                          bnb_4bit_compute_dtype=torch_dtype)
     try:
         if kind == "single_file":
             if path.lower().endswith(".gguf"):
@@ -411,7 +394,9 @@ def load_transformer(source: str, family: str, torch_dtype, cache_dir=None, loca
     except (ValueError, KeyError, RuntimeError) as error:
         raise ModelLoadError(f"could not load transformer {source!r} as a {family} transformer: {error}"
                              .replace("\n", " ")) from error
-    return quantize_transformer(module, quantize, torch_dtype) if quantize == "fp8" else module
+    if path.lower().endswith(".gguf"):
+        return module  # quantized already
+    return quantize_module(module, quantize, torch_dtype)
 
 
 def load_unet(source: str, torch_dtype, cache_dir=None, local_files_only=False, token=None):
@@ -720,5 +705,7 @@ def load_inpainting_backbone(
         raise ModelLoadError(f"{model!r} is not an inpainting checkpoint (UNet input channels "
                              f"{pipe.unet.config.in_channels}, expected 9)")
     pipe.to(device=device)
+    if getattr(pipe, "transformer", None) is not None:
+        materialise(pipe.transformer, device)  # NF4 codes are computed here, on the target device
     pipe.set_progress_bar_config(disable=True)
     return Backbone(pipe=pipe, info=family_info(pipe), source=source)

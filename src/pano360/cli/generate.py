@@ -99,8 +99,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                        help="SD/SDXL: replace the model's UNet (a repo or folder with a unet/ folder, a UNet folder "
                        "or file), e.g. ProGamerGov/sdxl-360-diffusion on SDXL base")
     model.add_argument("--quantize", default="none", choices=["none", "fp8", "nf4"],
-                       help="store the transformer in fewer bits: fp8 (any device, computes in --dtype), nf4 "
-                       "(bitsandbytes, CUDA); .gguf files are quantized already")
+                       help="store the transformer in fewer bits: fp8 (float8 weights, computes in --dtype), nf4 "
+                       "(bitsandbytes 4-bit, CPU or CUDA); .gguf files are quantized already")
     model.add_argument("--variant", default=None, help="weights variant to download, e.g. fp16")
     model.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default=None,
                        help="override the model's prediction type (e.g. v_prediction for SD 2.x 768-v files)")
@@ -357,6 +357,13 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise InvalidInputError(f"--transformer replaces a FLUX/SD3/Qwen-Image transformer; {args.model} is a "
                                     f"{facts.family} UNet model")
         classify_model_argument(args.transformer)
+    if args.quantize != "none":
+        from ..backbones.quantize import check_quantize
+
+        if facts.family is not None and not facts.is_dit:
+            raise InvalidInputError(f"--quantize stores a FLUX/SD3/Qwen-Image transformer in fewer bits; {args.model} "
+                                    f"is a {facts.family} UNet model: drop --quantize (use --dtype fp16)")
+        check_quantize(args.quantize)
     if args.controlnet_scale is not None:
         check_nonnegative(args.controlnet_scale, "--controlnet-scale")
     classify_model_argument(args.model)

@@ -46,6 +46,7 @@ class TrainingConfig:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     optimizer: str = "adamw"
+    quantize: str = "none"  # the frozen transformer base: none | fp8 | nf4 (QLoRA-style)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2
@@ -134,6 +135,9 @@ class TrainingConfig:
         if self.seam is not None and self.seam not in seam_schemes:
             raise InvalidInputError(f"--seam {self.seam} is not available for {what}; choose one of "
                                     f"{', '.join(s for s in TRAINING_SEAMS if s in seam_schemes)}")
+        if kind != "dit" and self.quantize != "none":
+            raise InvalidInputError(f"--quantize stores a FLUX/SD3/Qwen-Image transformer base in fewer bits; {what} "
+                                    "is a UNet: drop it (use --mixed-precision fp16/bf16)")
         if kind == "dit" and self.adapter_options.get("lora_attention", "both") != "both":
             raise InvalidInputError(f"--lora-attention self/cross is for UNets; {what} has joint attention: drop it")
         if kind == "dit" and "conv" in str(self.adapter_options.get("lora_targets", "")):
@@ -186,6 +190,11 @@ class TrainingConfig:
             raise InvalidInputError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise InvalidInputError(f"--lr-scheduler must be one of {', '.join(LR_SCHEDULERS)}")
+        from ..backbones.quantize import QUANTIZATIONS, check_quantize
+
+        if self.quantize not in QUANTIZATIONS:
+            raise InvalidInputError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {self.quantize!r}")
+        check_quantize(self.quantize)
         if self.optimizer not in OPTIMIZERS:
             raise InvalidInputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:

@@ -274,7 +274,7 @@ def train(config: TrainingConfig, dataset=None, progress_callback=None) -> Train
     # --- model: frozen base, adapter attached ----------------------------------------------------
     weight_dtype = _weight_dtype(config.mixed_precision)
     backbone = load_backbone(config.model, torch_dtype=weight_dtype, device=accelerator.device,
-                             prediction_type=config.prediction_type)
+                             prediction_type=config.prediction_type, quantize=config.quantize)
     pipe = backbone.pipe
     family = backbone.contract
     is_dit = family.kind == "dit"
@@ -571,7 +571,7 @@ def _hyper_parameters(config: TrainingConfig, processes: int) -> dict:
             "mixed_precision", "gradient_checkpointing", "optimizer", "max_grad_norm", "snr_gamma", "resolution",
             "seed", "random_roll", "random_flip", "caption_dropout", "cache", "wrap_unet", "weighting_scheme",
             "logit_mean", "logit_std", "mode_scale", "guidance_scale", "seam", "yaw_loss", "cube_loss",
-            "cube_loss_start_step", "cube_loss_start_epochs", "cube_loss_space", "lr_warmup_ratio")
+            "cube_loss_start_step", "cube_loss_start_epochs", "cube_loss_space", "lr_warmup_ratio", "quantize")
     values = {k: getattr(config, k) for k in keys}
     return values | {"adapter": config.adapter, "adapter_options": config.adapter_options, "processes": processes,
                      "total_batch": config.batch_size * processes * config.gradient_accumulation_steps}
