@@ -83,18 +83,18 @@ def test_trained_lora_loads_with_lora_flag_and_load_lora_weights_to_the_same_ima
     assert (reference - plain).abs().max() > 1e-3  # the LoRA changes the image
 
 
-def _resume_config(data, output, steps, **extra):
-    return TrainingConfig(data=str(data), output=str(output), model="tiny-flux", steps=steps, learning_rate=1e-3,
+def _resume_config(data, output, steps, model="tiny-flux", **extra):
+    return TrainingConfig(data=str(data), output=str(output), model=model, steps=steps, learning_rate=1e-3,
                           lr_scheduler="constant_with_warmup", lr_warmup_steps=2, checkpoints_total_limit=2,
                           weighting_scheme="logit_normal", **{**TINY, "checkpoint_every": 2}, **extra)
 
 
-def test_resume_continues_exactly_on_tiny_flux(two, tmp_path):
-    straight = train(_resume_config(two, tmp_path / "straight", 4, yaw_loss=0.5, cube_loss=0.5,
-                                    cube_loss_start_step=1))
-    train(_resume_config(two, tmp_path / "split", 2, yaw_loss=0.5, cube_loss=0.5, cube_loss_start_step=1))
-    resumed = train(_resume_config(two, tmp_path / "split", 4, yaw_loss=0.5, cube_loss=0.5, cube_loss_start_step=1,
-                                   resume="latest"))
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3"])
+def test_resume_continues_exactly(two, tmp_path, model):
+    losses = {"yaw_loss": 0.5, "cube_loss": 0.5, "cube_loss_start_step": 1, "model": model}
+    straight = train(_resume_config(two, tmp_path / "straight", 4, **losses))
+    train(_resume_config(two, tmp_path / "split", 2, **losses))
+    resumed = train(_resume_config(two, tmp_path / "split", 4, resume="latest", **losses))
     a, b = _weights(straight.output), _weights(resumed.output)
     assert resumed.steps == 4
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
@@ -102,10 +102,13 @@ def test_resume_continues_exactly_on_tiny_flux(two, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")
-def test_two_processes_equal_one_process_on_tiny_flux(two, tmp_path):
-    args = ["--model", "tiny-flux", "--steps", "2", "--resolution", str(H), "--checkpoint-every", "0", "--quiet",
-            "--lr", "1e-3", "--weighting-scheme", "mode", "--guidance-scale", "2.5", "--yaw-loss", "0.5",
-            "--cube-loss", "0.5", "--seam", "pad"]  # the yaw loss's second forward pass under DDP too
+@pytest.mark.parametrize("model, extra", [
+    ("tiny-flux", ["--weighting-scheme", "mode", "--guidance-scale", "2.5", "--seam", "pad"]),
+    ("tiny-sd3", ["--weighting-scheme", "logit_normal"]),
+])
+def test_two_processes_equal_one_process(two, tmp_path, model, extra):
+    args = ["--model", model, "--steps", "2", "--resolution", str(H), "--checkpoint-every", "0", "--quiet",
+            "--lr", "1e-3", "--yaw-loss", "0.5", "--cube-loss", "0.5", *extra]  # the yaw loss's second pass under DDP
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
