@@ -84,16 +84,19 @@ def _replace_linears_nf4(module: nn.Module, compute_dtype: torch.dtype) -> None:
 
 
 def materialise(module: nn.Module, device) -> nn.Module:
-    """Move ``module`` to ``device``, quantizing NF4 weights that are not quantized yet (also when the
-    module is already there: bitsandbytes quantizes on a move only)."""
-    module.to(device)
-    if getattr(module, "_pano360_quantized", None) != "nf4":
-        return module
-    for child in module.modules():
-        weight = getattr(child, "weight", None)
-        if type(weight).__name__ == "Params4bit" and not weight.bnb_quantized:
-            child.weight = weight._quantize(torch.device(device))
-    return module
+    """Move ``module`` to ``device``, computing the NF4 codes of weights not quantized yet, one layer at a
+    time. A CPU target with a GPU present quantizes on the GPU and moves the codes back (seconds instead of
+    minutes for 12 B weights: the CPU path quantizes about 20 M weights/s per core)."""
+    device = torch.device(device)
+    if getattr(module, "_pano360_quantized", None) == "nf4":
+        quantize_on = torch.device("cuda") if device.type == "cpu" and torch.cuda.is_available() else device
+        for child in module.modules():
+            weight = getattr(child, "weight", None)
+            if type(weight).__name__ == "Params4bit" and not weight.bnb_quantized:
+                child.weight = weight._quantize(quantize_on)
+                if quantize_on != device:
+                    child.to(device)
+    return module.to(device)
 
 
 def is_nf4_quantized(module: nn.Module) -> bool:
