@@ -194,6 +194,27 @@ def _faces_independently(latents):
     return faces
 
 
+def test_dit360_code_yaw_form_turns_prediction_and_target_together():
+    from pano360.training.pano_losses import turn, turned_pair_loss
+
+    generator = torch.Generator().manual_seed(3)
+    prediction, target = torch.randn(2, 4, 6, 12, generator=generator), torch.randn(2, 4, 6, 12, generator=generator)
+    assert torch.equal(turn(prediction, 60.0), torch.roll(prediction, 2, dims=-1))  # 60° of 12 columns = 2
+    half = turn(prediction, 15.0)  # half a column: the mean of the two neighbours
+    assert torch.allclose(half, 0.5 * (prediction + torch.roll(prediction, 1, dims=-1)))
+    plain = (prediction - target).square().reshape(2, -1).mean(dim=1)
+    assert torch.allclose(turned_pair_loss(prediction, target, [180.0, 300.0]), plain)  # whole columns: the MSE
+    smoothed = turned_pair_loss(prediction, target, [45.0, 45.0])  # 1.5 columns: interpolation lowers it
+    assert (smoothed < plain).all() and (smoothed > 0.4 * plain).all()
+
+
+def test_dit360_code_yaw_form_trains_and_is_recorded(two, tmp_path):
+    result = train(_resume_config(two, tmp_path / "code", 2, yaw_loss=0.5, yaw_loss_form="dit360-code"))
+    record = json.loads((result.output / "training_config.json").read_text())
+    assert record["config"]["yaw_loss_form"] == "dit360-code"
+    assert all(math.isfinite(loss) for loss in result.losses)
+
+
 def test_cube_loss_equals_a_face_by_face_computation():
     from pano360.training.pano_losses import cube_loss
 
@@ -229,6 +250,7 @@ def test_pano_losses_switch_on_at_the_start_step(two, tmp_path):
     ("tiny-flux", ["--quantize", "nf4"], "--quantize nf4 needs bitsandbytes"),
     ("tiny", ["--quantize", "fp8"], "--quantize stores a FLUX/SD3/Qwen-Image transformer base"),
     ("tiny-flux", ["--quantize", "int3"], "invalid choice"),
+    ("tiny-flux", ["--yaw-loss-form", "paper"], "invalid choice"),
 ])
 def test_flags_a_family_does_not_take_fail_before_any_model_loads(two, tmp_path, capsys, monkeypatch, model, extra,
                                                                    message):

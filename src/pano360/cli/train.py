@@ -62,6 +62,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         REPORT_TO,
         TRAINING_SEAMS,
         WEIGHTING_SCHEMES,
+        YAW_LOSS_FORMS,
     )
     from .main import HelpFormatter
 
@@ -163,6 +164,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     pl = parser.add_argument_group("panorama losses (DiT360)")
     pl.add_argument("--yaw-loss", type=float, default=0.0, metavar="LAMBDA",
                     help="weight of the yaw (rotation-consistency) loss; DiT360: 0.5")
+    pl.add_argument("--yaw-loss-form", default="equivariance", choices=YAW_LOSS_FORMS,
+                    help="equivariance: ||f(R x_t) - R f(x_t)||^2, zero for a roll-equivariant network (default); "
+                         "dit360-code: MSE of prediction and target turned together, as DiT360's code does "
+                         "(docs/training.md)")
     pl.add_argument("--cube-loss", type=float, default=0.0, metavar="LAMBDA",
                     help="weight of the cube-face MSE; DiT360: 0.5")
     pl.add_argument("--cube-loss-start-step", type=int, default=0,

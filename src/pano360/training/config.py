@@ -10,6 +10,7 @@ from ..errors import InvalidInputError
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit")
+YAW_LOSS_FORMS = ("equivariance", "dit360-code")
 REPORT_TO = ("none", "tensorboard", "wandb")
 MAX_STEPS = 10_000_000
 MAX_RESOLUTION = 4096  # panorama height; 4096 x 8192 is far beyond any released panorama model
@@ -92,6 +93,7 @@ class TrainingConfig:
     seam: str | None = None  # transformer seam while training: exact (periodic ids) | pad | none
     # --- DiT360's panorama losses (pano360.training.pano_losses) ---
     yaw_loss: float = 0.0  # weight λ_yaw (DiT360: 0.5)
+    yaw_loss_form: str = "equivariance"  # ‖f(R·x_t) − R·f(x_t)‖² | dit360-code: MSE(R·v̂, R·target)
     cube_loss: float = 0.0  # weight λ_cube (DiT360: 0.5)
     cube_loss_start_step: int = 0  # optimizer steps before the yaw and cube losses switch on
     cube_loss_start_epochs: int = 0  # or passes over the data (DiT360: 2); the later of the two wins
@@ -195,6 +197,8 @@ class TrainingConfig:
         if self.quantize not in QUANTIZATIONS:
             raise InvalidInputError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {self.quantize!r}")
         check_quantize(self.quantize)
+        if self.yaw_loss_form not in YAW_LOSS_FORMS:
+            raise InvalidInputError(f"--yaw-loss-form must be one of {', '.join(YAW_LOSS_FORMS)}")
         if self.optimizer not in OPTIMIZERS:
             raise InvalidInputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:

@@ -15,6 +15,7 @@ channels and pixels), which the trainer weights like the main loss.
   It is zero exactly when the prediction is roll-equivariant, whatever the target. DiT360's code
   instead turns v̂ and ε − x0 by the same angle (bilinear resampling) and takes their MSE, which is the
   main loss again up to interpolation, since a turn only moves columns; see docs/training.md.
+  :func:`turned_pair_loss` is that form (``--yaw-loss-form dit360-code``), for reproducing its training.
 """
 
 from __future__ import annotations
@@ -54,4 +55,25 @@ def yaw_loss(network, noisy: torch.Tensor, prediction: torch.Tensor, columns: to
     rolled_input = torch.stack([torch.roll(x, s, dims=-1) for x, s in zip(noisy, shifts)])
     rolled_prediction = torch.stack([torch.roll(p, s, dims=-1) for p, s in zip(prediction, shifts)])
     difference = network(rolled_input).float() - rolled_prediction.float()
+    return difference.square().reshape(difference.shape[0], -1).mean(dim=1)
+
+
+def turn(latents: torch.Tensor, angle_deg: float) -> torch.Tensor:
+    """[B, C, h, w] equirect turned about the vertical axis by ``angle_deg`` (positive = content moves
+    right), a periodic shift by angle/360 · w columns with linear interpolation between the two nearest."""
+    width = latents.shape[-1]
+    shift = angle_deg / 360.0 * width
+    whole = int(shift // 1)
+    fraction = shift - whole
+    moved = torch.roll(latents, whole, dims=-1)
+    if fraction == 0:
+        return moved
+    return (1 - fraction) * moved + fraction * torch.roll(moved, 1, dims=-1)
+
+
+def turned_pair_loss(prediction: torch.Tensor, target: torch.Tensor, angles_deg: list[float]) -> torch.Tensor:
+    """DiT360's code's yaw loss, per sample [B]: the MSE between the prediction and the target both turned
+    by the sample's angle (linear resampling). Equal to the plain MSE for turns by whole columns."""
+    turned = [turn(p[None].float(), a) - turn(t[None].float(), a) for p, t, a in zip(prediction, target, angles_deg)]
+    difference = torch.cat(turned)
     return difference.square().reshape(difference.shape[0], -1).mean(dim=1)

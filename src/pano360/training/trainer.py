@@ -168,7 +168,7 @@ def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weig
     per_sample = per_sample.reshape(count, -1).mean(dim=1)
     pano_losses = (yaw_weight or cube_weight) and step >= pano_loss_start
     if pano_losses:
-        from .pano_losses import YAW_ANGLES_DEG, cube_loss, yaw_columns, yaw_loss
+        from .pano_losses import YAW_ANGLES_DEG, cube_loss, turned_pair_loss, yaw_columns, yaw_loss
 
         if cube_weight:
             sigma2 = (t.float() / scheduler.config.num_train_timesteps) ** 2 if flow is not None else None
@@ -178,12 +178,15 @@ def training_loss(model, adapter, batch, scheduler, config: TrainingConfig, weig
             per_sample = per_sample + cube_weight * cube
         if yaw_weight:
             multiple = yaw_multiple or (flow.roll_multiple if flow is not None else 1)
-            columns = []
+            angles = []
             for position in batch.positions:  # the angle: a pure function of (seed, position)
                 generator = sample_generator(config.seed, position, STREAM_YAW)
-                angle = YAW_ANGLES_DEG[int(torch.randint(len(YAW_ANGLES_DEG), (1,), generator=generator))]
-                columns.append(yaw_columns(angle, x_t.shape[-1], multiple))
-            per_sample = per_sample + yaw_weight * yaw_loss(network, x_t, prediction, columns)
+                angles.append(YAW_ANGLES_DEG[int(torch.randint(len(YAW_ANGLES_DEG), (1,), generator=generator))])
+            if getattr(config, "yaw_loss_form", "equivariance") == "dit360-code":
+                yaw = turned_pair_loss(prediction, flat(target), angles)
+            else:
+                yaw = yaw_loss(network, x_t, prediction, [yaw_columns(a, x_t.shape[-1], multiple) for a in angles])
+            per_sample = per_sample + yaw_weight * yaw
     if config.snr_gamma:
         per_sample = per_sample * min_snr_weights(scheduler, t, config.snr_gamma,
                                                   scheduler.config.prediction_type)
@@ -571,7 +574,8 @@ def _hyper_parameters(config: TrainingConfig, processes: int) -> dict:
             "mixed_precision", "gradient_checkpointing", "optimizer", "max_grad_norm", "snr_gamma", "resolution",
             "seed", "random_roll", "random_flip", "caption_dropout", "cache", "wrap_unet", "weighting_scheme",
             "logit_mean", "logit_std", "mode_scale", "guidance_scale", "seam", "yaw_loss", "cube_loss",
-            "cube_loss_start_step", "cube_loss_start_epochs", "cube_loss_space", "lr_warmup_ratio", "quantize")
+            "cube_loss_start_step", "cube_loss_start_epochs", "cube_loss_space", "lr_warmup_ratio", "quantize",
+            "yaw_loss_form")
     values = {k: getattr(config, k) for k in keys}
     return values | {"adapter": config.adapter, "adapter_options": config.adapter_options, "processes": processes,
                      "total_batch": config.batch_size * processes * config.gradient_accumulation_steps}
