@@ -137,3 +137,17 @@ def test_qlora_on_tiny_flux_learns_resumes_exactly_and_loads_on_the_full_precisi
                                                   loras=[str(result.output)])
     image = generator("a room", height=H, width=2 * H, num_inference_steps=2, output_type="pt", progress=False)
     assert torch.isfinite(image.images).all()
+
+
+def test_generate_with_an_nf4_transformer_stays_close_to_full_precision():
+    from pano360 import PanoramaGenerator
+
+    kwargs = {"height": H, "width": 2 * H, "num_inference_steps": 2, "output_type": "pt", "progress": False}
+    images = {}
+    for kind in ("none", "nf4"):
+        generator = PanoramaGenerator.from_pretrained("tiny-flux", device="cpu", torch_dtype="fp32", quantize=kind)
+        if kind == "nf4":
+            assert q.is_nf4_quantized(generator.pipe.transformer)
+        images[kind] = generator("a room", generator=torch.Generator().manual_seed(0), **kwargs).images
+    difference = (images["nf4"] - images["none"]).abs().mean().item()
+    assert 0 < difference < 0.1
