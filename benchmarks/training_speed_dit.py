@@ -6,7 +6,9 @@ and CLIP-L's 12 layers on 512 and 77 tokens, FLUX's VAE layout, every width ÷ d
 diffusers folder that both loops load.
 
 * ``baseline``: what diffusers' ``examples/dreambooth/train_dreambooth_lora_flux.py`` does per step when
-  every image has its own caption and latents are not cached: read and resize the images (random flip),
+  every image has its own caption and latents are not cached (no ``--cache_latents``), plus reading and
+  resizing the images (random flip) each step, which that script does once when it builds its dataset
+  (about 3 ms of a 3 s step here):
   ``vae.encode(...).latent_dist.sample()``, (z − shift)·scale, CLIP pooled + T5 (512 tokens) embeddings of
   the batch's captions, σ from ``compute_density_for_timestep_sampling`` and the scheduler's table,
   x_σ = (1 − σ)x0 + σε, 2×2 packing, image and text ids, the transformer with the embedded guidance,
@@ -21,7 +23,10 @@ diffusers folder that both loops load.
   attention, as in the baseline). Its step times come from its ``log.jsonl`` (``elapsed_s``).
 
 Rates are 1 / median step time after ``--warmup`` steps; each configuration runs ``--repeats`` times,
-interleaved, and the best repeat is kept (the shared CPU's load changes within a minute).
+interleaved, and the best repeat is kept (the shared CPU's load changes within a minute); 1 / the fastest
+step of all repeats is printed beside it (the least disturbed by load). ``--components ROUNDS`` times the
+step's parts instead (read, VAE, CLIP, T5, the transformer step per seam), in turn in one process, which
+gives the encoders' share of the baseline's step and so the ratios to expect from the loops.
 
 ``--flops``: FLOPs on the meta device of one LoRA training step at full size (FLUX.1-dev, 1024×2048,
 batch 1): the transformer's forward + backward with a frozen base (per seam), the VAE encoder on the
@@ -31,6 +36,7 @@ benchmark's size say what the measured ratios should be if the CPU were compute-
 
     OMP_NUM_THREADS=1 python benchmarks/training_speed_dit.py [--divisor 24] [--resolution 256] [--steps 6]
         [--warmup 2] [--repeats 2] [--threads 1] [--variants baseline,cached,uncached,pad,none]
+    OMP_NUM_THREADS=1 python benchmarks/training_speed_dit.py --components 8
     python benchmarks/training_speed_dit.py --flops [--divisor 24] [--resolution 256]
 """
 
@@ -83,8 +89,8 @@ def save_model(folder: Path, divisor: int) -> Path:
 
 def diffusers_style(model: Path, data: Path, steps: int, warmup: int, resolution: int, batch_size: int,
                     rank: int = 4, weighting_scheme: str = "none", guidance_scale: float = 1.0,
-                    max_sequence_length: int = 512, seed: int = 0) -> float:
-    """Steps/s (1 / median step time after ``warmup`` steps) of the per-step-encoding FLUX LoRA loop."""
+                    max_sequence_length: int = 512, seed: int = 0) -> list[float]:
+    """Step times (s) after ``warmup`` steps of the per-step-encoding FLUX LoRA loop."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
@@ -153,14 +159,14 @@ def diffusers_style(model: Path, data: Path, steps: int, warmup: int, resolution
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         durations.append(time.perf_counter() - started)
-    return 1.0 / float(np.median(durations[warmup:]))
+    return durations[warmup:]
 
 
 def pano360_rate(model: Path, data: Path, output: Path, steps: int, warmup: int, resolution: int,
                  batch_size: int, rank: int = 4, weighting_scheme: str = "none", cache: bool = True,
-                 seam: str | None = None) -> tuple[float, float]:
-    """(1 / median step time after ``warmup`` steps, seconds from the start of train() to the first step's
-    end: model load, caching and step 1)."""
+                 seam: str | None = None) -> tuple[list[float], float]:
+    """(step times (s) after ``warmup`` steps, seconds from the start of train() to the first step's end:
+    model load, caching and step 1)."""
     from pano360.training import TrainingConfig, train
 
     shutil.rmtree(output, ignore_errors=True)
@@ -173,7 +179,99 @@ def pano360_rate(model: Path, data: Path, output: Path, steps: int, warmup: int,
     log = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
     first_step_s = (time.perf_counter() - started) - log[-1]["elapsed_s"] + log[0]["elapsed_s"]
     durations = np.diff([record["elapsed_s"] for record in log])[warmup - 1:]
-    return 1.0 / float(np.median(durations)), first_step_s
+    return [float(d) for d in durations], first_step_s
+
+
+def component_times(model: Path, data: Path, resolution: int, batch_size: int = 1, rank: int = 4,
+                    rounds: int = 8, seams=("none", "pad", "exact")) -> dict[str, list[float]]:
+    """Seconds per part of one training step, the parts timed in turn ``rounds`` times in one process (so
+    the machine's load hits them alike): ``read`` (read + resize the images), ``vae`` (encode + sample),
+    ``clip`` (77 tokens, pooled), ``t5`` (512 tokens), and ``step_<seam>``: the transformer's forward +
+    backward + clipping + AdamW with the peft LoRA, through pano360's FLUX call with that seam (``none``
+    is the baseline's call)."""
+    from diffusers import FluxPipeline
+    from peft import LoraConfig
+    from PIL import Image
+
+    from pano360.backbones.family import get_family
+    from pano360.backbones.guided import predict_noise
+    from pano360.backbones.token_seam import TokenSeam, token_seam
+
+    pipe = FluxPipeline.from_pretrained(str(model))
+    transformer, vae = pipe.transformer, pipe.vae
+    for module in (transformer, vae, pipe.text_encoder, pipe.text_encoder_2):
+        module.requires_grad_(False)
+    torch.manual_seed(0)
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                       target_modules=LORA_MODULES))
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    files = sorted(data.glob("*.png"))[:batch_size]
+    captions = [f.with_suffix(".txt").read_text().strip() for f in files]
+    family = get_family("flux")
+    state = {}
+
+    def read():
+        images = []
+        for file in files:
+            with Image.open(file) as image:
+                image = image.convert("RGB").resize((2 * resolution, resolution), Image.Resampling.BILINEAR)
+            images.append(torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1)
+        state["pixels"] = torch.stack(images)
+
+    def encode_vae():
+        state["x0"] = (vae.encode(state["pixels"]).latent_dist.sample() - vae.config.shift_factor) \
+            * vae.config.scaling_factor
+
+    def encode_clip():
+        ids = pipe.tokenizer(captions, padding="max_length", max_length=77, truncation=True,
+                             return_tensors="pt").input_ids
+        state["pooled"] = pipe.text_encoder(ids).pooler_output
+
+    def encode_t5():
+        ids = pipe.tokenizer_2(captions, padding="max_length", max_length=512, truncation=True,
+                               return_tensors="pt").input_ids
+        state["embeds"] = pipe.text_encoder_2(ids)[0]
+
+    def step(seam):
+        x0 = state["x0"]
+        noise = torch.randn_like(x0)
+        sigma = 0.5
+        with token_seam(transformer, TokenSeam(seam)):
+            prediction = predict_noise(transformer, (1 - sigma) * x0 + sigma * noise, 1000 * sigma, state["embeds"],
+                                       state["pooled"], family=family, embedded_guidance=1.0)
+        loss = torch.nn.functional.mse_loss(prediction, noise - x0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    parts = {"read": read, "vae": encode_vae, "clip": encode_clip, "t5": encode_t5}
+    parts |= {f"step_{seam}": (lambda seam=seam: step(seam)) for seam in seams}
+    transformer.train()
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for round_ in range(rounds + 1):  # round 0 warms up
+        for name, part in parts.items():
+            started = time.perf_counter()
+            with torch.no_grad() if not name.startswith("step_") else torch.enable_grad():
+                part()
+            if round_:
+                times[name].append(time.perf_counter() - started)
+    return times
+
+
+def print_component_times(times: dict[str, list[float]]) -> None:
+    fastest = {k: min(v) for k, v in times.items()}
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    for label, value in (("fastest", fastest), ("median", median)):
+        encode = value["read"] + value["vae"] + value["clip"] + value["t5"]
+        baseline = encode + value["step_none"]
+        print(f"{label}: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in value.items())
+              + f"; encoding share of the baseline step {encode / baseline:.1%} (read {value['read'] / baseline:.1%}, "
+              f"VAE {value['vae'] / baseline:.1%}, CLIP {value['clip'] / baseline:.1%}, T5 {value['t5'] / baseline:.1%})")
+        for key in (k for k in value if k.startswith("step_")):
+            print(f"  expected ratio of a cached loop with seam {key.removeprefix('step_')}: "
+                  f"{baseline / value[key]:.3f}x (uncached: {baseline / (value[key] + encode):.3f}x)")
 
 
 # ------------------------------------------------------------------------------------------- FLOPs
@@ -256,6 +354,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", default="baseline,cached,uncached,pad,none",
                         help=f"comma list of baseline and {', '.join(VARIANTS)}")
+    parser.add_argument("--components", type=int, default=0, metavar="ROUNDS",
+                        help="instead of the loops: time the step's parts (read, VAE, CLIP, T5, transformer step "
+                             "per seam) in turn for ROUNDS rounds in one process")
     parser.add_argument("--flops", action="store_true",
                         help="only the FLOP counts (meta device): FLUX.1-dev at 1024x2048 and the proportional "
                              "model at --resolution")
@@ -274,12 +375,16 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {unknown}")
     torch.set_num_threads(args.threads)
-    runs: dict[str, list[float]] = {v: [] for v in variants}
+    runs: dict[str, list[list[float]]] = {v: [] for v in variants}  # per repeat, the step times
     setups: dict[str, list[float]] = {v: [] for v in variants if v != "baseline"}
     with tempfile.TemporaryDirectory() as tmp:
         data, model = Path(tmp) / "data", Path(tmp) / "model"
         write_data(data, args.images, args.resolution)
         save_model(model, args.divisor)
+        if args.components:
+            print_component_times(component_times(model, data, args.resolution, args.batch_size, args.rank,
+                                                  args.components))
+            return
         common = (args.steps, args.warmup, args.resolution, args.batch_size)
         options = {"rank": args.rank, "weighting_scheme": args.weighting_scheme}
         for repeat in range(args.repeats):
@@ -287,26 +392,30 @@ def main() -> None:
                 if variant == "baseline":
                     runs[variant].append(diffusers_style(model, data, *common, **options))
                 else:
-                    rate, setup = pano360_rate(model, data, Path(tmp) / "out", *common, **options,
-                                               **VARIANTS[variant][1])
-                    runs[variant].append(rate)
+                    durations, setup = pano360_rate(model, data, Path(tmp) / "out", *common, **options,
+                                                    **VARIANTS[variant][1])
+                    runs[variant].append(durations)
                     setups[variant].append(setup)
-                print(f"repeat {repeat + 1}: {variant} {runs[variant][-1]:.3f} steps/s", flush=True)
-    best = {k: max(v) for k, v in runs.items()}
+                print(f"repeat {repeat + 1}: {variant} step times "
+                      + " ".join(f"{d:.2f}" for d in runs[variant][-1]) + " s", flush=True)
+    median = {k: max(1 / float(np.median(d)) for d in v) for k, v in runs.items()}  # best repeat's median
+    fastest = {k: 1 / min(min(d) for d in v) for k, v in runs.items()}
     size = f"{args.resolution}x{2 * args.resolution}"
-    print(f"proportional FLUX.1-dev (divisor {args.divisor}), {size} px, batch {args.batch_size}, {args.images} images, "
-          f"LoRA rank {args.rank}, weighting {args.weighting_scheme}, {args.threads} thread(s), "
-          f"{args.steps} steps after {args.warmup} warm-up, best of {args.repeats}: "
-          + json.dumps({k: [round(v, 3) for v in vals] for k, vals in runs.items()}))
-    reference = best.get("baseline")
+    print(f"proportional FLUX.1-dev (divisor {args.divisor}), {size} px, batch {args.batch_size}, {args.images} "
+          f"images, LoRA rank {args.rank}, weighting {args.weighting_scheme}, {args.threads} thread(s), "
+          f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} interleaved repeats; steps/s "
+          "(1 / median step time) per repeat: "
+          + json.dumps({k: [round(1 / float(np.median(d)), 3) for d in v] for k, v in runs.items()}))
+    print("| loop | steps/s (best repeat's median) | vs baseline | steps/s (fastest step) | vs baseline |")
+    print("|---|---|---|---|---|")
     for variant in variants:
         label = BASELINE_LABEL if variant == "baseline" else VARIANTS[variant][0]
-        ratio = f"{best[variant] / reference:.2f}x" if reference else "-"
-        print(f"| {label} | {best[variant]:.3f} | {1 / best[variant]:.2f} s | {ratio} |")
+        ratios = [f"{rates[variant] / rates['baseline']:.2f}x" if "baseline" in rates else "-"
+                  for rates in (median, fastest)]
+        print(f"| {label} | {median[variant]:.3f} | {ratios[0]} | {fastest[variant]:.3f} | {ratios[1]} |")
     for variant, values in setups.items():
         print(f"pano360 {variant}: train() start to the end of step 1 (load + caching + step 1): "
               f"{min(values):.1f} s")
-
 
 if __name__ == "__main__":
     main()
