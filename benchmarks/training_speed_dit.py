@@ -19,8 +19,9 @@ diffusers folder that both loops load.
 * ``pano360 train`` (``TrainingConfig``/``train()``, same data, rank, batch, size, weighting scheme,
   AdamW, clipping 1.0): ``cached`` (the default: latents and text encoded once, text encoders dropped;
   the default exact seam on transformers), ``uncached`` (``--no-cache``: VAE and both text encoders every
-  step, exact seam), and with the cache the other seams ``pad`` (DiT360's) and ``none`` (the released
-  attention, as in the baseline). Its step times come from its ``log.jsonl`` (``elapsed_s``).
+  step, exact seam), with the cache the other seams ``pad`` (DiT360's) and ``none`` (the released
+  attention, as in the baseline), and ``uncached-none`` (``--no-cache --seam none``: the baseline's work in
+  pano360's loop). Its step times come from its ``log.jsonl`` (``elapsed_s``).
 
 Rates are 1 / median step time after ``--warmup`` steps; each configuration runs ``--repeats`` times,
 interleaved, and the best repeat is kept (the shared CPU's load changes within a minute); 1 / the fastest
