@@ -139,15 +139,43 @@ def test_qlora_on_tiny_flux_learns_resumes_exactly_and_loads_on_the_full_precisi
     assert torch.isfinite(image.images).all()
 
 
-def test_generate_with_an_nf4_transformer_stays_close_to_full_precision():
+@pytest.fixture(scope="module")
+def flux_lora(two, tmp_path_factory):
+    output = tmp_path_factory.mktemp("lora") / "lora"
+    return train(TrainingConfig(data=str(two), output=str(output), model="tiny-flux", steps=4, batch_size=2,
+                                learning_rate=3e-2, caption_dropout=0.0, adapter_options={"rank": 8}, resolution=H,
+                                progress=False, checkpoint_every=0)).output
+
+
+@pytest.mark.parametrize("kind, tolerance", [("fp8", 0.02), ("nf4", 0.05)])
+def test_generate_with_a_quantized_transformer_and_a_lora_stays_close_to_full_precision(flux_lora, kind, tolerance):
     from pano360 import PanoramaGenerator
 
     kwargs = {"height": H, "width": 2 * H, "num_inference_steps": 2, "output_type": "pt", "progress": False}
     images = {}
-    for kind in ("none", "nf4"):
-        generator = PanoramaGenerator.from_pretrained("tiny-flux", device="cpu", torch_dtype="fp32", quantize=kind)
-        if kind == "nf4":
-            assert q.is_nf4_quantized(generator.pipe.transformer)
-        images[kind] = generator("a room", generator=torch.Generator().manual_seed(0), **kwargs).images
-    difference = (images["nf4"] - images["none"]).abs().mean().item()
-    assert 0 < difference < 0.1
+    for quantize in ("none", kind):
+        for loras in ([], [str(flux_lora)]):
+            generator = PanoramaGenerator.from_pretrained("tiny-flux", device="cpu", torch_dtype="fp32",
+                                                          quantize=quantize, loras=loras)
+            if quantize == "nf4":
+                assert q.is_nf4_quantized(generator.pipe.transformer)
+            lora_dtypes = {p.dtype for n, p in generator.pipe.transformer.named_parameters() if "lora_" in n}
+            assert lora_dtypes <= {torch.float32}  # peft's LoRA layers take the compute dtype, not float8/uint8
+            image = generator("a room", generator=torch.Generator().manual_seed(0), **kwargs).images
+            images[quantize, bool(loras)] = image
+    lora_effect = (images["none", True] - images["none", False]).abs().mean().item()
+    assert lora_effect > 0.01
+    assert 0 < (images[kind, True] - images["none", True]).abs().mean().item() < tolerance
+    quantized_effect = (images[kind, True] - images[kind, False]).abs().mean().item()
+    assert quantized_effect == pytest.approx(lora_effect, rel=0.25)
+
+
+def test_quantize_on_a_unet_model_is_refused_in_one_line(capsys):
+    from pano360.backbones.loading import load_backbone
+    from pano360.cli.main import main
+    from pano360.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="UNet model: drop --quantize"):
+        load_backbone("tiny", quantize="fp8")
+    assert main(["generate", "a room", "--model", "tiny", "--quantize", "nf4", "-o", "unused.png"]) == 2
+    assert "drop --quantize" in capsys.readouterr().err

@@ -302,6 +302,9 @@ def load_backbone(
     elif transformer is not None:
         raise InvalidInputError(f"--transformer replaces a FLUX/SD3/Qwen-Image transformer; {model!r} is a UNet model "
                                 "(use --unet for UNet fine-tunes)")
+    elif quantize != "none":
+        raise InvalidInputError(f"--quantize stores a FLUX/SD3/Qwen-Image transformer in fewer bits; {model!r} is a "
+                                "UNet model: drop --quantize (use --dtype fp16)")
     if unet is not None:
         if getattr(pipe, "unet", None) is None:
             raise InvalidInputError(f"--unet replaces an SD/SDXL UNet; {model!r} is a transformer model (use "

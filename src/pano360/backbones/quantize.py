@@ -57,6 +57,9 @@ def quantize_module(module: nn.Module, quantize: str, compute_dtype: torch.dtype
         raise InvalidInputError(f"this model is already stored in {module._pano360_quantized}")
     if quantize == "fp8":
         module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+        for child in module.modules():  # LoRAs loaded later (peft) take this dtype, not float8
+            if getattr(getattr(child, "weight", None), "dtype", None) == torch.float8_e4m3fn:
+                child.compute_dtype = compute_dtype
     elif quantize == "nf4":
         _replace_linears_nf4(module, compute_dtype)
     if quantize != "none":
