@@ -291,8 +291,10 @@ def component_flops(divisor: int = 1, height: int = 1024, rank: int = 4, batch: 
     """FLOPs (meta device) of one LoRA training step's parts at ``height`` × 2·``height`` px, ``batch``:
     ``transformer_<seam>`` the forward + backward of the transformer (frozen base, LoRA rank ``rank`` on
     q/k/v/o, pano360's family call with that seam; ``none`` is the baseline's call), ``vae_encode``,
-    ``t5`` (512 tokens), ``clip`` (77 tokens). ``divisor=1``: FLUX.1-dev; otherwise the proportional model."""
+    ``t5`` (512 tokens), ``clip`` (77 tokens). ``divisor=1``: FLUX.1-dev; otherwise the proportional model.
+    The exact seam is counted as it runs on a GPU (v zero-padded for the flash kernels)."""
     from pano360.adapters.lora import LoRAAdapter
+    from pano360.backbones import token_seam as token_seam_module
     from pano360.backbones.family import get_family
     from pano360.backbones.guided import predict_noise
     from pano360.backbones.proportional_dit import flux_clip_encoder, flux_t5_encoder, flux_vae
@@ -310,13 +312,17 @@ def component_flops(divisor: int = 1, height: int = 1024, rank: int = 4, batch: 
     pooled = torch.empty(batch, config.pooled_projection_dim, **meta)
     t = torch.full((batch,), 500.0, **meta)
     counts = {}
-    for seam in seams:
-        def step(seam=seam):
-            with token_seam(transformer, TokenSeam(seam)):
-                out = predict_noise(transformer, latents, t, embeds, pooled, family=family, embedded_guidance=1.0)
-            out.float().square().mean().backward()
+    flash_devices, token_seam_module.FLASH_DEVICES = token_seam_module.FLASH_DEVICES, ("cuda", "meta")
+    try:
+        for seam in seams:
+            def step(seam=seam):
+                with token_seam(transformer, TokenSeam(seam)):
+                    out = predict_noise(transformer, latents, t, embeds, pooled, family=family, embedded_guidance=1.0)
+                out.float().square().mean().backward()
 
-        counts[f"transformer_{seam}"] = _count(step)
+            counts[f"transformer_{seam}"] = _count(step)
+    finally:
+        token_seam_module.FLASH_DEVICES = flash_devices
     vae = flux_vae(divisor, device="meta")
     image = torch.empty(batch, 3, height, 2 * height, **meta)
     with torch.no_grad():

@@ -11,11 +11,12 @@ the circular method's ``seam`` option and set on the network with :func:`token_s
     the original model that coupling depends on the image token's absolute column, which would make
     the column under the text's position special. Here text–image pairs use the *unrotated* width
     components (as if every column sat at the text's own width position), which makes the whole
-    transformer exactly equivariant to rolls by whole tokens. It is computed in one attention call
-    with two extra copies of the width dimensions (image q/k rotated; text–image terms unrotated; a
-    ± copy cancelling the double count), so flash attention still applies (FLUX: 128 + 2·56 = 240; on
-    CUDA v is zero-padded to that size for the flash kernels). Cost: the q·k products grow by that
-    ratio (``docs/benchmarks.md``: +11 % FLOPs per FLUX call at 512×1024, more at larger sizes).
+    transformer exactly equivariant to rolls by whole tokens. It is computed in two attention calls that
+    split the queries (:meth:`AttentionSeam.exact_operands`): text queries as released but with the image
+    keys' width unrotated, image queries with one extra copy of the width dimensions (rotated for image
+    keys, unrotated for text keys), so flash attention still applies (FLUX: 128 + 56 = 184 channels for
+    image queries; on CUDA v is zero-padded to that size for the flash kernels). Cost: the image
+    queries' q·k products grow by that ratio (``docs/benchmarks.md``).
 ``periodic``
     Only the frequency snapping (stable-diffusion.cpp's ``--circular``): image–image attention is
     periodic, but text–image attention keeps its dependence on the absolute column, so a roll changes
@@ -53,6 +54,9 @@ SEAM_SCHEMES = ("exact", "periodic", "pad", "blend", "none")
 BLEND_EXTEND = 6  # latent columns, HunyuanWorld-1.0's blend_extend
 ROUNDINGS = ("nearest", "ceil")
 _ATTRIBUTE = "_pano360_token_seam"
+# devices whose attention runs flash kernels, which need one head size for q, k and v (the FLOP benchmarks
+# add "meta" to count as on CUDA)
+FLASH_DEVICES = ("cuda",)
 
 
 @dataclass(frozen=True)
@@ -133,22 +137,51 @@ class AttentionSeam:
     angles: torch.Tensor
     text_invariant: bool  # "exact": text–image terms unrotated; "periodic": plain rotation
 
-    def augment(self, x: torch.Tensor, query: bool) -> torch.Tensor:
-        """q or k [B, S, H, D] (width dims of image tokens not yet rotated) → the attention operand."""
+    def _rotated(self, x: torch.Tensor) -> torch.Tensor:
+        """q or k [B, S, H, D] with the image tokens' width dims rotated by their periodic angles."""
         start, stop = self.width_dims
         text_len = x.shape[1] - self.image_tokens
         angles = self.angles.to(x.device)[None, :, None, :]
-        width = x[..., start:stop]
-        rotated = rotate_pairs(width[:, text_len:], angles)
         main = x.clone()
-        main[:, text_len:, :, start:stop] = rotated
-        if not self.text_invariant:
-            return main
-        main[:, :text_len, :, start:stop] = 0
-        plain = width  # text: rotated by its own position already; images: unrotated
-        cancel = torch.zeros_like(width)
-        cancel[:, text_len:] = width[:, text_len:] if query else -width[:, text_len:]
-        return torch.cat([main, plain, cancel], dim=-1)
+        main[:, text_len:, :, start:stop] = rotate_pairs(x[:, text_len:, :, start:stop], angles)
+        return main
+
+    def periodic_operands(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``periodic``: q, k [B, S, H, D] with every image token's width dims rotated periodically."""
+        return self._rotated(query), self._rotated(key)
+
+    def exact_operands(self, query: torch.Tensor, key: torch.Tensor) -> tuple[tuple, tuple]:
+        """``exact``: the operands of two attention calls that split the queries, from q, k [B, S, H, D]
+        (text tokens first; the image tokens' width dims not yet rotated).
+
+        * text queries [B, T, H, D] against all keys, every image key's width dims unrotated: text–image
+          terms do not depend on the image token's column;
+        * image queries [B, S−T, H, D + d_w] = [width rotated | width unrotated] against keys
+          [B, S, H, D + d_w]: image keys [width rotated | 0], text keys [width 0 | width]. So image–image
+          terms see the periodic rotation and image–text terms the unrotated width components.
+
+        Returns ((text_q, text_k), (image_q, image_k)); the text pair is None without text tokens.
+        The same scores as one call over D + 2·d_w channels, with fewer products: FLUX's image queries run
+        over 128 + 56 = 184 channels and its text queries over 128, instead of 240 for every pair.
+        """
+        start, stop = self.width_dims
+        text_len = query.shape[1] - self.image_tokens
+        image_q = query[:, text_len:]
+        image_q = torch.cat([self._rotated(image_q), image_q[..., start:stop]], dim=-1)
+        key_main = self._rotated(key)
+        key_main[:, :text_len, :, start:stop] = 0
+        key_width = torch.zeros_like(key[..., start:stop])
+        key_width[:, :text_len] = key[:, :text_len, :, start:stop]
+        image_k = torch.cat([key_main, key_width], dim=-1)
+        text = (query[:, :text_len], key) if text_len else None
+        return text, (image_q, image_k)
+
+
+def _query_rows(mask, start: int, stop: int | None, queries: int):
+    """The rows of an attention mask for queries ``start:stop`` (masks without a query axis: as they are)."""
+    if mask is None or mask.ndim < 3 or mask.shape[-2] != queries:
+        return mask
+    return mask[..., start:stop, :]
 
 
 @contextlib.contextmanager
@@ -156,7 +189,7 @@ def intercept_attention(modules, plan: AttentionSeam):
     """Inside the block, ``dispatch_attention_fn`` of the given diffusers modules sees the seam's q/k.
 
     The processors of FLUX and Qwen-Image call the module-level ``dispatch_attention_fn`` with rotated
-    q, k; the wrapper rotates the image tokens' width dims periodically (and augments for ``exact``),
+    q, k; the wrapper rotates the image tokens' width dims periodically (``exact``: in two calls split by query),
     keeps the softmax scale of the true head dim, and returns the true head dim's output.
     """
     originals = {}
@@ -165,16 +198,23 @@ def intercept_attention(modules, plan: AttentionSeam):
         def dispatch(query, key, value, attn_mask=None, *args, **kwargs):
             if query.shape[1] != key.shape[1] or query.shape[1] < plan.image_tokens:
                 return original(query, key, value, attn_mask, *args, **kwargs)
-            head = query.shape[-1]
-            q, k = plan.augment(query, True), plan.augment(key, False)
+            if kwargs.get("scale") is None:
+                kwargs["scale"] = 1.0 / math.sqrt(query.shape[-1])
+            if not plan.text_invariant:
+                q, k = plan.periodic_operands(query, key)
+                return original(q, k, value, attn_mask, *args, **kwargs)
+            text, (image_q, image_k) = plan.exact_operands(query, key)
+            text_len, queries = query.shape[1] - plan.image_tokens, query.shape[1]
+            outputs = []
+            if text is not None:
+                outputs.append(original(*text, value, _query_rows(attn_mask, 0, text_len, queries), *args, **kwargs))
             # CUDA's flash kernels need one head size for q, k and v: pad v with zeros there (output sliced);
             # elsewhere (math / memory-efficient kernels) v keeps its size and costs nothing extra
-            extra = q.shape[-1] - value.shape[-1] if query.device.type == "cuda" else 0
+            extra = image_q.shape[-1] - value.shape[-1] if query.device.type in FLASH_DEVICES else 0
             v = torch.nn.functional.pad(value, (0, extra)) if extra else value
-            if kwargs.get("scale") is None:
-                kwargs["scale"] = 1.0 / math.sqrt(head)
-            out = original(q, k, v, attn_mask, *args, **kwargs)
-            return out[..., :value.shape[-1]] if extra else out
+            image = original(image_q, image_k, v, _query_rows(attn_mask, text_len, None, queries), *args, **kwargs)
+            outputs.append(image[..., :value.shape[-1]] if extra else image)
+            return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
         return dispatch
 
     try:
