@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -77,6 +78,9 @@ def _command_in(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     # transformers warns about optional image processors on import; nothing a pano360 user can act on.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # bitsandbytes (imported by diffusers whenever it is installed) warns on CPUs that an optional kernel
+    # package is missing; its own torch fallback runs --quantize nf4 correctly, so there is nothing to do
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
