@@ -105,8 +105,11 @@ def test_resume_continues_exactly(two, tmp_path, model):
 @pytest.mark.parametrize("model, extra", [
     ("tiny-flux", ["--weighting-scheme", "mode", "--guidance-scale", "2.5", "--seam", "pad"]),
     ("tiny-sd3", ["--weighting-scheme", "logit_normal"]),
+    ("tiny-flux", ["--quantize", "nf4", "--gradient-checkpointing"]),  # QLoRA: a 4-bit base under DDP
 ])
 def test_two_processes_equal_one_process(two, tmp_path, model, extra):
+    if "nf4" in extra:
+        pytest.importorskip("bitsandbytes")
     args = ["--model", model, "--steps", "2", "--resolution", str(H), "--checkpoint-every", "0", "--quiet",
             "--lr", "1e-3", "--yaw-loss", "0.5", "--cube-loss", "0.5", *extra]  # the yaw loss's second pass under DDP
     src = str(Path(__file__).resolve().parents[1] / "src")
