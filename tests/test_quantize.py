@@ -179,3 +179,22 @@ def test_quantize_on_a_unet_model_is_refused_in_one_line(capsys):
         load_backbone("tiny", quantize="fp8")
     assert main(["generate", "a room", "--model", "tiny", "--quantize", "nf4", "-o", "unused.png"]) == 2
     assert "drop --quantize" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family, name", [("flux", "flux-dev"), ("sd3", "sd3-medium"), ("qwen-image", "qwen-image"),
+                                          ("flux2", "flux2-klein-4b")])
+def test_pre_flight_memory_counts_the_quantized_transformer_as_stored(family, name):
+    from pano360.backbones.tiny_dit import full_size_transformer
+    from pano360.validation import DENOISER_PARAMETERS, QUANTIZED_BYTES_PER_PARAMETER, estimate_memory
+
+    transformer = full_size_transformer(name, device="meta")
+    count = sum(p.numel() for p in transformer.parameters())
+    assert count == pytest.approx(DENOISER_PARAMETERS[family], rel=0.01)
+    plain = estimate_memory(1024, 2048, family=family, dtype_bytes=2)
+    for kind in ("fp8", "nf4"):
+        per_parameter = q.quantized_weight_bytes(transformer, kind) / count
+        assert QUANTIZED_BYTES_PER_PARAMETER[kind][family] == pytest.approx(per_parameter, abs=0.002)
+        quantized = estimate_memory(1024, 2048, family=family, dtype_bytes=2, quantize=kind)
+        saved = DENOISER_PARAMETERS[family] * (2 - QUANTIZED_BYTES_PER_PARAMETER[kind][family])
+        assert plain.weights - quantized.weights == pytest.approx(saved, rel=1e-6)
+        assert (quantized.unet, quantized.vae) == (plain.unet, plain.vae)  # activations stay in bf16

@@ -167,7 +167,8 @@ def plan_generation(
     return Plan(method_obj, preset, height, width, steps, guidance, settings.get("scheduler"), request)
 
 
-def estimate_plan_memory(plan: Plan, facts, dtype_bytes: int, parameters: float | None = None):
+def estimate_plan_memory(plan: Plan, facts, dtype_bytes: int, parameters: float | None = None,
+                         quantize: str = "none"):
     """The plan's peak-memory estimate (:func:`pano360.validation.estimate_memory`), with the method's
     own largest denoiser call."""
     from .validation import estimate_memory
@@ -181,17 +182,18 @@ def estimate_plan_memory(plan: Plan, facts, dtype_bytes: int, parameters: float 
         batch_size=plan.request.batch_size, guidance=plan.request.guidance,
         window=max(window) if isinstance(window, tuple) else window, view_batch_size=values.get("view_batch_size", 8),
         sync_batch_size=1 if "sync_weight" in values else 0, parameters=parameters, positions=positions,
+        quantize=quantize,
     )
 
 
 def check_plan_memory(plan: Plan, facts, device: str, dtype_bytes: int, parameters: float | None = None,
-                      allow_large: bool = False, cli: bool = False) -> None:
+                      allow_large: bool = False, cli: bool = False, quantize: str = "none") -> None:
     """Refuse a plan whose estimate exceeds the device's free memory (no-op with ``allow_large``)."""
     if allow_large:
         return
     from .validation import available_memory, check_memory
 
-    estimate = estimate_plan_memory(plan, facts, dtype_bytes, parameters)
+    estimate = estimate_plan_memory(plan, facts, dtype_bytes, parameters, quantize)
     if cli:
         check_memory(estimate, available_memory(device), device)
     else:

@@ -213,6 +213,15 @@ PARAMETERS = {"sd1": 1.07e9, "sd2": 1.30e9, "sdxl": 3.47e9, "flux": 16.9e9, "sd3
 2.03B + T5 4.76B + CLIPs 0.82B + 84M; Qwen-Image: 20.4B + Qwen2.5-VL-7B 8.29B + 127M; FLUX.2 [klein] 4B:
 about 3.9B + Qwen3-4B 4.0B + 84M). A quantized or
 offloaded model needs less; pass ``parameters`` (bytes are parameters × ``dtype_bytes``)."""
+DENOISER_PARAMETERS = {"flux": 11.9e9, "sd3": 2.03e9, "qwen-image": 20.43e9, "flux2": 3.88e9}
+"""Parameters of the transformer alone per DiT family (the part ``--quantize`` stores in fewer bits)."""
+QUANTIZED_BYTES_PER_PARAMETER = {
+    "fp8": {"flux": 1.273, "sd3": 1.333, "qwen-image": 1.001, "flux2": 1.005},
+    "nf4": {"flux": 0.516, "sd3": 0.517, "qwen-image": 0.516, "flux2": 0.516},
+}
+"""Bytes per transformer parameter as :mod:`pano360.backbones.quantize` stores it, from
+``quantized_weight_bytes`` on the full-size configs (fp8 keeps diffusers' skipped norm/embedding layers
+in bf16: FLUX's and SD3's AdaLN modulation; nf4 is 4.127 bits per Linear weight plus the bf16 rest)."""
 UNET_ELEMENTS_PER_LATENT = {"sd1": 30_000, "sd2": 30_000, "sdxl": 45_000, "flux": 12_000, "sd3": 8_000,
                             "qwen-image": 12_000, "flux2": 12_000}
 """Peak denoiser activation elements per latent position and batch entry (memory-efficient attention;
@@ -246,7 +255,7 @@ class MemoryEstimate:
 def estimate_memory(
     height: int, width: int, *, family: str = "sd2", method="circular", dtype_bytes: int = 2, batch_size: int = 1,
     guidance: bool = True, window: int | None = None, view_batch_size: int = 8, sync_batch_size: int = 0,
-    parameters: float | None = None, positions: int | None = None,
+    parameters: float | None = None, positions: int | None = None, quantize: str = "none",
 ) -> MemoryEstimate:
     """Peak memory of one generation, from sizes alone (no model needed).
 
@@ -260,8 +269,14 @@ def estimate_memory(
     to plan tight ones. ``height``/``width`` in pixels; ``window`` in latent units (default: native).
     ``positions``: the latent positions of the method's largest denoiser call as the method declares
     them (:meth:`pano360.methods.base.PanoramaMethod.denoiser_positions`), instead of the rule above.
+    ``quantize`` (``fp8``/``nf4``, DiT families): the transformer's weights at
+    :data:`QUANTIZED_BYTES_PER_PARAMETER`, the rest and all activations at ``dtype_bytes``.
     """
     params = parameters if parameters is not None else PARAMETERS.get(family, PARAMETERS["sd2"])
+    weights = params * dtype_bytes
+    if quantize != "none" and parameters is None and family in DENOISER_PARAMETERS:
+        denoiser = DENOISER_PARAMETERS[family]
+        weights = (params - denoiser) * dtype_bytes + denoiser * QUANTIZED_BYTES_PER_PARAMETER[quantize][family]
     latent_h, latent_w = height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT
     cfg = 2 if guidance else 1
     per_latent = UNET_ELEMENTS_PER_LATENT.get(family, 30_000)
@@ -279,7 +294,7 @@ def estimate_memory(
     if sync_batch_size:
         window_px = (window or NATIVE_SIZES.get(family, 512) // PIXELS_PER_LATENT) * PIXELS_PER_LATENT
         extra = int(sync_batch_size * window_px * window_px * VAE_GRAD_ELEMENTS_PER_PIXEL * dtype_bytes)
-    return MemoryEstimate(weights=int(params * dtype_bytes), unet=unet, vae=vae, extra=extra)
+    return MemoryEstimate(weights=int(weights), unet=unet, vae=vae, extra=extra)
 
 
 def available_memory(device) -> int | None:

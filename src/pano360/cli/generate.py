@@ -389,10 +389,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
             device = str(resolve_device("auto"))
         dtype_bytes = 4 if args.dtype == "fp32" or (args.dtype == "auto" and device == "cpu") else 2
-        if args.quantize != "none":
-            dtype_bytes = 1
         check_plan_memory(plan, facts, device, dtype_bytes, parameters=1e6 if args.model in TINY_MODEL_NAMES else None,
-                          cli=True)
+                          cli=True, quantize=args.quantize)
     plan.method.fetch_resources(plan.request)  # last, after the cheap checks: SyncDiffusion's LPIPS weights
 
 
