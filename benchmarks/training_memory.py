@@ -79,6 +79,28 @@ class SavedBytes:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
 
 
+def largest_block_saved_bytes(measure) -> int:
+    """The most bytes one checkpointed block saves for its backward pass, which its recomputation holds
+    during the backward pass. ``measure(run_checkpointing, hooks=(pre, post))`` runs a training forward
+    and backward pass with ``pre``/``post`` as forward pre-/post-hooks on every block."""
+    stack: list[tuple[SavedBytes, object]] = []
+    totals: list[int] = []
+
+    def enter(_module, _args):
+        counter = SavedBytes()
+        context = counter.hooks()
+        context.__enter__()
+        stack.append((counter, context))
+
+    def leave(_module, _args, _out):
+        counter, context = stack.pop()
+        context.__exit__(None, None, None)
+        totals.append(counter.total)
+
+    measure(False, hooks=(enter, leave))
+    return max(totals)
+
+
 def _parameter_bytes(module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
@@ -123,24 +145,8 @@ def estimate(height: int = 512, dtype: torch.dtype = torch.bfloat16, checkpointi
         block_inputs.pack(args[0])
 
     kept = measure(checkpointing, hooks=(record_input,) if checkpointing else ())
-    largest_block = 0
-    if checkpointing:  # the backward pass recomputes one block at a time: each block's own saved tensors
-        stack: list[tuple[SavedBytes, object]] = []
-        totals: list[int] = []
-
-        def enter(_module, _args):
-            counter = SavedBytes()
-            context = counter.hooks()
-            context.__enter__()
-            stack.append((counter, context))
-
-        def leave(_module, _args, _out):
-            counter, context = stack.pop()
-            context.__exit__(None, None, None)
-            totals.append(counter.total)
-
-        measure(False, hooks=(enter, leave))
-        largest_block = max(totals)
+    # the backward pass recomputes one block at a time: each block's own saved tensors
+    largest_block = largest_block_saved_bytes(measure) if checkpointing else 0
     adapter.detach(unet)
 
     weights = _parameter_bytes(unet)

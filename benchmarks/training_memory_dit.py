@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_memory import GB, SavedBytes, _patched_sdpa
+from training_memory import GB, SavedBytes, _patched_sdpa, largest_block_saved_bytes
 
 TEXT_TOKENS = 512
 BLOCKS = ("FluxTransformerBlock", "FluxSingleTransformerBlock")
@@ -93,23 +93,7 @@ def estimate(height: int = 1024, rank: int = 64, checkpointing: bool = True, qua
         block_inputs.pack(args[0] if args else rest[0]["hidden_states"])
 
     kept = measure(checkpointing, hooks=(record_input,) if checkpointing else ())
-    largest_block = 0
-    if checkpointing:
-        stack, totals = [], []
-
-        def enter(_module, _args):
-            counter = SavedBytes()
-            context = counter.hooks()
-            context.__enter__()
-            stack.append((counter, context))
-
-        def leave(_module, _args, _out):
-            counter, context = stack.pop()
-            context.__exit__(None, None, None)
-            totals.append(counter.total)
-
-        measure(False, hooks=(enter, leave))
-        largest_block = max(totals)
+    largest_block = largest_block_saved_bytes(measure) if checkpointing else 0
     adapter.detach(transformer)
 
     parameters = sum(p.numel() for p in transformer.parameters())

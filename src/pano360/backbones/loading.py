@@ -47,7 +47,7 @@ from .families import (
     family_of_transformer_keys,
     family_of_unet_config,
 )
-from .quantize import QUANTIZATIONS, check_quantize, materialise, quantize_module  # noqa: F401  (QUANTIZATIONS: re-exported)
+from .quantize import QUANTIZATIONS, check_quantize, materialise, quantize_module, unet_model_error  # noqa: F401  (QUANTIZATIONS: re-exported)
 from .tiny import TINY_MODEL_NAMES
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
@@ -303,8 +303,7 @@ def load_backbone(
         raise InvalidInputError(f"--transformer replaces a FLUX/SD3/Qwen-Image transformer; {model!r} is a UNet model "
                                 "(use --unet for UNet fine-tunes)")
     elif quantize != "none":
-        raise InvalidInputError(f"--quantize stores a FLUX/SD3/Qwen-Image transformer in fewer bits; {model!r} is a "
-                                "UNet model: drop --quantize (use --dtype fp16)")
+        raise unet_model_error(model)
     if unet is not None:
         if getattr(pipe, "unet", None) is None:
             raise InvalidInputError(f"--unet replaces an SD/SDXL UNet; {model!r} is a transformer model (use "

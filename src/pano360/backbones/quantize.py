@@ -28,12 +28,23 @@ NF4_DOUBLE_QUANT_BLOCK = 256  # absmax codes per fp32 scale (double quantization
 NF4_BITS_PER_WEIGHT = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * NF4_DOUBLE_QUANT_BLOCK)
 
 
+def _check_known(quantize: str) -> None:
+    if quantize not in QUANTIZATIONS:
+        raise InvalidInputError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+
+
 def check_quantize(quantize: str) -> None:
     """One line naming the fix when ``quantize`` is unknown, or is ``nf4`` without bitsandbytes (before loading)."""
-    if quantize not in QUANTIZATIONS:
-        raise InvalidInputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    _check_known(quantize)
     if quantize == "nf4":
         _bitsandbytes()
+
+
+def unet_model_error(model: str, family: str | None = None) -> InvalidInputError:
+    """The one line for ``--quantize`` on an SD/SDXL (UNet) model."""
+    kind = f"{family} UNet model" if family else "UNet model"
+    return InvalidInputError(f"--quantize stores a FLUX/SD3/Qwen-Image transformer in fewer bits; {model!r} is a "
+                             f"{kind}: drop --quantize (use --dtype fp16)")
 
 
 def _bitsandbytes():
@@ -114,8 +125,7 @@ def quantized_weight_bytes(module: nn.Module, quantize: str, load_dtype: torch.d
     (``module`` may live on ``meta`` and is not changed): NF4 Linears at :data:`NF4_BITS_PER_WEIGHT`
     (rounded as bitsandbytes pads: whole bytes of codes, whole blocks), fp8 weights at 1 byte, the rest
     in ``load_dtype``."""
-    if quantize not in QUANTIZATIONS:
-        raise InvalidInputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    _check_known(quantize)
     element = torch.empty((), dtype=load_dtype).element_size()
     total = 0
     if quantize == "fp8":

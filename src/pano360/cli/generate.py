@@ -358,11 +358,10 @@ def check_arguments(args: argparse.Namespace) -> None:
                                     f"{facts.family} UNet model")
         classify_model_argument(args.transformer)
     if args.quantize != "none":
-        from ..backbones.quantize import check_quantize
+        from ..backbones.quantize import check_quantize, unet_model_error
 
         if facts.family is not None and not facts.is_dit:
-            raise InvalidInputError(f"--quantize stores a FLUX/SD3/Qwen-Image transformer in fewer bits; {args.model} "
-                                    f"is a {facts.family} UNet model: drop --quantize (use --dtype fp16)")
+            raise unet_model_error(args.model, facts.family)
         check_quantize(args.quantize)
     if args.controlnet_scale is not None:
         check_nonnegative(args.controlnet_scale, "--controlnet-scale")

@@ -183,8 +183,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     mem.add_argument("--quantize", default="none", choices=["none", "fp8", "nf4"],
                      help="FLUX/SD3/Qwen-Image: keep the frozen transformer in fewer bits while the adapter trains "
                           "in fp32: fp8 (float8 weights, any device) or nf4 (QLoRA: bitsandbytes 4-bit NormalFloat, "
-                          "double quantization). FLUX.1-dev at 1024x2048 with --gradient-checkpointing: about 17 GiB "
-                          "(fp8) or 11 GiB (nf4) instead of 27.5 GiB (docs/benchmarks.md)")
+                          "double quantization). FLUX.1-dev at 1024x2048 with --gradient-checkpointing: about 19.6 GiB "
+                          "(fp8) or 11.2 GiB (nf4) instead of 27.5 GiB (docs/benchmarks.md)")
     mem.add_argument("--allow-tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
     mem.add_argument("--cpu", action="store_true",
                      help="train on the CPU even if a GPU is present; with 'accelerate launch --multi_gpu "

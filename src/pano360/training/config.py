@@ -192,10 +192,8 @@ class TrainingConfig:
             raise InvalidInputError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise InvalidInputError(f"--lr-scheduler must be one of {', '.join(LR_SCHEDULERS)}")
-        from ..backbones.quantize import QUANTIZATIONS, check_quantize
+        from ..backbones.quantize import check_quantize
 
-        if self.quantize not in QUANTIZATIONS:
-            raise InvalidInputError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {self.quantize!r}")
         check_quantize(self.quantize)
         if self.yaw_loss_form not in YAW_LOSS_FORMS:
             raise InvalidInputError(f"--yaw-loss-form must be one of {', '.join(YAW_LOSS_FORMS)}")
